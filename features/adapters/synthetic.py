@@ -1,0 +1,105 @@
+"""Deterministic synthetic catalogue and users whose interests drift.
+
+Why synthetic by default: it runs offline, it is small, and it carries ground truth. Every
+event records the user's true interest at that moment, and half the users switch their main
+interest once, so drift monitoring and the interest-shift benchmark have something to find.
+
+Item text is built from a per-category vocabulary, so a text encoder can tell categories
+apart; consumption follows "series" inside a category (item -> its sequel), so sequence
+models have order to learn.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.params import Params, SyntheticParams
+
+CATEGORY_WORDS: dict[str, list[str]] = {
+    "thriller": ["murder", "detective", "suspect", "chase", "alibi", "conspiracy", "killer", "heist"],
+    "romance": ["love", "wedding", "heart", "kiss", "couple", "affair", "romantic", "passion"],
+    "science": ["physics", "quantum", "experiment", "laboratory", "theory", "molecule", "scientist", "research"],
+    "cooking": ["recipe", "kitchen", "bake", "chef", "flavour", "dinner", "spice", "pastry"],
+    "sports": ["football", "match", "goal", "team", "league", "coach", "stadium", "champion"],
+    "travel": ["journey", "island", "mountain", "beach", "passport", "hotel", "adventure", "voyage"],
+    "finance": ["market", "stock", "investor", "bank", "budget", "portfolio", "inflation", "dividend"],
+    "music": ["guitar", "concert", "album", "melody", "band", "singer", "rhythm", "orchestra"],
+    "history": ["empire", "ancient", "war", "king", "revolution", "medieval", "dynasty", "archive"],
+    "technology": ["software", "robot", "computer", "startup", "algorithm", "network", "gadget", "code"],
+    "health": ["fitness", "diet", "doctor", "sleep", "yoga", "wellness", "vitamin", "therapy"],
+    "fantasy": ["dragon", "wizard", "magic", "sword", "elf", "kingdom", "quest", "spell"],
+    "comedy": ["joke", "laugh", "sitcom", "prank", "satire", "funny", "clown", "parody"],
+    "nature": ["forest", "wildlife", "river", "ocean", "bird", "climate", "garden", "species"],
+    "art": ["painting", "museum", "sculpture", "gallery", "artist", "canvas", "portrait", "design"],
+    "politics": ["election", "senate", "policy", "campaign", "vote", "parliament", "debate", "minister"],
+}
+FILLER = ["story", "guide", "tale", "notes", "chronicle", "diary", "review", "episode"]
+EVENT_TYPES = ["view", "click", "purchase"]
+
+
+def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    cats = list(CATEGORY_WORDS)[: p.n_categories]
+    if p.n_categories > len(CATEGORY_WORDS):
+        raise ValueError(f"synthetic.n_categories must be <= {len(CATEGORY_WORDS)}")
+    primary = np.arange(p.n_items) % p.n_categories  # balanced categories
+    rows = []
+    for i in range(p.n_items):
+        c = cats[primary[i]]
+        words = rng.choice(CATEGORY_WORDS[c], size=6, replace=True).tolist()
+        second = cats[rng.integers(p.n_categories)] if rng.random() < 0.25 else None
+        if second and second != c:
+            words += rng.choice(CATEGORY_WORDS[second], size=2).tolist()
+        item_cats = [c] + ([second] if second and second != c else [])
+        title = f"{words[0].title()} {rng.choice(FILLER)} {i}"
+        text = f"{title}. A {c} {rng.choice(FILLER)} about " + ", ".join(words[1:]) + "."
+        rows.append({"item_id": f"i{i:05d}", "title": title, "text": text, "categories": item_cats})
+    return pd.DataFrame(rows), cats, primary
+
+
+def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(interactions, items, ground_truth): same params, byte-identical output."""
+    rng = np.random.default_rng(p.seed)
+    items, cats, primary = _catalogue(p, rng)
+    by_cat = [np.flatnonzero(primary == c) for c in range(p.n_categories)]
+    # Zipf-like popularity inside each category: a few hits, a long tail
+    pop = 1.0 / (1.0 + rng.permutation(p.n_items)) ** 0.8
+    t0 = pd.Timestamp("2026-01-01", tz="UTC").value // 10**9
+    span = p.days * 86400
+    ev_rows, gt_rows = [], []
+    for u in range(p.n_users):
+        n = max(5, int(rng.poisson(p.events_per_user)))
+        first, second = rng.choice(p.n_categories, size=2, replace=False)
+        shifts = rng.random() < p.shift_fraction
+        switch_at = int(n * rng.uniform(0.4, 0.7)) if shifts else n
+        start = rng.uniform(0, span * 0.5)
+        times = start + np.cumsum(rng.exponential((span - start) / (n + 1), size=n))
+        if times[-1] > span:  # the random walk can overshoot: squeeze it back inside `days`
+            times = start + (times - start) * ((span - start) / (times[-1] - start))
+        last_item = -1
+        for k in range(n):
+            interest = first if k < switch_at else second
+            r = rng.random()
+            if last_item >= 0 and r < 0.3 and primary[last_item] == interest:
+                pool = by_cat[interest]
+                nxt = pool[(np.searchsorted(pool, last_item) + 1) % len(pool)]  # the sequel
+            elif r < 0.85:
+                pool = by_cat[interest]
+                nxt = rng.choice(pool, p=pop[pool] / pop[pool].sum())
+            else:  # exploration outside the current interest
+                nxt = rng.choice(p.n_items, p=pop / pop.sum())
+            last_item = int(nxt)
+            ts = int(t0 + times[k])
+            ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, EVENT_TYPES[int(rng.integers(3))], None))
+            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first], bool(shifts), k >= switch_at))
+    interactions = pd.DataFrame(ev_rows, columns=["user_id", "item_id", "ts", "event", "value"])
+    truth = pd.DataFrame(
+        gt_rows,
+        columns=["user_id", "item_id", "ts", "true_interest", "interest_before", "interest_after", "shifts", "after_switch"],
+    )
+    truth["ts"] = pd.to_datetime(truth["ts"], unit="s", utc=True)
+    return interactions, items, truth
+
+
+def load(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
+    interactions, items, truth = generate(params.ingest.synthetic)
+    return interactions, items, {"ground_truth": truth}

@@ -1,0 +1,185 @@
+"""Typed view of params.yaml.
+
+params.yaml is read once, at an entry point (a stage's ``main()``, a Prefect flow, the
+service), and the frozen dataclasses below are passed down. Typos in keys fail loudly here
+instead of surfacing as a ``KeyError`` deep inside a stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DATA_DIR_ENV = "PULSE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class DataParams:
+    dataset: str = "synthetic"
+    source_dir: str = ""
+    download: bool = True
+    raw_dir: str = "data/raw"
+
+    def resolved_source_dir(self) -> str:
+        """The configured folder, else the PULSE_DATA_DIR environment variable, else ''."""
+        return self.source_dir or os.environ.get(DATA_DIR_ENV, "")
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    n_users: int = 400
+    n_items: int = 600
+    n_categories: int = 12
+    events_per_user: int = 40
+    shift_fraction: float = 0.5
+    days: int = 120
+    seed: int = 7
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    max_bad_fraction: float = 0.01
+    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+
+
+@dataclass(frozen=True)
+class FeaturesParams:
+    history_len: int = 50
+    short_half_life_days: float = 3.0
+    long_half_life_days: float = 60.0
+    recent_days: int = 30
+    out_dir: str = "data/features"
+    repo_dir: str = "features/repo"
+
+
+@dataclass(frozen=True)
+class EncoderParams:
+    model_name: str = "all-MiniLM-L6-v2"
+    max_length: int = 128
+    batch_size: int = 64
+    cache_dir: str = ".cache/embeddings"
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    models: tuple[str, ...] = ("interest", "popularity", "recent_popularity")
+    max_len: int = 50
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    use_id_embedding: bool = True
+    use_time_decay: bool = True
+    use_long_term: bool = True
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    batch_size: int = 128
+    epochs: int = 200
+    patience: int = 10
+    recent_days: int = 30
+    device: str = "auto"
+    seed: int = 42
+    out_dir: str = "artifacts/model"
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    k: int = 10
+    select_metric: str = "ndcg@10"
+    out: str = "reports/metrics.json"
+
+
+@dataclass(frozen=True)
+class MonitorParams:
+    reference_fraction: float = 0.3
+    current_fraction: float = 0.3
+    drift_threshold: float = 0.5
+    html: str = "reports/drift.html"
+    json: str = "reports/drift.json"
+
+
+@dataclass(frozen=True)
+class PackageParams:
+    model_name: str = "pulse-recommender"
+    out: str = "reports/package.json"
+
+
+@dataclass(frozen=True)
+class Params:
+    data: DataParams = field(default_factory=DataParams)
+    ingest: IngestParams = field(default_factory=IngestParams)
+    features: FeaturesParams = field(default_factory=FeaturesParams)
+    encoder: EncoderParams = field(default_factory=EncoderParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
+    monitor: MonitorParams = field(default_factory=MonitorParams)
+    package: PackageParams = field(default_factory=PackageParams)
+    root: str = "."  # repository root every relative path is resolved against
+
+    def path(self, relative: str) -> Path:
+        """Resolve a configured path against the repository root."""
+        p = Path(relative)
+        return p if p.is_absolute() else Path(self.root) / p
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d.pop("root")
+        return d
+
+    def section_hash(self, *sections: str) -> str:
+        """Short stable hash of some sections: recorded beside artifacts to tie them to params."""
+        d = self.to_dict()
+        blob = json.dumps({s: d[s] for s in sections}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
+    """Build a (nested) dataclass from a mapping, rejecting unknown keys."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"unknown key(s) in params.yaml section '{where}': {sorted(unknown)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = fields[name].default_factory() if fields[name].default_factory is not dataclasses.MISSING else fields[name].default  # type: ignore[misc]
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{where}.{name}")
+        elif isinstance(default, tuple):
+            kwargs[name] = tuple(value)
+        elif isinstance(default, bool):
+            kwargs[name] = bool(value)
+        elif isinstance(default, float):
+            kwargs[name] = float(value)
+        elif isinstance(default, int):
+            kwargs[name] = int(value)
+        else:
+            kwargs[name] = "" if value is None else str(value)
+    return cls(**kwargs)
+
+
+def _set_dotted(d: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        d = d.setdefault(p, {})
+    d[leaf] = value
+
+
+def load_params(path: str | Path = "params.yaml", overrides: Mapping[str, Any] | None = None) -> Params:
+    """Read params.yaml (plus dotted-key overrides such as ``{"train.epochs": 3}``).
+
+    The repository root is the folder holding the params file, so stages run from anywhere.
+    """
+    path = Path(path).resolve()
+    if not path.exists():
+        raise FileNotFoundError(f"params file not found: {path}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    raw["root"] = str(path.parent)
+    return _build(Params, raw, "params")

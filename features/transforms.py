@@ -1,0 +1,127 @@
+"""Pure feature functions: DataFrames in, DataFrames out, no I/O, no clock.
+
+The offline builder (stage `features`), the online event path (service `/events`) and the
+evaluation all call these, so training and serving see the same features. ``now`` is always
+an argument.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+SECONDS_PER_DAY = 86400.0
+
+
+def category_vocabulary(items: pd.DataFrame) -> list[str]:
+    """Sorted category names: the fixed order of every category-share vector."""
+    return sorted({c for cats in items["categories"] for c in cats})
+
+
+def category_matrix(items: pd.DataFrame, categories: list[str]) -> dict[str, np.ndarray]:
+    """item_id -> its category vector, each category weighted 1/len(categories) (sums to 1)."""
+    pos = {c: i for i, c in enumerate(categories)}
+    out: dict[str, np.ndarray] = {}
+    for item_id, cats in zip(items["item_id"], items["categories"]):
+        v = np.zeros(len(categories), dtype=np.float64)
+        known = [pos[c] for c in cats if c in pos]
+        if known:
+            v[known] = 1.0 / len(known)
+        out[item_id] = v
+    return out
+
+
+def unix_seconds(ts: pd.Series) -> np.ndarray:
+    return (ts.astype("datetime64[ns, UTC]").astype("int64") // 10**9).to_numpy()
+
+
+def feature_timestamps(interactions: pd.DataFrame) -> pd.Series:
+    """Event time plus the tie rank in microseconds: strictly increasing per user.
+
+    MovieLens has many events in the same second; the protocol orders them by row order.
+    Offsetting the k-th same-second event by k microseconds keeps that order through Feast's
+    point-in-time join, which only sees timestamps.
+    """
+    rank = interactions.groupby(["user_id", "ts"], sort=False).cumcount()
+    return interactions["ts"] + pd.to_timedelta(rank.to_numpy(), unit="us")
+
+
+def decayed_shares(times: np.ndarray, vectors: np.ndarray, half_life_s: float) -> np.ndarray:
+    """Category shares after each event, older events down-weighted by 0.5 ** (age / half_life).
+
+    times: (n,) unix seconds, ascending; vectors: (n, C) category vectors. Returns (n, C),
+    each row normalised to sum to 1 (or all zeros when no event had a category).
+    """
+    acc = np.zeros(vectors.shape[1])
+    out = np.zeros_like(vectors, dtype=np.float64)
+    prev = times[0] if len(times) else 0
+    for k in range(len(times)):
+        acc = acc * 0.5 ** ((times[k] - prev) / half_life_s) + vectors[k]
+        prev = times[k]
+        total = acc.sum()
+        out[k] = acc / total if total > 0 else acc
+    return out
+
+
+def user_behaviour_timeline(
+    interactions: pd.DataFrame,
+    items: pd.DataFrame,
+    categories: list[str],
+    history_len: int,
+    short_half_life_days: float,
+    long_half_life_days: float,
+) -> pd.DataFrame:
+    """One row per event: the user's behaviour state right after that event.
+
+    Rows are stamped with ``feature_timestamps`` so a point-in-time lookup at T returns the
+    state after the last event strictly before T.
+    """
+    cat_vec = category_matrix(items, categories)
+    zero = np.zeros(len(categories))
+    df = interactions.assign(event_timestamp=feature_timestamps(interactions), _t=unix_seconds(interactions["ts"]))
+    rows: list[pd.DataFrame] = []
+    for user_id, g in df.groupby("user_id", sort=False):
+        ids = g["item_id"].tolist()
+        t = g["_t"].to_numpy()
+        vecs = np.stack([cat_vec.get(i, zero) for i in ids]) if ids else np.zeros((0, len(categories)))
+        short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
+        long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
+        lo = [max(0, k + 1 - history_len) for k in range(len(ids))]
+        rows.append(
+            pd.DataFrame(
+                {
+                    "user_id": user_id,
+                    "event_timestamp": g["event_timestamp"].to_numpy(),
+                    "hist_item_ids": [ids[a : k + 1] for k, a in enumerate(lo)],
+                    "hist_ts": [t[a : k + 1].tolist() for k, a in enumerate(lo)],
+                    "event_count": np.arange(1, len(ids) + 1, dtype=np.int64),
+                    "last_event_ts": t.astype(np.int64),
+                    "cat_share_short": list(short.astype(np.float32)),
+                    "cat_share_long": list(long_.astype(np.float32)),
+                }
+            )
+        )
+    out = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+    return out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
+
+
+def user_behaviour_snapshot(timeline: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """Each user's latest state at or before ``now`` (what the online store should hold)."""
+    past = timeline[timeline["event_timestamp"] <= now]
+    return past.groupby("user_id", sort=False).tail(1).reset_index(drop=True)
+
+
+def item_profile(interactions: pd.DataFrame, items: pd.DataFrame, now: pd.Timestamp, recent_days: float) -> pd.DataFrame:
+    """Per item, as of ``now``: categories, all-time popularity and popularity in the recent window."""
+    past = interactions[interactions["ts"] <= now]
+    recent = past[past["ts"] > now - pd.Timedelta(days=recent_days)]
+    pop = past["item_id"].value_counts()
+    rpop = recent["item_id"].value_counts()
+    return pd.DataFrame(
+        {
+            "item_id": items["item_id"].to_numpy(),
+            "event_timestamp": now,
+            "categories": [list(c) for c in items["categories"]],
+            "popularity": items["item_id"].map(pop).fillna(0).astype(np.int64).to_numpy(),
+            "recent_popularity": items["item_id"].map(rpop).fillna(0).astype(np.int64).to_numpy(),
+        }
+    )

@@ -1,0 +1,1 @@
+"""Models: text encoder, interest-weight model, baselines, training, evaluation, monitoring."""

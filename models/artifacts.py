@@ -1,0 +1,60 @@
+"""The model artifact directory: written by `train`, read by `evaluate`, `monitor`, `package` and serving.
+
+    items.json                  item ids in index order (index = position + 1; 0 = padding)
+    text_embeddings.safetensors text_emb (N+1, text_dim), row 0 zero
+    interest.safetensors        interest-model weights   + interest_config.json
+    baselines.safetensors       popularity, recent_popularity score vectors
+    meta.json                   data version, params hash, encoder, training history
+    card.md                     model card (human-readable summary)
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from safetensors.torch import load_file, save_file
+
+from models.baselines import StaticScores
+from models.interest import InterestConfig, InterestModel
+
+BASELINES = ("popularity", "recent_popularity")
+
+
+def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "items.json").write_text(json.dumps({"ids": list(item_ids)}))
+    save_file({"text_emb": text_emb.contiguous().float()}, str(out / "text_embeddings.safetensors"))
+    base = {name: m.scores.cpu().contiguous() for name, m in models.items() if isinstance(m, StaticScores)}
+    if base:
+        save_file(base, str(out / "baselines.safetensors"))
+    interest = models.get("interest")
+    if isinstance(interest, InterestModel):
+        state = {k: v.cpu().contiguous() for k, v in interest.state_dict().items() if k != "text_emb"}
+        save_file(state, str(out / "interest.safetensors"))
+        (out / "interest_config.json").write_text(json.dumps(interest.cfg.to_dict(), indent=2))
+    (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def load_item_ids(out: Path) -> list[str]:
+    return json.loads((out / "items.json").read_text())["ids"]
+
+
+def load_meta(out: Path) -> dict:
+    return json.loads((out / "meta.json").read_text())
+
+
+def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
+    """Every model in the artifact, in eval mode."""
+    text_emb = load_file(str(out / "text_embeddings.safetensors"))["text_emb"]
+    models: dict[str, nn.Module] = {}
+    if (out / "baselines.safetensors").exists():
+        for name, v in load_file(str(out / "baselines.safetensors")).items():
+            models[name] = StaticScores(v)
+    if (out / "interest.safetensors").exists():
+        cfg = InterestConfig(**json.loads((out / "interest_config.json").read_text()))
+        m = InterestModel(cfg, text_emb)
+        m.load_state_dict(load_file(str(out / "interest.safetensors")), strict=False)
+        models["interest"] = m
+    return {k: v.to(device).eval() for k, v in models.items()}

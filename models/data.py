@@ -1,0 +1,128 @@
+"""From canonical tables to model inputs: id maps, per-user sequences, leave-one-out splits.
+
+Per-user order is (timestamp, original row order), the tie rule of the benchmark protocol;
+ingest keeps that order in interactions.parquet, so a stable group-by preserves it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.transforms import feature_timestamps, unix_seconds
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class ItemIndex:
+    """item id <-> contiguous index (1..N; 0 is padding)."""
+
+    ids: tuple[str, ...]
+
+    @property
+    def pos(self) -> dict[str, int]:
+        return {i: k + 1 for k, i in enumerate(self.ids)}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def item_index(items: pd.DataFrame) -> ItemIndex:
+    return ItemIndex(tuple(items["item_id"].astype(str)))
+
+
+@dataclass
+class UserSequence:
+    items: np.ndarray  # (n,) item indices, oldest first
+    ts: np.ndarray     # (n,) unix seconds
+
+
+def user_sequences(interactions: pd.DataFrame, index: ItemIndex) -> dict[str, UserSequence]:
+    pos = index.pos
+    df = interactions.assign(_i=interactions["item_id"].map(pos).fillna(0).astype(np.int64), _t=unix_seconds(interactions["ts"]))
+    return {u: UserSequence(g["_i"].to_numpy(), g["_t"].to_numpy()) for u, g in df.groupby("user_id", sort=True)}
+
+
+def pad_left(values: np.ndarray, length: int) -> np.ndarray:
+    out = np.zeros(length, dtype=np.int64)
+    v = np.asarray(values, dtype=np.int64)[-length:]
+    if len(v):
+        out[length - len(v):] = v
+    return out
+
+
+@dataclass
+class EvalSet:
+    """Inputs, targets and exclusions of one leave-one-out split (valid or test)."""
+
+    users: list[str]
+    seq: np.ndarray        # (B, L) left-padded item indices
+    ts: np.ndarray         # (B, L) their timestamps
+    targets: np.ndarray    # (B,)
+    exclude: list[np.ndarray]  # items of the whole input history (never recommended again)
+    target_ts: np.ndarray  # (B,)
+
+
+def leave_one_out(seqs: dict[str, UserSequence], split: str, max_len: int) -> EvalSet:
+    """valid: history = all but the last two events, target = second-last; test: target = last."""
+    cut = {"valid": 2, "test": 1}[split]
+    users, seq, ts, tg, ex, tts = [], [], [], [], [], []
+    for u, s in seqs.items():
+        if len(s.items) < 3:
+            continue  # the protocol skips users with fewer than 3 events
+        hist, hts = s.items[: len(s.items) - cut], s.ts[: len(s.items) - cut]
+        users.append(u)
+        seq.append(pad_left(hist, max_len))
+        ts.append(pad_left(hts, max_len))
+        tg.append(s.items[len(s.items) - cut])
+        tts.append(s.ts[len(s.items) - cut])
+        ex.append(np.unique(hist))
+    return EvalSet(users, np.array(seq).reshape(-1, max_len), np.array(ts).reshape(-1, max_len), np.array(tg), ex, np.array(tts))
+
+
+def train_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
+    """Every event but each user's last two (those are validation and test)."""
+    rank_from_end = interactions.groupby("user_id", sort=False).cumcount(ascending=False)
+    return interactions[rank_from_end >= 2]
+
+
+def training_entity_df(interactions: pd.DataFrame, max_len: int) -> pd.DataFrame:
+    """Feast entity rows for training: one query per window of ``max_len`` train targets.
+
+    A query at target q returns the ``max_len`` behaviours before q; training on every position
+    of (history + q) covers targets q-max_len+1..q. Queries step back by ``max_len`` from each
+    user's last train target, so every train target is predicted exactly once per epoch while
+    Feast answers ~events/max_len rows instead of one per event. The timestamp is the target's
+    feature time minus 1 microsecond: strictly before the target.
+    """
+    df = interactions.assign(_ft=feature_timestamps(interactions))
+    rows = []
+    for u, g in df.groupby("user_id", sort=False):
+        n = len(g)
+        ft, items, ts = g["_ft"].to_numpy(), g["item_id"].to_numpy(), g["ts"].to_numpy()
+        for q in range(n - 3, 0, -max_len):  # last train target is n-3 (0-based)
+            rows.append((u, ft[q] - pd.Timedelta(microseconds=1), items[q], ts[q]))
+    out = pd.DataFrame(rows, columns=["user_id", "event_timestamp", "target_item", "target_ts"])
+    out["event_timestamp"] = pd.to_datetime(out["event_timestamp"], utc=True)
+    out["target_ts"] = pd.to_datetime(out["target_ts"], utc=True)
+    return out
+
+
+def windows_from_features(rows: pd.DataFrame, index: ItemIndex, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(seq, ts, labels), each (B, max_len): inputs are history, labels the next item at each position."""
+    pos = index.pos
+    seqs, tss, labels = [], [], []
+    for hist, hts, target, tts in zip(rows["hist_item_ids"], rows["hist_ts"], rows["target_item"], unix_seconds(rows["target_ts"])):
+        hist = [] if hist is None else list(hist)
+        hts = [] if hts is None else list(hts)
+        full = [pos.get(i, PAD) for i in hist] + [pos.get(target, PAD)]
+        full_ts = [int(t) for t in hts] + [int(tts)]
+        seqs.append(pad_left(full[:-1], max_len))
+        tss.append(pad_left(full_ts[:-1], max_len))
+        labels.append(pad_left(full[1:], max_len))
+    lab = np.array(labels).reshape(-1, max_len)
+    seq = np.array(seqs).reshape(-1, max_len)
+    lab[seq == PAD] = PAD  # no input at that position: nothing to predict from
+    return seq, np.array(tss).reshape(-1, max_len), lab

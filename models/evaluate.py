@@ -1,0 +1,99 @@
+"""Stage `evaluate`: leave-one-out full-ranking metrics for every trained model; pick the best.
+
+Validation (second-last event) selects the model; test (last event) is what we report.
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn as nn
+
+from features.cli import stage_main
+from features.params import Params
+from models import artifacts
+from models.data import EvalSet, ItemIndex, leave_one_out, user_sequences
+from models.metrics import metrics_from_ranks, target_ranks
+
+log = logging.getLogger(__name__)
+
+
+@torch.no_grad()
+def evaluate_model(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 512) -> dict[str, float]:
+    """HR@k, NDCG@k, MRR over all items, and coverage@k (share of the catalogue in anyone's top-k)."""
+    model.eval()
+    ranks, top = [], []
+    for i in range(0, len(data.targets), batch_size):
+        seq = torch.as_tensor(data.seq[i : i + batch_size], device=device)
+        ts = torch.as_tensor(data.ts[i : i + batch_size], device=device)
+        tg = torch.as_tensor(data.targets[i : i + batch_size], device=device)
+        scores = model.score_all(seq, ts)
+        r, masked = target_ranks(scores, tg, data.exclude[i : i + batch_size])
+        ranks.append(r.cpu().numpy())
+        top.append(masked.topk(k, dim=1).indices.cpu().numpy())
+    n_items = None
+    for name, buf in model.named_buffers():
+        if name in ("scores", "text_emb"):
+            n_items = buf.shape[0] - 1
+    out = metrics_from_ranks(np.concatenate(ranks), k) if ranks else {}
+    if top and n_items:
+        out[f"coverage@{k}"] = float(len(np.unique(np.concatenate(top))) / n_items)
+    out["users"] = int(len(data.targets))
+    return out
+
+
+@dataclass
+class EvaluateResult:
+    metrics: dict
+    selected: str
+
+    def summary(self) -> dict:
+        return {"selected": self.selected, "metrics": self.metrics}
+
+
+def run(params: Params) -> EvaluateResult:
+    model_dir = params.path(params.train.out_dir)
+    ids = artifacts.load_item_ids(model_dir)
+    index = ItemIndex(tuple(ids))
+    interactions = pd.read_parquet(params.path(params.data.raw_dir) / "interactions.parquet")
+    seqs = user_sequences(interactions, index)
+    L, k = params.train.max_len, params.evaluate.k
+    splits = {s: leave_one_out(seqs, s, L) for s in ("valid", "test")}
+    metrics: dict[str, dict] = {}
+    for name, model in artifacts.load_models(model_dir).items():
+        metrics[name] = {s: evaluate_model(model, d, k) for s, d in splits.items()}
+        log.info("%-18s valid %s | test %s", name, _fmt(metrics[name]["valid"]), _fmt(metrics[name]["test"]))
+    key = params.evaluate.select_metric
+    selected = max(metrics, key=lambda m: metrics[m]["valid"][key])
+    report = {"selected": selected, "select_metric": key, "k": k, "models": metrics,
+              "data_version": artifacts.load_meta(model_dir).get("data_version")}
+    out = params.path(params.evaluate.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    log.info("selected '%s' by validation %s", selected, key)
+    return EvaluateResult(metrics=metrics, selected=selected)
+
+
+def _fmt(m: dict) -> str:
+    return " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+
+
+def markdown_table(metrics: dict, split: str = "test", k: int = 10) -> str:
+    cols = [f"hr@{k}", f"ndcg@{k}", "mrr", f"coverage@{k}"]
+    lines = ["| model | " + " | ".join(c.upper() if c == "mrr" else c for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    for name, m in metrics.items():
+        lines.append(f"| {name} | " + " | ".join(f"{m[split].get(c, float('nan')):.4f}" for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    stage_main(run, "evaluate: full-ranking leave-one-out metrics of every model")
+
+
+if __name__ == "__main__":
+    main()

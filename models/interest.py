@@ -1,0 +1,157 @@
+"""The pulse interest-weight model: time-aware attention over a user's recent behaviours.
+
+Item vector  = projection of the item's text embedding (+ a learned id embedding, optional),
+               so items nobody has consumed still get a vector.
+Short-term   = causal self-attention whose logits are penalised by a learned decay on the
+               elapsed time between behaviours (per head).
+Long-term    = attention pooling over all past behaviours with its own learned time decay.
+User vector  = gate * short + (1 - gate) * long; score = user . item for every item.
+Interest weights = how much each past behaviour contributed: the gate-weighted mix of the
+               last-layer attention row and the long-term pooling weights (used to explain).
+
+Index 0 is padding everywhere; sequences are left-padded so the newest behaviour is last.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+@dataclass
+class InterestConfig:
+    n_items: int                 # catalogue size (indices 1..n_items; 0 = padding)
+    text_dim: int                # width of the text embeddings
+    dim: int = 64                # model width
+    max_len: int = 50            # behaviours attended over
+    n_layers: int = 2
+    n_heads: int = 2
+    dropout: float = 0.2
+    use_id_embedding: bool = True
+    use_text: bool = True
+    use_time_decay: bool = True
+    use_long_term: bool = True
+    use_position: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
+    """(B, L) unix seconds -> (B, L, L) log1p of hours from behaviour j to behaviour i (>= 0)."""
+    dt = (ts.unsqueeze(2) - ts.unsqueeze(1)).clamp(min=0).float() / 3600.0
+    return torch.log1p(dt)
+
+
+class TimeAwareAttention(nn.Module):
+    def __init__(self, cfg: InterestConfig) -> None:
+        super().__init__()
+        self.n_heads, self.dim = cfg.n_heads, cfg.dim
+        self.c_attn = nn.Linear(cfg.dim, 3 * cfg.dim)
+        self.c_proj = nn.Linear(cfg.dim, cfg.dim)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.decay = nn.Parameter(torch.full((cfg.n_heads,), -2.0)) if cfg.use_time_decay else None
+
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        B, L, D = x.shape
+        q, k, v = self.c_attn(x).split(D, dim=2)
+        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(D // self.n_heads)  # (B, nh, L, L)
+        if self.decay is not None:
+            att = att - F.softplus(self.decay).view(1, -1, 1, 1) * logdt.unsqueeze(1)
+        att = att.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+        y = (self.drop(att) @ v).transpose(1, 2).reshape(B, L, D)
+        return self.drop(self.c_proj(y)), att
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: InterestConfig) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.attn = TimeAwareAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, att = self.attn(self.ln_1(x), logdt, mask)
+        x = x + a
+        return x + self.mlp(self.ln_2(x)), att
+
+
+class InterestModel(nn.Module):
+    def __init__(self, cfg: InterestConfig, text_emb: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        n = cfg.n_items + 1
+        # text embeddings are a frozen buffer (row 0 = padding); new items are appended at serving time
+        self.register_buffer("text_emb", text_emb.float() if text_emb is not None else torch.zeros(n, cfg.text_dim))
+        self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.use_text else None
+        self.id_emb = nn.Embedding(n, cfg.dim, padding_idx=0) if cfg.use_id_embedding else None
+        self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        self.ln_f = nn.LayerNorm(cfg.dim)
+        if cfg.use_long_term:
+            self.long_query = nn.Linear(cfg.dim, 1)
+            self.long_decay = nn.Parameter(torch.tensor(-2.0))
+            self.gate = nn.Linear(2 * cfg.dim, 1)
+        if not (cfg.use_text or cfg.use_id_embedding):
+            raise ValueError("the interest model needs text or id embeddings (or both)")
+        if self.id_emb is not None:
+            nn.init.normal_(self.id_emb.weight, std=0.02)
+
+    def item_vectors(self) -> torch.Tensor:
+        """(N+1, D) vectors of every item; row 0 (padding) is zero."""
+        parts = []
+        if self.text_proj is not None:
+            parts.append(self.text_proj(self.text_emb))
+        if self.id_emb is not None:
+            parts.append(self.id_emb.weight)
+        v = parts[0] if len(parts) == 1 else parts[0] + parts[1]
+        return torch.cat([torch.zeros_like(v[:1]), v[1:]])  # padding row stays zero
+
+    def encode(self, seq: torch.Tensor, ts: torch.Tensor, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """seq, ts (B, L) -> user vectors at every position (B, L, D) and interest weights (B, L, L)."""
+        B, L = seq.shape
+        items = self.item_vectors() if items is None else items
+        x = items[seq]  # (B, L, D)
+        if self.pos_emb is not None:  # position counted back from the newest behaviour
+            x = x + self.pos_emb(torch.arange(L - 1, -1, -1, device=seq.device).clamp(max=self.cfg.max_len - 1))
+        valid = seq > 0
+        eye = torch.eye(L, dtype=torch.bool, device=seq.device)
+        mask = (torch.tril(torch.ones(L, L, dtype=torch.bool, device=seq.device)) & valid.unsqueeze(1)) | eye  # (B, L, L)
+        logdt = elapsed_hours(ts)
+        h = self.drop(x)
+        for block in self.blocks:
+            h, att = block(h, logdt, mask)
+        short = self.ln_f(h)  # (B, L, D)
+        weights = att.mean(1)  # (B, L, L) last layer, heads averaged
+        if not self.cfg.use_long_term:
+            return short, weights
+        logits = self.long_query(x).squeeze(-1).unsqueeze(1) - F.softplus(self.long_decay) * logdt  # (B, L, L)
+        pool = logits.masked_fill(~mask, float("-inf")).softmax(-1)
+        long = pool @ x  # (B, L, D)
+        g = torch.sigmoid(self.gate(torch.cat([short, long], -1)))  # (B, L, 1)
+        return g * short + (1 - g) * long, g * weights + (1 - g) * pool
+
+    def loss(self, seq: torch.Tensor, ts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Full-catalogue softmax cross-entropy at every position whose label is an item (> 0)."""
+        items = self.item_vectors()
+        user, _ = self.encode(seq, ts, items)
+        keep = labels > 0
+        logits = user[keep] @ items.T  # (n, N+1)
+        logits[:, 0] = float("-inf")
+        return F.cross_entropy(logits, labels[keep])
+
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """(B, N+1) scores of every item for the newest position of each sequence."""
+        items = self.item_vectors()
+        user, _ = self.encode(seq, ts, items)
+        return user[:, -1] @ items.T
+
+    def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""
+        _, w = self.encode(seq, ts)
+        return w[:, -1]

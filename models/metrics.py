@@ -1,0 +1,40 @@
+"""Full-ranking metrics: every item is a candidate, the user's history is excluded, the target is always rankable."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+
+def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """1-based rank of each target among all items, and the scores with history masked out.
+
+    scores (B, N+1), column 0 = padding. The target competes with its own score even when it
+    is in the history (the protocol keeps it rankable). Ties are broken by item index, lower
+    first, so a constant scorer cannot look better than it is.
+    """
+    s = scores.detach().clone().float()
+    t = targets.view(-1, 1)
+    own = s.gather(1, t)  # (B, 1)
+    s[:, 0] = float("-inf")
+    for b, ex in enumerate(exclude):
+        if len(ex):
+            s[b, torch.as_tensor(ex, dtype=torch.long, device=s.device)] = float("-inf")
+    idx = torch.arange(s.shape[1], device=s.device).view(1, -1)
+    ahead = (s > own) | ((s == own) & (idx < t))
+    return 1 + ahead.sum(1), s
+
+
+def metrics_from_ranks(ranks: np.ndarray, k: int) -> dict[str, float]:
+    ranks = np.asarray(ranks, dtype=np.float64)
+    hit = ranks <= k
+    return {
+        f"hr@{k}": float(hit.mean()),
+        f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0).mean()),
+        "mrr": float((1.0 / ranks).mean()),
+    }
+
+
+def ndcg_at(rank: int, k: int) -> float:
+    return 1.0 / math.log2(rank + 1) if rank <= k else 0.0

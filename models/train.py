@@ -1,0 +1,163 @@
+"""Stage `train`: encode item text, fit the baselines, train the interest-weight model.
+
+The interest model's training examples come from Feast's point-in-time join
+(``get_historical_features``); validation for early stopping uses the leave-one-out split.
+"""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from features import store
+from features.cli import stage_main
+from features.ingest import data_version
+from features.params import Params, TrainParams
+from models import artifacts, baselines
+from models.data import EvalSet, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
+from models.encoder import TextEncoder
+from models.evaluate import evaluate_model
+from models.interest import InterestConfig, InterestModel
+
+log = logging.getLogger(__name__)
+
+
+def pick_device(requested: str) -> str:
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device=cuda but no CUDA device is available")
+    return requested
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class FitResult:
+    model: InterestModel
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    best_valid: float = 0.0
+
+
+def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
+                 valid: EvalSet, tp: TrainParams, device: str, k: int = 10) -> FitResult:
+    """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored."""
+    seed_everything(tp.seed)
+    model = InterestModel(cfg, text_emb).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    seq, ts, lab = (torch.as_tensor(a) for a in windows)
+    gen = torch.Generator().manual_seed(tp.seed)
+    res = FitResult(model)
+    best_state, bad = None, 0
+    for epoch in range(1, tp.epochs + 1):
+        model.train()
+        perm = torch.randperm(len(seq), generator=gen)
+        total, steps = 0.0, 0
+        bar = tqdm(range(0, len(perm), tp.batch_size), desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
+        for i in bar:
+            b = perm[i : i + tp.batch_size]
+            loss = model.loss(seq[b].to(device), ts[b].to(device), lab[b].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            total, steps = total + loss.item(), steps + 1
+            bar.set_postfix(loss=f"{total / steps:.3f}")
+        m = evaluate_model(model, valid, k, device)
+        res.history.append({"epoch": epoch, "loss": total / max(steps, 1), **{f"valid_{a}": b for a, b in m.items()}})
+        log.info("epoch %d loss %.4f valid ndcg@%d %.4f hr@%d %.4f", epoch, total / max(steps, 1), k, m[f"ndcg@{k}"], k, m[f"hr@{k}"])
+        if m[f"ndcg@{k}"] > res.best_valid:
+            res.best_valid, res.best_epoch, bad = m[f"ndcg@{k}"], epoch, 0
+            best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
+        else:
+            bad += 1
+            if bad >= tp.patience:
+                log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)
+                break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return res
+
+
+@dataclass
+class TrainResult:
+    out_dir: str
+    models: list[str]
+    best_epoch: int
+    best_valid_ndcg: float
+    seconds: float
+    device: str
+
+    def summary(self) -> dict:
+        return self.__dict__
+
+
+def run(params: Params) -> TrainResult:
+    t0 = time.time()
+    tp = params.train
+    device = pick_device(tp.device)
+    raw = params.path(params.data.raw_dir)
+    interactions = pd.read_parquet(raw / "interactions.parquet")
+    items = pd.read_parquet(raw / "items.parquet")
+    index = item_index(items)
+    ep = params.encoder
+    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, params.path(ep.cache_dir))
+    emb = torch.as_tensor(encoder.encode(items["text"].tolist()))
+    text_emb = torch.cat([torch.zeros(1, emb.shape[1]), emb])  # row 0 = padding
+    train = train_interactions(interactions)
+    models: dict[str, torch.nn.Module] = {}
+    if "popularity" in tp.models:
+        models["popularity"] = baselines.popularity(train, index)
+    if "recent_popularity" in tp.models:
+        models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
+    fit = None
+    if "interest" in tp.models:
+        entity_df = training_entity_df(interactions, tp.max_len)
+        log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
+        rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
+        windows = windows_from_features(rows, index, tp.max_len)
+        valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
+        cfg = InterestConfig(n_items=len(index), text_dim=text_emb.shape[1], dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
+                             n_heads=tp.n_heads, dropout=tp.dropout, use_id_embedding=tp.use_id_embedding,
+                             use_time_decay=tp.use_time_decay, use_long_term=tp.use_long_term)
+        log.info("training the interest model on %s (%d windows, %d items)", device, len(windows[0]), len(index))
+        fit = fit_interest(cfg, text_emb, windows, valid, tp, device, params.evaluate.k)
+        models["interest"] = fit.model.cpu()
+    out = params.path(tp.out_dir)
+    meta = {
+        "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
+        "dataset": params.data.dataset, "encoder": ep.model_name, "models": sorted(models), "device": device,
+        "history": fit.history if fit else [], "best_epoch": fit.best_epoch if fit else 0, "train_seconds": round(time.time() - t0, 1),
+    }
+    artifacts.save(out, list(index.ids), text_emb, models, meta)
+    write_card(out, meta)
+    return TrainResult(str(out), sorted(models), meta["best_epoch"], fit.best_valid if fit else 0.0, meta["train_seconds"], device)
+
+
+def write_card(out: Path, meta: dict) -> None:
+    (out / "card.md").write_text(
+        f"# pulse recommender\n\n- dataset: {meta['dataset']} (data version {meta['data_version']})\n"
+        f"- params hash: {meta['params_hash']}\n- encoder: {meta['encoder']}\n- models: {', '.join(meta['models'])}\n"
+        f"- trained on {meta['device']} in {meta['train_seconds']} s; best epoch {meta['best_epoch']}\n"
+        "- intended use: next-item recommendation from a user's recent behaviour; metrics in reports/metrics.json\n"
+    )
+
+
+def main() -> None:
+    stage_main(run, "train: encoder embeddings, baselines and the interest-weight model")
+
+
+if __name__ == "__main__":
+    main()
