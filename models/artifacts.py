@@ -1,6 +1,6 @@
 """The model artifact directory: written by `train`, read by `evaluate`, `monitor`, `package` and serving.
 
-    items.json                  item ids in index order (index = position + 1; 0 = padding)
+    items.json                  item ids and titles in index order (index = position + 1; 0 = padding)
     text_embeddings.safetensors text_emb (N+1, text_dim), row 0 zero
     interest.safetensors        interest-model weights   + interest_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
@@ -22,9 +22,10 @@ from models.interest import InterestConfig, InterestModel
 BASELINES = ("popularity", "recent_popularity")
 
 
-def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict) -> None:
+def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict,
+         titles: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "items.json").write_text(json.dumps({"ids": list(item_ids)}))
+    (out / "items.json").write_text(json.dumps({"ids": list(item_ids), "titles": list(titles or item_ids)}))
     save_file({"text_emb": text_emb.contiguous().float()}, str(out / "text_embeddings.safetensors"))
     base = {name: m.scores.cpu().contiguous() for name, m in models.items() if isinstance(m, StaticScores)}
     if base:
@@ -39,6 +40,11 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
 
 def load_item_ids(out: Path) -> list[str]:
     return json.loads((out / "items.json").read_text())["ids"]
+
+
+def load_item_titles(out: Path) -> list[str]:
+    d = json.loads((out / "items.json").read_text())
+    return d.get("titles", d["ids"])
 
 
 def load_meta(out: Path) -> dict:

@@ -141,7 +141,7 @@ def run(params: Params) -> TrainResult:
         "dataset": params.data.dataset, "encoder": ep.model_name, "models": sorted(models), "device": device,
         "history": fit.history if fit else [], "best_epoch": fit.best_epoch if fit else 0, "train_seconds": round(time.time() - t0, 1),
     }
-    artifacts.save(out, list(index.ids), text_emb, models, meta)
+    artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist())
     write_card(out, meta)
     return TrainResult(str(out), sorted(models), meta["best_epoch"], fit.best_valid if fit else 0.0, meta["train_seconds"], device)
 

@@ -1,0 +1,126 @@
+"""One Prefect flow per stage. Each runs the stage's plain ``run`` function as a task, records
+the stage in dvc.lock, and publishes its params and key results as artifacts.
+
+The stage logic lives in features/, models/ and serving/; nothing here decides anything.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+
+from features import features as features_stage
+from features import ingest as ingest_stage
+from features.params import Params, load_params
+from flows import versioning
+from models import evaluate as evaluate_stage
+from models import monitor as monitor_stage
+from models import train as train_stage
+from serving import package as package_stage
+
+
+def _summary(result: Any) -> dict:
+    return result.summary() if hasattr(result, "summary") else dict(result)
+
+
+def _record(params: Params, stage: str, result: Any) -> dict:
+    """dvc commit the stage and publish its summary; returns the summary."""
+    logger = get_run_logger()
+    root = Path(params.root)
+    summary = _summary(result)
+    if versioning.is_dvc_repo(root):
+        versioning.commit_stage(root, stage)
+        summary["dvc_outs"] = versioning.stage_outs(root, stage)
+    else:
+        logger.warning("%s is not a DVC repo: stage '%s' not recorded in dvc.lock", root, stage)
+    create_markdown_artifact(
+        key=f"{stage}-result",
+        markdown=f"## {stage}\n\n```json\n{json.dumps(summary, indent=2, default=str)}\n```\n",
+        description=f"result of stage {stage}",
+    )
+    return summary
+
+
+def _publish_params(params: Params, stage: str) -> None:
+    section = params.to_dict().get(stage, {})
+    rows = [{"key": f"{stage}.{k}", "value": json.dumps(v, default=str)} for k, v in section.items()]
+    if rows:
+        create_table_artifact(key=f"{stage}-params", table=rows, description=f"params of stage {stage}")
+
+
+def _task(name: str, fn: Callable[[Params], Any], retries: int = 0) -> Any:
+    return task(name=name, retries=retries, retry_delay_seconds=[2, 5, 15][:retries] or 0)(fn)
+
+
+ingest_task = _task("ingest", ingest_stage.run, retries=2)       # I/O: downloads can fail transiently
+features_task = _task("features", features_stage.run, retries=2)  # I/O: Feast registry and online store
+train_task = _task("train", train_stage.run)
+evaluate_task = _task("evaluate", evaluate_stage.run)
+monitor_task = _task("monitor", monitor_stage.run)
+package_task = _task("package", package_stage.run)
+
+
+@flow(name="ingest")
+def ingest_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Validate the source into canonical tables, then version them with DVC (commit + push)."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "ingest")
+    summary = _record(params, "ingest", ingest_task(params))
+    root = Path(params.root)
+    if versioning.is_dvc_repo(root):
+        versioning.push(root, "ingest")
+        version = summary["dvc_outs"].get(params.data.raw_dir, "")
+        create_markdown_artifact(
+            key="data-version",
+            markdown=f"## data version\n\n- dataset: `{params.data.dataset}`\n- `{params.data.raw_dir}` md5: `{version}`\n"
+            f"- pushed to the DVC remote\n- rows clean / quarantined: {summary['rows_clean']} / {summary['rows_quarantined']}\n",
+            description="DVC version of the raw data this run ingested",
+        )
+        summary["data_version"] = version
+    return summary
+
+
+@flow(name="features")
+def features_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Compute features, apply the Feast repo and materialize the online store."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "features")
+    return _record(params, "features", features_task(params))
+
+
+@flow(name="train")
+def train_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Encode item text, fit the baselines and train the interest-weight model."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "train")
+    return _record(params, "train", train_task(params))
+
+
+@flow(name="evaluate")
+def evaluate_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Full-ranking leave-one-out metrics of every model; selects the one to package."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "evaluate")
+    summary = _record(params, "evaluate", evaluate_task(params))
+    rows = [{"model": m, **{k: round(v, 4) for k, v in s["test"].items()}} for m, s in summary["metrics"].items()]
+    create_table_artifact(key="test-metrics", table=rows, description=f"test metrics; selected: {summary['selected']}")
+    return summary
+
+
+@flow(name="monitor")
+def monitor_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Evidently interest-drift report; its summary says whether to retrain."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "monitor")
+    return _record(params, "monitor", monitor_task(params))
+
+
+@flow(name="package")
+def package_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """Save the selected model into the BentoML model store."""
+    params = load_params(params_path, overrides)
+    _publish_params(params, "package")
+    return _record(params, "package", package_task(params))

@@ -1,0 +1,68 @@
+"""Recommendations from a behaviour history: the one code path behind the service and batch scoring.
+
+Input is what the online store holds (item ids and unix timestamps, oldest first); unknown
+item ids in a history are ignored, an empty history is a cold start (recent popularity).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models import artifacts
+from models.data import pad_left
+
+
+@dataclass
+class Recommendation:
+    items: list[dict]
+    because: list[dict] = field(default_factory=list)
+    cold_start: bool = False
+
+
+class Recommender:
+    def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu") -> None:
+        models = artifacts.load_models(Path(model_dir), device)
+        if model_name not in models:
+            raise ValueError(f"model '{model_name}' not in {model_dir} (has {sorted(models)})")
+        self.model, self.model_name, self.max_len, self.device = models[model_name], model_name, max_len, device
+        self.ids = artifacts.load_item_ids(Path(model_dir))
+        self.titles = artifacts.load_item_titles(Path(model_dir))
+        self.pos = {i: k + 1 for k, i in enumerate(self.ids)}
+        fallback = models.get("recent_popularity") or models.get("popularity")
+        self.cold_scores = fallback.scores if fallback is not None else torch.zeros(len(self.ids) + 1)
+
+    def known(self, item_ids: list[str]) -> list[str]:
+        return [i for i in item_ids if i not in self.pos]
+
+    def _item(self, idx: int, score: float) -> dict:
+        return {"item_id": self.ids[idx - 1], "title": self.titles[idx - 1], "score": round(float(score), 6)}
+
+    @torch.no_grad()
+    def recommend(self, hist_item_ids: list[str], hist_ts: list[int], k: int = 10, exclude_seen: bool = True,
+                  n_because: int = 3) -> Recommendation:
+        pairs = [(self.pos[i], int(t)) for i, t in zip(hist_item_ids or [], hist_ts or []) if i in self.pos]
+        if not pairs:
+            scores = self.cold_scores.clone().float()
+            seq = np.zeros(0, dtype=np.int64)
+            weights = None
+        else:
+            seq = np.array([p for p, _ in pairs])[-self.max_len :]
+            ts = np.array([t for _, t in pairs])[-self.max_len :]
+            s = torch.as_tensor(pad_left(seq, self.max_len), device=self.device).unsqueeze(0)
+            t = torch.as_tensor(pad_left(ts, self.max_len), device=self.device).unsqueeze(0)
+            scores = self.model.score_all(s, t)[0].float().cpu().clone()
+            weights = self.model.interest_weights(s, t)[0, -len(seq) :].cpu().numpy()
+        scores[0] = float("-inf")
+        if exclude_seen and len(seq):
+            scores[torch.as_tensor(np.unique(seq))] = float("-inf")
+        k = min(k, int(torch.isfinite(scores).sum()))
+        top = scores.topk(k)
+        items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]
+        because = []
+        if weights is not None:
+            for j in np.argsort(-weights, kind="stable")[:n_because]:
+                because.append({"item_id": self.ids[seq[j] - 1], "title": self.titles[seq[j] - 1], "weight": round(float(weights[j]), 4)})
+        return Recommendation(items=items, because=because, cold_start=not pairs)

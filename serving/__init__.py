@@ -1,0 +1,1 @@
+"""Serving: the model store packaging, the Bento HTTP service and batch scoring."""
