@@ -1,0 +1,112 @@
+"""Unit tests of models.metrics (full-ranking ranks and HR/NDCG/MRR) and models.evaluate.evaluate_model.
+
+Expected values are formulas from the metric definitions (RecBole style).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from models.baselines import StaticScores
+from models.data import EvalSet
+from models.evaluate import evaluate_model
+from models.metrics import metrics_from_ranks, ndcg_at, target_ranks
+
+
+def _ranks(scores, targets, exclude):
+    r, masked = target_ranks(torch.tensor(scores, dtype=torch.float32), torch.tensor(targets), [np.array(e, dtype=np.int64) for e in exclude])
+    return r.tolist(), masked
+
+
+def test_plain_rank_counts_higher_scores():
+    # items 1..5; target 3 has score 0.5, items 1 and 4 are higher
+    r, _ = _ranks([[0.0, 0.9, 0.1, 0.5, 0.7, 0.2]], [3], [[]])
+    assert r == [1 + 2]
+
+
+def test_excluded_history_never_ahead_of_target():
+    scores = [[0.0, 0.9, 0.1, 0.5, 0.7, 0.2]]
+    r, masked = _ranks(scores, [3], [[1, 4]])
+    assert r == [1]  # both higher-scored items are history
+    assert torch.isinf(masked[0, [0, 1, 4]]).all() and (masked[0, [0, 1, 4]] < 0).all()
+    assert masked[0, 2].item() == pytest.approx(0.1) and masked[0, 5].item() == pytest.approx(0.2)
+
+
+def test_target_in_history_is_still_rankable():
+    scores = [[0.0, 0.9, 0.1, 0.5, 0.7, 0.2]]
+    # target 3 is itself in the history; it keeps its own score 0.5: only item 1 (0.9) is ahead
+    r, _ = _ranks(scores, [3], [[3, 4]])
+    assert r == [1 + 1]
+    # a target that is in the history and would be last still gets a finite rank
+    r2, _ = _ranks([[0.0, 0.9, 0.1, 0.5, 0.7, 0.2]], [2], [[2]])
+    assert r2 == [1 + 4]  # 1, 3, 4, 5 have higher scores
+
+
+def test_ties_broken_by_lower_index():
+    const = [[0.0] + [1.0] * 6]  # constant scorer, items 1..6
+    for target in range(1, 7):
+        r, _ = _ranks(const, [target], [[]])
+        assert r == [target]  # every lower-index item wins the tie
+    # ties with excluded lower-index items do not count
+    r, _ = _ranks(const, [4], [[1, 3]])
+    assert r == [1 + 1]  # only item 2 is ahead
+    # a lower-index item with a tie but a higher index one with a higher score
+    r, _ = _ranks([[0.0, 0.3, 0.3, 0.3, 0.4]], [2], [[]])
+    assert r == [1 + 1 + 1]  # item 1 (tie, lower index) and item 4 (higher score)
+
+
+def test_padding_column_never_counted():
+    r, masked = _ranks([[100.0, 0.1, 0.5, 0.2]], [2], [[]])
+    assert r == [1]
+    assert masked[0, 0].item() == float("-inf")
+    # padding also not counted when scores tie with the target
+    r, _ = _ranks([[1.0, 1.0, 1.0]], [1], [[]])
+    assert r == [1]
+
+
+def test_batch_rows_are_independent():
+    scores = [[0.0, 0.9, 0.1, 0.5], [0.0, 0.9, 0.1, 0.5]]
+    r, _ = _ranks(scores, [3, 3], [[1], []])
+    assert r == [1, 2]
+
+
+def test_metrics_from_ranks_formulas():
+    k = 10
+    m = metrics_from_ranks(np.array([1, 3, 11]), k)
+    assert m[f"hr@{k}"] == pytest.approx(2 / 3)
+    assert m[f"ndcg@{k}"] == pytest.approx((1 / math.log2(1 + 1) + 1 / math.log2(3 + 1) + 0) / 3)
+    assert m[f"ndcg@{k}"] == pytest.approx((1 + 1 / math.log2(4) + 0) / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 11) / 3)
+    # boundary: rank == k counts, rank k+1 does not
+    m5 = metrics_from_ranks(np.array([5, 6]), 5)
+    assert m5["hr@5"] == pytest.approx(1 / 2)
+    assert m5["ndcg@5"] == pytest.approx((1 / math.log2(6) + 0) / 2)
+    assert ndcg_at(5, 5) == pytest.approx(1 / math.log2(6))
+    assert ndcg_at(6, 5) == 0.0
+    assert ndcg_at(1, 10) == 1.0
+
+
+def test_evaluate_model_with_static_scores():
+    # items 1..5 with scores 5 > 4 > 3 > 2 > 1 (item 1 best)
+    model = StaticScores(torch.tensor([0.0, 5.0, 4.0, 3.0, 2.0, 1.0]))
+    data = EvalSet(
+        users=["a", "b", "c"],
+        seq=np.array([[0, 1], [0, 2], [4, 5]]),
+        ts=np.zeros((3, 2), dtype=np.int64),
+        targets=np.array([3, 1, 1]),
+        exclude=[np.array([1]), np.array([2]), np.array([4, 5])],
+        target_ts=np.zeros(3, dtype=np.int64),
+    )
+    k = 2
+    out = evaluate_model(model, data, k=k, batch_size=2)  # two batches
+    # a: 1 excluded -> order 2,3,... target 3 at rank 2; b: target 1 at rank 1; c: target 1 at rank 1
+    ranks = np.array([2, 1, 1])
+    assert out[f"hr@{k}"] == pytest.approx(1.0)
+    assert out[f"ndcg@{k}"] == pytest.approx(np.mean(1 / np.log2(ranks + 1)))
+    assert out["mrr"] == pytest.approx(np.mean(1 / ranks))
+    # top-2: a -> {2, 3}, b -> {1, 3}, c -> {1, 2}: 3 distinct of 5 items
+    assert out[f"coverage@{k}"] == pytest.approx(3 / 5)
+    assert out["users"] == 3
