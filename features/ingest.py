@@ -79,7 +79,7 @@ def run(params: Params) -> IngestResult:
     assert result.rows_clean + n_bad == rows_in, "ingest must account for every row"
     report = params.path(REPORT)
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text(json.dumps(result.summary(), indent=2))
+    report.write_text(json.dumps({k: v for k, v in result.summary().items() if k != "raw_dir"}, indent=2))
     log.info("ingest: %d clean rows, %d quarantined (%s)", result.rows_clean, n_bad, v.counts or "none")
     if result.bad_fraction > params.ingest.max_bad_fraction:
         raise IngestError(

@@ -102,6 +102,7 @@ class MonitorParams:
     drift_threshold: float = 0.5
     html: str = "reports/drift.html"
     json: str = "reports/drift.json"
+    summary: str = "reports/monitor.json"
 
 
 @dataclass(frozen=True)

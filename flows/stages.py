@@ -26,12 +26,18 @@ def _summary(result: Any) -> dict:
     return result.summary() if hasattr(result, "summary") else dict(result)
 
 
-def _record(params: Params, stage: str, result: Any) -> dict:
-    """dvc commit the stage and publish its summary; returns the summary."""
+def _record(params: Params, stage: str, result: Any, overrides: dict[str, Any] | None) -> dict:
+    """dvc commit the stage and publish its summary; returns the summary.
+
+    A run with overrides is an experiment on other params than params.yaml: recording it in
+    dvc.lock would claim params.yaml produced it, so it is left out.
+    """
     logger = get_run_logger()
     root = Path(params.root)
     summary = _summary(result)
-    if versioning.is_dvc_repo(root):
+    if overrides:
+        logger.warning("overrides %s given: stage '%s' not recorded in dvc.lock (edit params.yaml to version it)", overrides, stage)
+    elif versioning.is_dvc_repo(root):
         versioning.commit_stage(root, stage)
         summary["dvc_outs"] = versioning.stage_outs(root, stage)
     else:
@@ -68,9 +74,9 @@ def ingest_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | No
     """Validate the source into canonical tables, then version them with DVC (commit + push)."""
     params = load_params(params_path, overrides)
     _publish_params(params, "ingest")
-    summary = _record(params, "ingest", ingest_task(params))
+    summary = _record(params, "ingest", ingest_task(params), overrides)
     root = Path(params.root)
-    if versioning.is_dvc_repo(root):
+    if "dvc_outs" in summary:
         versioning.push(root, "ingest")
         version = summary["dvc_outs"].get(params.data.raw_dir, "")
         create_markdown_artifact(
@@ -88,7 +94,7 @@ def features_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | 
     """Compute features, apply the Feast repo and materialize the online store."""
     params = load_params(params_path, overrides)
     _publish_params(params, "features")
-    return _record(params, "features", features_task(params))
+    return _record(params, "features", features_task(params), overrides)
 
 
 @flow(name="train")
@@ -96,7 +102,7 @@ def train_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
     """Encode item text, fit the baselines and train the interest-weight model."""
     params = load_params(params_path, overrides)
     _publish_params(params, "train")
-    return _record(params, "train", train_task(params))
+    return _record(params, "train", train_task(params), overrides)
 
 
 @flow(name="evaluate")
@@ -104,7 +110,7 @@ def evaluate_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | 
     """Full-ranking leave-one-out metrics of every model; selects the one to package."""
     params = load_params(params_path, overrides)
     _publish_params(params, "evaluate")
-    summary = _record(params, "evaluate", evaluate_task(params))
+    summary = _record(params, "evaluate", evaluate_task(params), overrides)
     rows = [{"model": m, **{k: round(v, 4) for k, v in s["test"].items()}} for m, s in summary["metrics"].items()]
     create_table_artifact(key="test-metrics", table=rows, description=f"test metrics; selected: {summary['selected']}")
     return summary
@@ -115,7 +121,7 @@ def monitor_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     """Evidently interest-drift report; its summary says whether to retrain."""
     params = load_params(params_path, overrides)
     _publish_params(params, "monitor")
-    return _record(params, "monitor", monitor_task(params))
+    return _record(params, "monitor", monitor_task(params), overrides)
 
 
 @flow(name="package")
@@ -123,4 +129,4 @@ def package_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     """Save the selected model into the BentoML model store."""
     params = load_params(params_path, overrides)
     _publish_params(params, "package")
-    return _record(params, "package", package_task(params))
+    return _record(params, "package", package_task(params), overrides)

@@ -130,7 +130,9 @@ class InterestModel(nn.Module):
         weights = att.mean(1)  # (B, L, L) last layer, heads averaged
         if not self.cfg.use_long_term:
             return short, weights
-        logits = self.long_query(x).squeeze(-1).unsqueeze(1) - F.softplus(self.long_decay) * logdt  # (B, L, L)
+        logits = self.long_query(x).squeeze(-1).unsqueeze(1).expand(B, L, L)  # (B, L, L)
+        if self.cfg.use_time_decay:  # the no-time-decay ablation ignores elapsed time here too
+            logits = logits - F.softplus(self.long_decay) * logdt
         pool = logits.masked_fill(~mask, float("-inf")).softmax(-1)
         long = pool @ x  # (B, L, D)
         g = torch.sigmoid(self.gate(torch.cat([short, long], -1)))  # (B, L, 1)

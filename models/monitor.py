@@ -85,6 +85,8 @@ def run(params: Params) -> MonitorResult:
                               "windows": {"reference": [str(ref_start), str(ref_end)], "current": [str(cur_start), str(cur_end)]}})
     params.path(mp.json).write_text(json.dumps(report, indent=2, default=str))
     drifted = sorted(c for c, v in summary["columns"].items() if v["drifted"])
+    params.path(mp.summary).write_text(json.dumps({"drift_share": summary["drift_share"], "retrain": retrain,
+                                                   "drifted_columns": len(drifted), "n_columns": summary["n_columns"]}, indent=2))
     log.info("drift share %.2f (%d/%d columns) -> retrain=%s", summary["drift_share"], len(drifted), summary["n_columns"], retrain)
     return MonitorResult(summary["drift_share"], bool(summary["dataset_drift"]), retrain, drifted, len(ref), len(cur))
 

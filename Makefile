@@ -1,0 +1,33 @@
+# pulse: `make run` runs the whole pipeline, `make test` runs the tests.
+# Both create (or reuse) the virtual environment in .venv first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export PREFECT_LOGGING_EXTRA_LOGGERS ?= features,models,serving
+
+.PHONY: run test serve repro clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: a looser spec would pull a multi-GB CUDA build
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)  ## the whole pipeline on the default dataset, as a Prefect flow (versioned with DVC)
+	$(PY) -m flows.pipeline
+
+test: $(STAMP)  ## the test suite (unit, data, model, end-to-end)
+	$(PY) -m pytest
+
+serve: $(STAMP)  ## serve the latest packaged model on port 3000
+	$(VENV)/bin/bentoml serve serving.service:Recommender -p 3000
+
+repro: $(STAMP)  ## the same pipeline through DVC
+	$(VENV)/bin/dvc repro
+
+clean:
+	rm -rf data artifacts reports features/repo/data .cache

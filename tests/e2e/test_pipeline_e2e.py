@@ -1,0 +1,189 @@
+"""End to end, for real: the Prefect pipeline on a small synthetic dataset in a fresh git+DVC
+copy of the project, `dvc repro` agreeing with it, and `bentoml serve` answering over HTTP.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+pytestmark = pytest.mark.e2e
+
+SMALL = {
+    "ingest": {"synthetic": {"n_users": 60, "n_items": 90, "n_categories": 6, "events_per_user": 25}},
+    "train": {"epochs": 6, "patience": 3, "dim": 32, "max_len": 20},
+    "features": {"history_len": 20},
+}
+
+
+def _merge(d: dict, over: dict) -> dict:
+    for k, v in over.items():
+        d[k] = _merge(d.get(k, {}), v) if isinstance(v, dict) else v
+    return d
+
+
+def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, isolated_homes: dict) -> tuple[Path, dict]:
+    """A fresh clone-like copy of the repo (tracked files only) with small params, in git."""
+    dst = tmp_path_factory.mktemp("e2e") / "pulse"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith("tests/"):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    params = _merge(yaml.safe_load((dst / "params.yaml").read_text()), SMALL)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(dst)}
+    git = ["git", "-c", "user.email=ci@pulse", "-c", "user.name=ci"]
+    _run(["git", "init", "-q"], dst, env)
+    _run(git + ["add", "-A"], dst, env)
+    _run(git + ["commit", "-qm", "init"], dst, env)
+    return dst, env
+
+
+@pytest.fixture(scope="module")
+def pipeline_run(project: tuple[Path, dict]) -> dict:
+    dst, env = project
+    proc = _run([sys.executable, "-m", "flows.pipeline"], dst, env, timeout=900)
+    out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    return out
+
+
+def test_pipeline_produces_reports_model_and_versions(project, pipeline_run):
+    dst, env = project
+    metrics = json.loads((dst / "reports/metrics.json").read_text())
+    assert set(metrics["models"]) == {"interest", "popularity", "recent_popularity"}
+    for m in metrics["models"].values():
+        assert 0.0 <= m["test"]["ndcg@10"] <= m["test"]["hr@10"] <= 1.0
+    assert metrics["selected"] == max(metrics["models"], key=lambda m: metrics["models"][m]["valid"]["ndcg@10"])
+    assert (dst / "reports/drift.html").stat().st_size > 10_000
+    drift = json.loads((dst / "reports/drift.json").read_text())
+    assert 0.0 <= drift["summary"]["drift_share"] <= 1.0 and drift["summary"]["columns"]
+    # the ingest flow versioned the raw data: dvc.lock holds its md5 and the remote has the objects
+    lock = yaml.safe_load((dst / "dvc.lock").read_text())
+    raw_md5 = next(o["md5"] for o in lock["stages"]["ingest"]["outs"] if o["path"] == "data/raw")
+    assert pipeline_run["data_version"] == raw_md5
+    assert any((dst / ".dvc-storage").rglob("*")), "dvc push left the remote empty"
+    pkg = json.loads((dst / "reports/package.json").read_text())
+    assert pkg["tag"] == pipeline_run["package"]
+
+
+def test_prefect_artifact_records_data_version(project, pipeline_run):
+    dst, env = project
+    proc = _run([str(BIN / "prefect"), "artifact", "inspect", "data-version"], dst, env, timeout=180)
+    assert pipeline_run["data_version"] in proc.stdout
+
+
+def test_dvc_repro_agrees_with_the_flow_and_reruns_only_downstream(project, pipeline_run):
+    dst, env = project
+    proc = _run([str(BIN / "dvc"), "repro"], dst, env, timeout=600)
+    assert "Data and pipelines are up to date" in proc.stdout, proc.stdout
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    params["train"]["lr"] = 0.002
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    rerun = _run([str(BIN / "dvc"), "repro", "--no-run-cache"], dst, env).stdout
+    for stage in ("train", "evaluate", "monitor", "package"):
+        assert f"Running stage '{stage}'" in rerun, rerun
+    for stage in ("ingest", "features"):
+        assert f"Stage '{stage}' didn't change" in rerun, rerun
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(project, pipeline_run):
+    dst, env = project
+    port = _free_port()
+    log = (dst / "serve.log").open("w")
+    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "serving.service:Recommender", "-p", str(port)],
+                            cwd=dst, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, (dst / "serve.log").read_text()[-3000:]
+        time.sleep(1)
+    else:
+        proc.terminate()
+        pytest.fail("bentoml serve did not become ready: " + (dst / "serve.log").read_text()[-3000:])
+    yield url
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+def _two_users_with_different_histories(dst: Path) -> tuple[str, str]:
+    import pandas as pd
+
+    ev = pd.read_parquet(dst / "data/raw/interactions.parquet")
+    last = ev.groupby("user_id")["item_id"].apply(lambda s: tuple(s.tail(5)))
+    users = last.index.tolist()
+    a = users[0]
+    b = next(u for u in users[1:] if not set(last[u]) & set(last[a]))
+    return a, b
+
+
+def test_recommend_over_http(project, server):
+    dst, _ = project
+    a, b = _two_users_with_different_histories(dst)
+    ra = httpx.post(f"{server}/recommend", json={"user_id": a, "k": 5}, timeout=30)
+    rb = httpx.post(f"{server}/recommend", json={"user_id": b, "k": 5}, timeout=30)
+    assert ra.status_code == 200 and rb.status_code == 200
+    ja, jb = ra.json(), rb.json()
+    for j in (ja, jb):
+        assert len(j["items"]) == 5 and j["cold_start"] is False
+        assert all({"item_id", "title", "score"} <= set(i) for i in j["items"])
+        assert [i["score"] for i in j["items"]] == sorted((i["score"] for i in j["items"]), reverse=True)
+        assert j["because"] and all(0 <= x["weight"] <= 1 for x in j["because"])
+    assert [i["item_id"] for i in ja["items"]] != [i["item_id"] for i in jb["items"]]
+
+
+def test_unknown_user_gets_cold_start(server):
+    r = httpx.post(f"{server}/recommend", json={"user_id": "never-seen-user"}, timeout=30)
+    assert r.status_code == 200
+    assert r.json()["cold_start"] is True and len(r.json()["items"]) == 10
+
+
+@pytest.mark.parametrize("body", [{"user_id": "u00001", "k": 0}, {"user_id": "u00001", "k": 101}, {"k": 3}, {"user_id": ""}, {"user_id": "u1", "k": "ten"}])
+def test_bad_requests_get_4xx_with_reason(server, body):
+    r = httpx.post(f"{server}/recommend", json=body, timeout=30)
+    assert 400 <= r.status_code < 500, r.text
+    assert "error" in r.text
+
+
+def test_batch_scoring_writes_one_line_per_input(project, pipeline_run, tmp_path):
+    dst, env = project
+    src = tmp_path / "histories.jsonl"
+    src.write_text('{"user_id": "x", "history": ["i00001", "i00002"]}\n{"user_id": "cold", "history": []}\nnot json\n')
+    out = tmp_path / "recs.jsonl"
+    _run([sys.executable, "-m", "serving.batch", str(src), str(out), "--k", "4"], dst, env)
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(lines) == 3
+    assert len(lines[0]["items"]) == 4 and lines[0]["cold_start"] is False
+    assert lines[1]["cold_start"] is True
+    assert lines[2]["line"] == 3 and "error" in lines[2]

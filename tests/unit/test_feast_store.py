@@ -1,0 +1,166 @@
+"""features.store against a real (local) Feast repo in a temporary folder.
+
+The key property: a point-in-time lookup just before an event sees exactly the events before it
+(same-second ties by row order) and never an event after it.
+"""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features import store, transforms
+
+REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
+T0 = pd.Timestamp("2024-03-01 12:00:00", tz="UTC")
+S = pd.Timedelta(seconds=1)
+US = pd.Timedelta(microseconds=1)
+HISTORY_LEN = 3
+
+ITEMS = pd.DataFrame(
+    {
+        "item_id": [f"i{k}" for k in range(1, 7)],
+        "title": [f"t{k}" for k in range(1, 7)],
+        "text": [f"x{k}" for k in range(1, 7)],
+        "categories": [["a"], ["b"], ["a", "c"], ["c"], [], ["b", "c"]],
+    }
+)
+
+EVENTS = [
+    ("u1", "i1", T0),
+    ("u2", "i2", T0),
+    ("u1", "i2", T0 + 60 * S),
+    ("u1", "i3", T0 + 60 * S),      # same-second tie (#1)
+    ("u1", "i4", T0 + 60 * S),      # same-second tie (#2)
+    ("u3", "i5", T0 + 90 * S),
+    ("u2", "i6", T0 + 120 * S),
+    ("u2", "i1", T0 + 120 * S),     # tie
+    ("u1", "i5", T0 + 3600 * S),
+    ("u3", "i6", T0 + 7200 * S),
+    ("u1", "i6", T0 + 86400 * S),
+]
+
+
+def _interactions() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "user_id": [e[0] for e in EVENTS],
+            "item_id": [e[1] for e in EVENTS],
+            "ts": pd.to_datetime([e[2] for e in EVENTS], utc=True).astype("datetime64[ns, UTC]"),
+            "event": "view",
+            "value": 1.0,
+        }
+    )
+
+
+def _as_list(v) -> list | None:
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return None
+    return list(v)
+
+
+@pytest.fixture(scope="module")
+def feast_repo(tmp_path_factory):
+    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
+    yield from _build_repo(tmp_path_factory)
+    # load_repo_objects imports the repo files by bare name: do not leave this repo's modules behind
+    for m, mod in loaded_before.items():
+        if mod is None:
+            sys.modules.pop(m, None)
+        else:
+            sys.modules[m] = mod
+
+
+def _build_repo(tmp_path_factory):
+    repo = tmp_path_factory.mktemp("feast") / "repo"
+    repo.mkdir()
+    for f in list(REPO_SRC.glob("*.py")) + [REPO_SRC / "feature_store.yaml"]:
+        shutil.copy(f, repo / f.name)
+    inter = _interactions()
+    cats = transforms.category_vocabulary(ITEMS)
+    timeline = transforms.user_behaviour_timeline(inter, ITEMS, cats, HISTORY_LEN, 1.0, 30.0)
+    now = inter["ts"].max()
+    profile = transforms.item_profile(inter, ITEMS, now, recent_days=0.5)
+    paths = store.write_offline(repo, timeline, profile)
+    assert all(p.exists() and p.is_relative_to(repo) for p in paths.values())
+    names = store.apply_repo(repo)
+    assert {"user", "item", "user_behaviour", "item_profile", "recommender_v1"} <= set(names)
+    store.materialize(repo, timeline["event_timestamp"].min() - S, now + S)
+    yield repo, inter
+
+
+def test_point_in_time_history_is_exactly_the_past(feast_repo):
+    repo, inter = feast_repo
+    ft = transforms.feature_timestamps(inter)
+    entity = pd.DataFrame({"user_id": inter["user_id"], "event_timestamp": ft - US, "row": np.arange(len(inter))})
+    out = store.historical_user_behaviour(repo, entity)
+    out = out.set_index("row").sort_index()
+    assert out.index.is_unique
+    t_sec = transforms.unix_seconds(inter["ts"])
+    for r in range(len(inter)):
+        u = inter["user_id"][r]
+        T = ft[r] - US
+        before = [k for k in range(r) if inter["user_id"][k] == u]  # same user, earlier rows
+        if r not in out.index:
+            # Feast 0.67's file offline store drops entity rows that match no feature row; only a
+            # user's first event (nothing before it) may be missing
+            assert not before, f"row {r} ({u} @ {T}) has {len(before)} earlier events but no result row"
+            continue
+        hist = _as_list(out.loc[r, "hist_item_ids"])
+        hts = _as_list(out.loc[r, "hist_ts"])
+        if not before:
+            assert hist in (None, []), f"row {r}: first event of {u} must have no history, got {hist}"
+            continue
+        # never an event at or after the target
+        assert hts is not None and all(pd.Timestamp(int(t), unit="s", tz="UTC") <= T for t in hts), (r, hts, T)
+        # exactly the last HISTORY_LEN events strictly before the target, in row order
+        expected = [inter["item_id"][k] for k in before][-HISTORY_LEN:]
+        assert hist == expected, f"row {r} ({u} @ {T}): {hist} != {expected}"
+        assert [int(t) for t in hts] == [int(t_sec[k]) for k in before][-HISTORY_LEN:]
+        assert int(out.loc[r, "event_count"]) == len(before)
+        assert int(out.loc[r, "last_event_ts"]) == int(t_sec[before[-1]])
+
+
+def test_query_at_target_time_would_leak(feast_repo):
+    """Control: at the target's own feature time (no -1 us), the join includes the target itself."""
+    repo, inter = feast_repo
+    ft = transforms.feature_timestamps(inter)
+    r = 3  # u1's first same-second tie, stamped T0 + 60 s + 1 us
+    entity = pd.DataFrame({"user_id": [inter["user_id"][r]], "event_timestamp": [ft[r]]})
+    out = store.historical_user_behaviour(repo, entity)
+    assert _as_list(out["hist_item_ids"].iloc[0])[-1] == inter["item_id"][r]
+
+
+def test_online_user_behaviour(feast_repo):
+    repo, inter = feast_repo
+    fs = store.get_store(repo)
+    res = store.online_user_behaviour(fs, ["u1", "u3", "nobody"])
+    assert len(res) == 3
+    u1_items = inter.loc[inter["user_id"] == "u1", "item_id"].tolist()
+    assert res[0]["user_id"] == "u1"
+    assert list(res[0]["hist_item_ids"]) == u1_items[-HISTORY_LEN:]
+    assert res[0]["event_count"] == len(u1_items)
+    assert res[0]["last_event_ts"] == int(transforms.unix_seconds(inter["ts"]).max())
+    assert len(res[0]["cat_share_short"]) == len(transforms.category_vocabulary(ITEMS))
+    assert list(res[1]["hist_item_ids"]) == ["i5", "i6"] and res[1]["event_count"] == 2
+    unknown = res[2]
+    assert unknown["user_id"] == "nobody"
+    assert all(v is None for k, v in unknown.items() if k != "user_id")
+    assert set(unknown) == set(res[0])
+
+
+def test_item_profile_online(feast_repo):
+    repo, inter = feast_repo
+    fs = store.get_store(repo)
+    resp = fs.get_online_features(
+        features=["item_profile:popularity", "item_profile:recent_popularity", "item_profile:categories"],
+        entity_rows=[{"item_id": "i6"}, {"item_id": "i4"}],
+    ).to_dict()
+    assert resp["popularity"] == [3, 1]
+    # recent window: the 12 h before the last event (T0 + 1 day): only u1's i6 at T0 + 1 day is inside
+    assert resp["recent_popularity"] == [1, 0]
+    assert list(resp["categories"][0]) == ["b", "c"]

@@ -1,0 +1,324 @@
+"""Unit tests of models.interest (the interest-weight model) and models.train (fit_interest, pick_device).
+
+Tiny configurations on CPU; training tests run a few hundred steps at most.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from features.params import TrainParams
+from models.data import EvalSet, pad_left
+from models.evaluate import evaluate_model
+from models.interest import InterestConfig, InterestModel, TimeAwareAttention, elapsed_hours
+from models.metrics import target_ranks
+from models.train import fit_interest, pick_device
+
+N_ITEMS, TEXT_DIM, DIM, L = 20, 8, 16, 8
+HOUR = 3600
+T0 = 1_700_000_000
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from threads, and spinning OpenMP threads crawl on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _cfg(**kw) -> InterestConfig:
+    base = dict(n_items=N_ITEMS, text_dim=TEXT_DIM, dim=DIM, max_len=L, n_layers=2, n_heads=2, dropout=0.0)
+    base.update(kw)
+    return InterestConfig(**base)
+
+
+def _text_emb(seed: int = 0, n: int = N_ITEMS) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    emb = torch.randn(n + 1, TEXT_DIM, generator=g)
+    emb[0] = 0
+    return emb
+
+
+def _model(seed: int = 0, **kw) -> InterestModel:
+    torch.manual_seed(seed)
+    return InterestModel(_cfg(**kw), _text_emb(seed)).eval()
+
+
+def _batch(seqs: list[list[int]], length: int = L) -> tuple[torch.Tensor, torch.Tensor]:
+    seq = torch.tensor(np.stack([pad_left(np.array(s), length) for s in seqs]))
+    ts = torch.tensor(np.stack([pad_left(T0 + HOUR * np.arange(len(s)), length) for s in seqs]))
+    return seq, ts
+
+
+def _pattern_windows(n: int, length: int = L, seed: int = 0, items: int = N_ITEMS):
+    """Windows of the deterministic pattern i -> i+1 (wrapping within 1..items), labels shifted by one."""
+    rng = np.random.default_rng(seed)
+    seq, ts, lab = [], [], []
+    for _ in range(n):
+        s = int(rng.integers(1, items + 1))
+        run = [(s - 1 + j) % items + 1 for j in range(length + 1)]
+        keep = int(rng.integers(1, length + 1))  # a variety of history lengths (left padding)
+        run = run[length - keep :]
+        seq.append(pad_left(np.array(run[:-1]), length))
+        lab.append(pad_left(np.array(run[1:]), length))
+        ts.append(pad_left(T0 + HOUR * np.arange(len(run) - 1), length))
+    return np.stack(seq), np.stack(ts), np.stack(lab)
+
+
+def _pattern_eval(length: int = L, items: int = N_ITEMS, hist: int = 4) -> EvalSet:
+    seq, ts, tg, ex = [], [], [], []
+    for s in range(1, items + 1):
+        run = [(s - 1 + j) % items + 1 for j in range(hist + 1)]
+        seq.append(pad_left(np.array(run[:-1]), length))
+        ts.append(pad_left(T0 + HOUR * np.arange(hist), length))
+        tg.append(run[-1])
+        ex.append(np.unique(run[:-1]))
+    return EvalSet([str(s) for s in range(items)], np.stack(seq), np.stack(ts), np.array(tg), ex, np.zeros(items, dtype=np.int64))
+
+
+def _train_steps(model: InterestModel, steps: int, lr: float = 1e-2, seed: int = 0) -> list[float]:
+    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(64, seed=seed))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    model.train()
+    losses = []
+    for _ in range(steps):
+        loss = model.loss(seq, ts, lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    model.eval()
+    return losses
+
+
+# ---------------------------------------------------------------- shapes
+
+
+def test_output_shapes_and_padding_row():
+    m = _model()
+    seq, ts = _batch([[1, 2, 3], [4, 5, 6, 7, 8, 9, 10, 11]])
+    user, w = m.encode(seq, ts)
+    assert user.shape == (2, L, DIM) and w.shape == (2, L, L)
+    assert m.score_all(seq, ts).shape == (2, N_ITEMS + 1)
+    assert m.interest_weights(seq, ts).shape == (2, L)
+    iv = m.item_vectors()
+    assert iv.shape == (N_ITEMS + 1, DIM)
+    assert torch.all(iv[0] == 0)
+    assert torch.isfinite(m.score_all(seq, ts)).all()
+
+
+def test_elapsed_hours_formula():
+    ts = torch.tensor([[0, 3600, 7 * 3600]])
+    e = elapsed_hours(ts)
+    assert e[0, 2, 0].item() == pytest.approx(np.log1p(7.0))
+    assert e[0, 1, 0].item() == pytest.approx(np.log1p(1.0))
+    assert e[0, 0, 2].item() == 0.0  # future behaviours clamp to zero
+    assert e[0, 1, 1].item() == 0.0
+
+
+def test_needs_text_or_id_embedding():
+    with pytest.raises(ValueError):
+        InterestModel(_cfg(use_text=False, use_id_embedding=False))
+
+
+# ---------------------------------------------------------------- causality and padding
+
+
+@pytest.mark.parametrize("long_term", [True, False])
+def test_causal_later_items_do_not_change_earlier_positions(long_term):
+    m = _model(use_long_term=long_term)
+    seq, ts = _batch([[3, 7, 1, 9, 4, 12, 15, 2]])
+    u1, w1 = m.encode(seq, ts)
+    seq2, ts2 = seq.clone(), ts.clone()
+    seq2[0, 5:] = torch.tensor([19, 18, 17])
+    ts2[0, 5:] += 1000 * HOUR
+    u2, w2 = m.encode(seq2, ts2)
+    torch.testing.assert_close(u1[:, :5], u2[:, :5])
+    torch.testing.assert_close(w1[:, :5], w2[:, :5])
+    assert not torch.allclose(u1[:, 5:], u2[:, 5:])  # the change is visible from position 5 on
+    # interest weights never point to the future
+    assert torch.all(torch.triu(w1[0], diagonal=1) == 0)
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_long_term": False}, {"use_position": False}, {"use_time_decay": False}])
+def test_left_padding_does_not_change_newest_vector(kw):
+    m = _model(**kw)
+    hist = [5, 9, 2, 14, 7]
+    seq5, ts5 = _batch([hist], length=5)
+    seq8, ts8 = _batch([hist], length=8)
+    assert seq8[0, :3].tolist() == [0, 0, 0]
+    torch.testing.assert_close(m.score_all(seq5, ts5), m.score_all(seq8, ts8), rtol=1e-5, atol=1e-5)
+    w5, w8 = m.interest_weights(seq5, ts5), m.interest_weights(seq8, ts8)
+    torch.testing.assert_close(w8[:, 3:], w5, rtol=1e-5, atol=1e-6)
+
+
+def test_interest_weights_sum_to_one_and_zero_on_padding():
+    for kw in ({}, {"use_long_term": False}):
+        m = _model(**kw)
+        seq, ts = _batch([[1, 2], [3, 4, 5, 6, 7], list(range(1, 9)), [11]])
+        w = m.interest_weights(seq, ts)
+        torch.testing.assert_close(w.sum(1), torch.ones(4))
+        assert torch.all(w[seq == 0] == 0)
+        assert torch.all(w >= 0)
+        assert w[3, -1].item() == pytest.approx(1.0)  # a single behaviour explains everything
+
+
+# ---------------------------------------------------------------- ablations
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"use_id_embedding": False},
+        {"use_text": False},
+        {"use_time_decay": False},
+        {"use_long_term": False},
+        {"use_position": False},
+        {"n_layers": 1},
+    ],
+)
+def test_each_ablation_builds_and_trains(kw):
+    m = _model(**kw)
+    if kw.get("use_id_embedding") is False:
+        assert m.id_emb is None
+    if kw.get("use_text") is False:
+        assert m.text_proj is None
+    if kw.get("use_time_decay") is False:
+        assert all(b.attn.decay is None for b in m.blocks)
+    if kw.get("use_long_term") is False:
+        assert not hasattr(m, "gate")
+    if kw.get("use_position") is False:
+        assert m.pos_emb is None
+    losses = _train_steps(m, 40)
+    assert all(np.isfinite(losses))
+    assert losses[-1] < losses[0] * 0.8
+
+
+@pytest.mark.parametrize("long_term", [True, False])
+def test_without_time_decay_timestamps_are_ignored(long_term):
+    """The use_time_decay=False ablation must not look at elapsed time anywhere."""
+    m = _model(use_time_decay=False, use_long_term=long_term)
+    seq, ts = _batch([[4, 8, 15, 16, 2, 3]])
+    ts_far = ts.clone()
+    ts_far[0, -6] -= 1000 * 24 * HOUR  # the oldest behaviour moved 1000 days into the past
+    torch.testing.assert_close(m.score_all(seq, ts), m.score_all(seq, ts_far))
+    torch.testing.assert_close(m.interest_weights(seq, ts), m.interest_weights(seq, ts_far))
+
+
+# ---------------------------------------------------------------- time decay
+
+
+def test_time_decay_lowers_attention_to_old_behaviours_in_attention_layer():
+    torch.manual_seed(0)
+    cfg = _cfg(n_heads=2)
+    att = TimeAwareAttention(cfg).eval()
+    with torch.no_grad():
+        att.decay.fill_(10.0)  # softplus(10) ~ 10: strong decay
+    x = torch.randn(1, 4, DIM)
+    mask = torch.tril(torch.ones(4, 4, dtype=torch.bool)).unsqueeze(0)
+    same = torch.full((1, 4), T0)
+    old = same.clone()
+    old[0, 0] -= 1000 * 24 * HOUR
+    _, a_same = att(x, elapsed_hours(same), mask)
+    _, a_old = att(x, elapsed_hours(old), mask)
+    # zero elapsed time: no penalty; 1000 days: penalty of softplus(10) * log1p(24000 h) on the logit
+    assert torch.all(a_old[0, :, 3, 0] < a_same[0, :, 3, 0])
+    ratio = (a_old[0, :, 3, 0] / a_old[0, :, 3, 1]) / (a_same[0, :, 3, 0] / a_same[0, :, 3, 1])
+    expected = torch.exp(-torch.nn.functional.softplus(torch.tensor(10.0)) * np.log1p(1000 * 24))
+    torch.testing.assert_close(ratio, expected.expand(2), rtol=1e-3, atol=1e-30)
+
+
+@pytest.mark.parametrize("long_term", [True, False])
+def test_time_decay_lowers_interest_weight_of_old_behaviour(long_term):
+    m = _model(use_long_term=long_term)
+    with torch.no_grad():
+        for b in m.blocks:
+            b.attn.decay.fill_(10.0)
+        if long_term:
+            m.long_decay.fill_(10.0)
+    seq = torch.tensor([[3, 9, 12, 5]])
+    recent = torch.full((1, 4), T0)
+    old = recent.clone()
+    old[0, 0] -= 1000 * 24 * HOUR
+    w_recent = m.interest_weights(seq, recent)[0, 0].item()
+    w_old = m.interest_weights(seq, old)[0, 0].item()
+    assert w_old < w_recent
+    assert w_old < 1e-6
+
+
+# ---------------------------------------------------------------- cold items via text
+
+
+def test_text_only_model_scores_cold_item_through_its_text():
+    cold, twin = 20, 10
+    emb = _text_emb(3)
+    emb[cold] = emb[twin]  # the cold item has the same text as a warm one
+    torch.manual_seed(0)
+    m = InterestModel(_cfg(use_id_embedding=False, n_layers=1), emb)
+    items = N_ITEMS - 1  # training pattern only ever uses items 1..19: item 20 is never seen
+    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(128, items=items))
+    assert not (seq == cold).any() and not (lab == cold).any()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
+    m.train()
+    for _ in range(150):
+        loss = m.loss(seq, ts, lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    m.eval()
+    s_seq, s_ts = _batch([[6, 7, 8, 9]])  # next in the pattern: item 10
+    with torch.no_grad():
+        scores = m.score_all(s_seq, s_ts)
+    assert scores[0, cold].item() == pytest.approx(scores[0, twin].item(), rel=1e-5)
+    ranks, _ = target_ranks(scores, torch.tensor([cold]), [np.array([6, 7, 8, 9])])
+    assert ranks.item() <= 2  # only its text twin (tie, lower index) can be ahead
+
+    # with an untrained id embedding added, the cold item is no longer a copy of its twin
+    torch.manual_seed(0)
+    m_id = InterestModel(_cfg(use_id_embedding=True, n_layers=1), emb).eval()
+    iv = m_id.item_vectors()
+    assert not torch.allclose(iv[cold], iv[twin])
+
+
+# ---------------------------------------------------------------- fit_interest and pick_device
+
+
+def test_fit_interest_learns_next_item_pattern():
+    windows = _pattern_windows(256, seed=1)
+    valid = _pattern_eval()
+    tp = TrainParams(lr=1e-2, weight_decay=0.0, batch_size=64, epochs=12, patience=12, seed=0, dropout=0.0)
+    cfg = _cfg(n_layers=1)
+    res = fit_interest(cfg, _text_emb(1), windows, valid, tp, "cpu", k=10)
+    losses = [h["loss"] for h in res.history]
+    assert len(res.history) >= 2
+    assert losses[-1] < 0.5 * losses[0]
+    assert res.best_valid == pytest.approx(max(h["valid_ndcg@10"] for h in res.history))
+    assert res.history[res.best_epoch - 1]["valid_ndcg@10"] == pytest.approx(res.best_valid)
+    # the best weights are restored: evaluating the returned model reproduces the best validation score
+    m = evaluate_model(res.model, valid, k=10)
+    assert m["ndcg@10"] == pytest.approx(res.best_valid, rel=1e-5)
+    assert evaluate_model(res.model, valid, k=1)["hr@1"] >= 0.9
+
+
+def test_fit_interest_early_stops():
+    windows = _pattern_windows(32, seed=2)
+    valid = _pattern_eval()
+    tp = TrainParams(lr=0.0, weight_decay=0.0, batch_size=32, epochs=50, patience=2, seed=0)
+    res = fit_interest(_cfg(n_layers=1), _text_emb(2), windows, valid, tp, "cpu")
+    # lr 0: nothing changes, the first epoch stays best, and training stops after `patience` bad epochs
+    assert res.best_epoch == 1
+    assert len(res.history) == 1 + tp.patience
+
+
+def test_pick_device(monkeypatch):
+    assert pick_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(RuntimeError):
+        pick_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert pick_device("auto") == "cuda"
+    assert pick_device("cuda") == "cuda"
