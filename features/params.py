@@ -77,6 +77,7 @@ class TrainParams:
     use_id_embedding: bool = True
     use_time_decay: bool = True
     use_long_term: bool = True
+    use_position: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128

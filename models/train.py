@@ -131,7 +131,8 @@ def run(params: Params) -> TrainResult:
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
         cfg = InterestConfig(n_items=len(index), text_dim=text_emb.shape[1], dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
                              n_heads=tp.n_heads, dropout=tp.dropout, use_id_embedding=tp.use_id_embedding,
-                             use_time_decay=tp.use_time_decay, use_long_term=tp.use_long_term)
+                             use_time_decay=tp.use_time_decay, use_long_term=tp.use_long_term,
+                             use_position=tp.use_position)
         log.info("training the interest model on %s (%d windows, %d items)", device, len(windows[0]), len(index))
         fit = fit_interest(cfg, text_emb, windows, valid, tp, device, params.evaluate.k)
         models["interest"] = fit.model.cpu()
