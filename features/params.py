@@ -68,12 +68,13 @@ class EncoderParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    models: tuple[str, ...] = ("interest", "popularity", "recent_popularity")
+    models: tuple[str, ...] = ("interest", "sasrec", "item_knn", "popularity", "recent_popularity")
     max_len: int = 50
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
+    use_text: bool = True
     use_id_embedding: bool = True
     use_time_decay: bool = True
     use_long_term: bool = True

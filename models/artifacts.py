@@ -2,8 +2,9 @@
 
     items.json                  item ids and titles in index order (index = position + 1; 0 = padding)
     text_embeddings.safetensors text_emb (N+1, text_dim), row 0 zero
-    interest.safetensors        interest-model weights   + interest_config.json
+    <name>.safetensors          weights of each neural model (interest, sasrec) + <name>_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
+    item_knn.safetensors        item-to-item similarity matrix of the item-kNN baseline
     meta.json                   data version, params hash, encoder, training history
     card.md                     model card (human-readable summary)
 """
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from models.baselines import StaticScores
+from models.baselines import ItemKNN, StaticScores
 from models.interest import InterestConfig, InterestModel
 
 BASELINES = ("popularity", "recent_popularity")
@@ -30,11 +31,13 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
     base = {name: m.scores.cpu().contiguous() for name, m in models.items() if isinstance(m, StaticScores)}
     if base:
         save_file(base, str(out / "baselines.safetensors"))
-    interest = models.get("interest")
-    if isinstance(interest, InterestModel):
-        state = {k: v.cpu().contiguous() for k, v in interest.state_dict().items() if k != "text_emb"}
-        save_file(state, str(out / "interest.safetensors"))
-        (out / "interest_config.json").write_text(json.dumps(interest.cfg.to_dict(), indent=2))
+    for name, m in models.items():
+        if isinstance(m, InterestModel):
+            state = {k: v.cpu().contiguous() for k, v in m.state_dict().items() if k != "text_emb"}
+            save_file(state, str(out / f"{name}.safetensors"))
+            (out / f"{name}_config.json").write_text(json.dumps(m.cfg.to_dict(), indent=2))
+        elif isinstance(m, ItemKNN):
+            save_file({"sim": m.sim.cpu().contiguous()}, str(out / "item_knn.safetensors"))
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -58,9 +61,11 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
     if (out / "baselines.safetensors").exists():
         for name, v in load_file(str(out / "baselines.safetensors")).items():
             models[name] = StaticScores(v)
-    if (out / "interest.safetensors").exists():
-        cfg = InterestConfig(**json.loads((out / "interest_config.json").read_text()))
-        m = InterestModel(cfg, text_emb)
-        m.load_state_dict(load_file(str(out / "interest.safetensors")), strict=False)
-        models["interest"] = m
+    if (out / "item_knn.safetensors").exists():
+        models["item_knn"] = ItemKNN(load_file(str(out / "item_knn.safetensors"))["sim"])
+    for cfg_file in sorted(out.glob("*_config.json")):
+        name = cfg_file.name[: -len("_config.json")]
+        m = InterestModel(InterestConfig(**json.loads(cfg_file.read_text())), text_emb)
+        m.load_state_dict(load_file(str(out / f"{name}.safetensors")), strict=False)
+        models[name] = m
     return {k: v.to(device).eval() for k, v in models.items()}

@@ -47,3 +47,50 @@ def recent_popularity(train: pd.DataFrame, index: ItemIndex, days: float) -> Sta
     cutoff = train["ts"].max() - pd.Timedelta(days=days)
     recent = _counts(train[train["ts"] > cutoff], index)
     return StaticScores(recent + _counts(train, index) / (len(train) + 1.0))
+
+
+class ItemKNN(nn.Module):
+    """Item-to-item co-occurrence: items consumed close together in train sequences are neighbours.
+
+    sim = cosine over co-occurrence counts within a window of ``window`` steps; a user's score
+    for item j sums sim(i, j) over the last ``n_recent`` items i of their history, newer ones
+    weighted more (decay ** age).
+    """
+
+    def __init__(self, sim: torch.Tensor, n_recent: int = 5, decay: float = 0.8) -> None:
+        super().__init__()
+        self.register_buffer("sim", sim.float())
+        self.n_recent, self.decay = n_recent, decay
+
+    @property
+    def scores(self) -> torch.Tensor:  # the catalogue size, as the evaluator reads it
+        return self.sim[0]
+
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        recent = seq[:, -self.n_recent :]  # (B, m), newest last
+        w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
+        w = w.unsqueeze(0) * (recent > 0).float()  # (B, m)
+        return torch.einsum("bm,bmn->bn", w, self.sim[recent])
+
+    def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        w = torch.zeros_like(seq, dtype=torch.float32)
+        m = min(self.n_recent, seq.shape[1])
+        w[:, -m:] = self.decay ** torch.arange(m - 1, -1, -1, device=seq.device, dtype=torch.float32)
+        w = w * (seq > 0).float()
+        return w / w.sum(1, keepdim=True).clamp(min=1e-9)
+
+
+def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5) -> ItemKNN:
+    pos = index.pos
+    n = len(index) + 1
+    co = np.zeros((n, n), dtype=np.float32)
+    for _, g in train.groupby("user_id", sort=False):
+        s = g["item_id"].map(pos).dropna().astype(np.int64).to_numpy()
+        for d in range(1, window + 1):
+            if len(s) > d:
+                np.add.at(co, (s[:-d], s[d:]), 1.0 / d)
+    co = co + co.T
+    np.fill_diagonal(co, 0.0)
+    norm = np.sqrt(np.maximum(co.sum(1), 1e-9))
+    sim = co / norm[:, None] / norm[None, :]
+    return ItemKNN(torch.from_numpy(sim), n_recent)

@@ -63,12 +63,13 @@ class EvalSet:
     targets: np.ndarray    # (B,)
     exclude: list[np.ndarray]  # items of the whole input history (never recommended again)
     target_ts: np.ndarray  # (B,)
+    hist_len: np.ndarray | None = None  # (B,) events in each user's full input history
 
 
 def leave_one_out(seqs: dict[str, UserSequence], split: str, max_len: int) -> EvalSet:
     """valid: history = all but the last two events, target = second-last; test: target = last."""
     cut = {"valid": 2, "test": 1}[split]
-    users, seq, ts, tg, ex, tts = [], [], [], [], [], []
+    users, seq, ts, tg, ex, tts, hl = [], [], [], [], [], [], []
     for u, s in seqs.items():
         if len(s.items) < 3:
             continue  # the protocol skips users with fewer than 3 events
@@ -79,7 +80,36 @@ def leave_one_out(seqs: dict[str, UserSequence], split: str, max_len: int) -> Ev
         tg.append(s.items[len(s.items) - cut])
         tts.append(s.ts[len(s.items) - cut])
         ex.append(np.unique(hist))
-    return EvalSet(users, np.array(seq).reshape(-1, max_len), np.array(ts).reshape(-1, max_len), np.array(tg), ex, np.array(tts))
+        hl.append(len(hist))
+    return EvalSet(users, np.array(seq).reshape(-1, max_len), np.array(ts).reshape(-1, max_len), np.array(tg), ex,
+                   np.array(tts), np.array(hl))
+
+
+def temporal_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, quantile: float = 0.9
+                   ) -> tuple[pd.Timestamp, dict[str, UserSequence], EvalSet]:
+    """Global temporal split: train = events before the cut-off (the ``quantile`` of timestamps),
+    test = each user's first event after it, with all their pre-cut-off events as history."""
+    cutoff = interactions["ts"].quantile(quantile)
+    before = interactions[interactions["ts"] < cutoff]
+    after = interactions[interactions["ts"] >= cutoff]
+    train_seqs = user_sequences(before, index)
+    first_after = after.groupby("user_id", sort=True).head(1)
+    pos = index.pos
+    users, seq, ts, tg, ex, tts, hl = [], [], [], [], [], [], []
+    for u, item, t in zip(first_after["user_id"], first_after["item_id"], unix_seconds(first_after["ts"])):
+        s = train_seqs.get(u)
+        if s is None or not len(s.items) or item not in pos:
+            continue  # no history before the cut-off: nothing to predict from
+        users.append(u)
+        seq.append(pad_left(s.items, max_len))
+        ts.append(pad_left(s.ts, max_len))
+        tg.append(pos[item])
+        tts.append(t)
+        ex.append(np.unique(s.items))
+        hl.append(len(s.items))
+    test = EvalSet(users, np.array(seq).reshape(-1, max_len), np.array(ts).reshape(-1, max_len), np.array(tg, dtype=np.int64),
+                   ex, np.array(tts), np.array(hl))
+    return cutoff, train_seqs, test
 
 
 def train_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
@@ -126,3 +156,24 @@ def windows_from_features(rows: pd.DataFrame, index: ItemIndex, max_len: int) ->
     seq = np.array(seqs).reshape(-1, max_len)
     lab[seq == PAD] = PAD  # no input at that position: nothing to predict from
     return seq, np.array(tss).reshape(-1, max_len), lab
+
+
+def windows_from_sequences(seqs: dict[str, UserSequence], max_len: int, holdout: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The windows ``training_entity_df`` + Feast + ``windows_from_features`` produce, straight from sequences.
+
+    Used by the benchmark (many seeds and protocols, no feature store round trip); a unit
+    test proves both paths give identical arrays. ``holdout`` events per user are kept out
+    (2 under leave-one-out: validation and test).
+    """
+    seqs_out, ts_out, lab_out = [], [], []
+    for s in seqs.values():
+        n = len(s.items)
+        for q in range(n - 1 - holdout, 0, -max_len):
+            lo = max(0, q - max_len)
+            seqs_out.append(pad_left(s.items[lo:q], max_len))
+            ts_out.append(pad_left(s.ts[lo:q], max_len))
+            lab_out.append(pad_left(s.items[lo + 1 : q + 1], max_len))
+    seq = np.array(seqs_out).reshape(-1, max_len)
+    lab = np.array(lab_out).reshape(-1, max_len)
+    lab[seq == PAD] = PAD
+    return seq, np.array(ts_out).reshape(-1, max_len), lab

@@ -23,28 +23,44 @@ from models.metrics import metrics_from_ranks, target_ranks
 log = logging.getLogger(__name__)
 
 
+def n_items_of(model: nn.Module) -> int:
+    """Catalogue size from the model's item-sized buffer (row 0 is padding)."""
+    for name, buf in model.named_buffers():
+        if name in ("scores", "text_emb", "sim"):
+            return buf.shape[0] - 1
+    raise ValueError(f"cannot tell the catalogue size of {type(model).__name__}")
+
+
 @torch.no_grad()
-def evaluate_model(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 512) -> dict[str, float]:
-    """HR@k, NDCG@k, MRR over all items, and coverage@k (share of the catalogue in anyone's top-k)."""
+def rank_targets(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user 1-based target ranks (B,) and top-k item indices (B, k), history excluded."""
     model.eval()
     ranks, top = [], []
     for i in range(0, len(data.targets), batch_size):
         seq = torch.as_tensor(data.seq[i : i + batch_size], device=device)
         ts = torch.as_tensor(data.ts[i : i + batch_size], device=device)
         tg = torch.as_tensor(data.targets[i : i + batch_size], device=device)
-        scores = model.score_all(seq, ts)
-        r, masked = target_ranks(scores, tg, data.exclude[i : i + batch_size])
+        r, masked = target_ranks(model.score_all(seq, ts), tg, data.exclude[i : i + batch_size])
         ranks.append(r.cpu().numpy())
         top.append(masked.topk(k, dim=1).indices.cpu().numpy())
-    n_items = None
-    for name, buf in model.named_buffers():
-        if name in ("scores", "text_emb"):
-            n_items = buf.shape[0] - 1
-    out = metrics_from_ranks(np.concatenate(ranks), k) if ranks else {}
-    if top and n_items:
-        out[f"coverage@{k}"] = float(len(np.unique(np.concatenate(top))) / n_items)
-    out["users"] = int(len(data.targets))
+    if not ranks:
+        return np.zeros(0), np.zeros((0, k), dtype=np.int64)
+    return np.concatenate(ranks), np.concatenate(top)
+
+
+def metrics_for(ranks: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dict[str, float]:
+    """HR@k, NDCG@k, MRR, coverage@k (share of the catalogue in anyone's top-k) and the user count."""
+    out = metrics_from_ranks(ranks, k) if len(ranks) else {}
+    if len(top):
+        out[f"coverage@{k}"] = float(len(np.unique(top)) / n_items)
+    out["users"] = int(len(ranks))
     return out
+
+
+def evaluate_model(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 512) -> dict[str, float]:
+    """Full-ranking metrics of one model on one split."""
+    ranks, top = rank_targets(model, data, k, device, batch_size)
+    return metrics_for(ranks, top, k, n_items_of(model))
 
 
 @dataclass

@@ -21,7 +21,7 @@ from features.cli import stage_main
 from features.ingest import data_version
 from features.params import Params, TrainParams
 from models import artifacts, baselines
-from models.data import EvalSet, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
+from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
 from models.encoder import TextEncoder
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
@@ -49,6 +49,7 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_valid: float = 0.0
+    seconds: float = 0.0
 
 
 def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -104,6 +105,59 @@ class TrainResult:
         return self.__dict__
 
 
+NEURAL = ("interest", "sasrec")
+
+
+def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> InterestConfig:
+    """The interest model from params; `sasrec` is the same code as an ID-only SASRec.
+
+    SASRec = id embeddings + learned positions + causal self-attention, full softmax CE: no
+    text, no time decay, no long-term branch. Sharing the code makes the comparison about
+    those parts, not about two implementations.
+    """
+    common = dict(n_items=n_items, text_dim=text_dim, dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
+                  n_heads=tp.n_heads, dropout=tp.dropout)
+    if name == "sasrec":
+        return InterestConfig(**common, use_id_embedding=True, use_text=False, use_time_decay=False,
+                              use_long_term=False, use_position=True)
+    return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
+                          use_long_term=tp.use_long_term, use_position=tp.use_position)
+
+
+def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
+               windows: tuple[np.ndarray, np.ndarray, np.ndarray] | None, valid: EvalSet | None,
+               tp: TrainParams, device: str, k: int = 10) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
+    """Every requested model on the same training data; neural ones early-stop on ``valid``."""
+    unknown = set(names) - {*NEURAL, "popularity", "recent_popularity", "item_knn"}
+    if unknown:
+        raise ValueError(f"unknown model(s) in train.models: {sorted(unknown)}")
+    models: dict[str, torch.nn.Module] = {}
+    fits: dict[str, FitResult] = {}
+    if "popularity" in names:
+        models["popularity"] = baselines.popularity(train, index)
+    if "recent_popularity" in names:
+        models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
+    if "item_knn" in names:
+        models["item_knn"] = baselines.item_knn(train, index)
+    for name in (n for n in NEURAL if n in names):
+        assert windows is not None and valid is not None
+        cfg = model_config(name, tp, len(index), text_emb.shape[1])
+        log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
+        t0 = time.time()
+        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k)
+        fits[name].seconds = round(time.time() - t0, 1)
+        models[name] = fits[name].model.cpu()
+    return models, fits
+
+
+def encode_items(params: Params, items: pd.DataFrame, device: str) -> torch.Tensor:
+    """(N+1, text_dim) text embeddings, row 0 = padding."""
+    ep = params.encoder
+    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, params.path(ep.cache_dir))
+    emb = torch.as_tensor(encoder.encode(items["text"].tolist()))
+    return torch.cat([torch.zeros(1, emb.shape[1]), emb])
+
+
 def run(params: Params) -> TrainResult:
     t0 = time.time()
     tp = params.train
@@ -112,39 +166,27 @@ def run(params: Params) -> TrainResult:
     interactions = pd.read_parquet(raw / "interactions.parquet")
     items = pd.read_parquet(raw / "items.parquet")
     index = item_index(items)
-    ep = params.encoder
-    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, params.path(ep.cache_dir))
-    emb = torch.as_tensor(encoder.encode(items["text"].tolist()))
-    text_emb = torch.cat([torch.zeros(1, emb.shape[1]), emb])  # row 0 = padding
-    train = train_interactions(interactions)
-    models: dict[str, torch.nn.Module] = {}
-    if "popularity" in tp.models:
-        models["popularity"] = baselines.popularity(train, index)
-    if "recent_popularity" in tp.models:
-        models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
-    fit = None
-    if "interest" in tp.models:
+    text_emb = encode_items(params, items, device)
+    windows = valid = None
+    if any(n in tp.models for n in NEURAL):
         entity_df = training_entity_df(interactions, tp.max_len)
         log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
         windows = windows_from_features(rows, index, tp.max_len)
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
-        cfg = InterestConfig(n_items=len(index), text_dim=text_emb.shape[1], dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
-                             n_heads=tp.n_heads, dropout=tp.dropout, use_id_embedding=tp.use_id_embedding,
-                             use_time_decay=tp.use_time_decay, use_long_term=tp.use_long_term,
-                             use_position=tp.use_position)
-        log.info("training the interest model on %s (%d windows, %d items)", device, len(windows[0]), len(index))
-        fit = fit_interest(cfg, text_emb, windows, valid, tp, device, params.evaluate.k)
-        models["interest"] = fit.model.cpu()
+    models, fits = fit_models(tp.models, train_interactions(interactions), index, text_emb, windows, valid, tp, device, params.evaluate.k)
+    best = fits.get("interest") or next(iter(fits.values()), None)
     out = params.path(tp.out_dir)
     meta = {
         "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
-        "dataset": params.data.dataset, "encoder": ep.model_name, "models": sorted(models), "device": device,
-        "history": fit.history if fit else [], "best_epoch": fit.best_epoch if fit else 0, "train_seconds": round(time.time() - t0, 1),
+        "dataset": params.data.dataset, "encoder": params.encoder.model_name, "models": sorted(models), "device": device,
+        "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
+        "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1),
     }
     artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist())
     write_card(out, meta)
-    return TrainResult(str(out), sorted(models), meta["best_epoch"], fit.best_valid if fit else 0.0, meta["train_seconds"], device)
+    return TrainResult(str(out), sorted(models), best.best_epoch if best else 0, best.best_valid if best else 0.0,
+                       meta["train_seconds"], device)
 
 
 def write_card(out: Path, meta: dict) -> None:

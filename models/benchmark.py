@@ -1,0 +1,174 @@
+"""Benchmark: every model under one protocol, several seeds, slices, ablations, timings.
+
+    python -m models.benchmark --dataset movielens-100k --seeds 3
+
+Writes ``reports/benchmark-<dataset>.json`` and ``reports/benchmark-<dataset>.md``. Protocols:
+leave-one-out by time with full ranking (../shared/BENCHMARK.md) and a global temporal split.
+Training windows come from the same pure function the Feast path is tested against
+(``windows_from_sequences``), so many runs need no feature-store round trip.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features import adapters
+from features.cli import configure_logging, parse_overrides
+from features.params import Params, load_params
+from features.schema import validate
+from models import slices
+from models.data import item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.evaluate import metrics_for, n_items_of, rank_targets
+from models.train import NEURAL, encode_items, fit_models, pick_device
+
+log = logging.getLogger(__name__)
+
+# ablations of the interest model: name -> train params switched off
+ABLATIONS = {
+    "interest-no_text": {"use_text": False},
+    "interest-no_id": {"use_id_embedding": False},
+    "interest-no_time_decay": {"use_time_decay": False},
+    "interest-no_long_term": {"use_long_term": False},
+}
+
+
+def _slice_metrics(ranks: np.ndarray, top: np.ndarray, masks: dict[str, np.ndarray], k: int, n_items: int) -> dict:
+    out = {"all": metrics_for(ranks, top, k, n_items)}
+    for name, m in masks.items():
+        out[name] = metrics_for(ranks[m], top[m], k, n_items) if m.any() else {"users": 0}
+    return out
+
+
+def _aggregate(runs: list[dict]) -> dict:
+    """mean and std over seeds of every numeric leaf."""
+    if not runs:
+        return {}
+    out: dict = {}
+    for key, v in runs[0].items():
+        if isinstance(v, dict):
+            out[key] = _aggregate([r[key] for r in runs])
+        elif isinstance(v, (int, float)):
+            vals = np.array([r[key] for r in runs], dtype=float)
+            out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
+    return out
+
+
+def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
+                 seeds: list[int], ablations: dict[str, dict], device: str) -> dict:
+    tp, k = params.train, params.evaluate.k
+    index = item_index(items)
+    if protocol == "loo":
+        seqs = user_sequences(interactions, index)
+        windows = windows_from_sequences(seqs, tp.max_len, holdout=2)
+        valid, test = leave_one_out(seqs, "valid", tp.max_len), leave_one_out(seqs, "test", tp.max_len)
+        train_df = train_interactions(interactions)
+    else:
+        cutoff, seqs, test = temporal_split(interactions, index, tp.max_len)
+        windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
+        valid = leave_one_out(seqs, "test", tp.max_len)  # last pre-cut-off event: early stopping only
+        before = interactions[interactions["ts"] < cutoff]
+        train_df = before[before.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
+        log.info("temporal split at %s: %d test users", cutoff, len(test.targets))
+    pos = index.pos
+    train_items = {pos[i] for i in train_df["item_id"].unique() if i in pos}
+    cats = {pos[i]: list(c) for i, c in zip(items["item_id"], items["categories"])}
+    masks = {"cold_item": slices.cold_item(test, train_items), "interest_shift": slices.interest_shift(test, cats),
+             "short_history": slices.short_history(test)}
+    per_model: dict[str, list[dict]] = {}
+    variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
+    for seed in seeds:
+        for name, over in variants:
+            base = "interest" if name.startswith("interest-") else name
+            if base not in NEURAL and seed != seeds[0]:
+                per_model[name].append(per_model[name][0])  # deterministic baselines: one fit serves all seeds
+                continue
+            tpv = dataclasses.replace(tp, seed=seed, **over)
+            t0 = time.time()
+            fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k)
+            seconds = time.time() - t0
+            ranks, top = rank_targets(fitted[base], test, k, device)
+            res = _slice_metrics(ranks, top, masks, k, n_items_of(fitted[base]))
+            res["train_seconds"] = seconds
+            res["best_epoch"] = fits[base].best_epoch if base in fits else 0
+            per_model.setdefault(name, []).append(res)
+            log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", protocol, seed, name, k, res["all"][f"ndcg@{k}"],
+                     k, res["all"][f"hr@{k}"], seconds)
+    return {"users": int(len(test.targets)), "slice_users": {n: int(m.sum()) for n, m in masks.items()},
+            "models": {n: _aggregate(r) for n, r in per_model.items()}}
+
+
+def markdown(report: dict, k: int = 10) -> str:
+    lines = [f"# Benchmark: {report['dataset']}", "", f"Command: `{report['command']}`", "",
+             f"{report['n_users']} users, {report['n_items']} items, {report['n_interactions']} interactions; seeds {report['seeds']}; "
+             f"device {report['device']}; total {report['seconds']:.0f} s. Mean ± std over seeds; test split.", ""]
+    for proto, title in (("loo", "Leave-one-out, full ranking"), ("temporal", "Global temporal split (cut-off at the 90th percentile)")):
+        if proto not in report["protocols"]:
+            continue
+        p = report["protocols"][proto]
+        lines += [f"## {title}", "", f"{p['users']} test users; slices: " + ", ".join(f"{n} {c}" for n, c in p["slice_users"].items()), "",
+                  f"| model | HR@{k} | NDCG@{k} | MRR | coverage@{k} | cold-item HR@{k} | interest-shift NDCG@{k} | short-history NDCG@{k} | train s |",
+                  "|---|---|---|---|---|---|---|---|---|"]
+        for name, m in p["models"].items():
+            def f(sl: str, key: str) -> str:
+                v = m.get(sl, {}).get(key)
+                return f"{v['mean']:.4f} ± {v['std']:.4f}" if v else "n/a"
+            lines.append(f"| {name} | {f('all', f'hr@{k}')} | {f('all', f'ndcg@{k}')} | {f('all', 'mrr')} | {f('all', f'coverage@{k}')} | "
+                         f"{f('cold_item', f'hr@{k}')} | {f('interest_shift', f'ndcg@{k}')} | {f('short_history', f'ndcg@{k}')} | "
+                         f"{m['train_seconds']['mean']:.0f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="benchmark every model under one protocol")
+    ap.add_argument("--dataset", default="movielens-100k")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--protocols", default="loo,temporal")
+    ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity")
+    ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--device", default="")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--out", default="reports")
+    args = ap.parse_args()
+    configure_logging()
+    over = {"data.dataset": args.dataset, **parse_overrides(args.set)}
+    if args.device:
+        over["train.device"] = args.device
+    params = load_params(args.params, over)
+    t0 = time.time()
+    raw_int, raw_items, _ = adapters.load(params)
+    v = validate(raw_int, raw_items)
+    device = pick_device(params.train.device)
+    text_emb = encode_items(params, v.items, device)
+    seeds = [params.train.seed + i for i in range(args.seeds)]
+    ablations = {} if args.no_ablations else ABLATIONS
+    report = {"dataset": args.dataset, "command": "python -m models.benchmark " + " ".join(_argv()), "seeds": seeds, "device": device,
+              "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
+              "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
+    for proto in args.protocols.split(","):
+        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(args.models.split(",")),
+                                                  seeds, ablations if proto == "loo" else {}, device)
+    report["seconds"] = time.time() - t0
+    out = params.path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"benchmark-{args.dataset}.json").write_text(json.dumps(report, indent=2))
+    (out / f"benchmark-{args.dataset}.md").write_text(markdown(report, params.evaluate.k))
+    print(markdown(report, params.evaluate.k))
+
+
+def _argv() -> list[str]:
+    import sys
+
+    return sys.argv[1:]
+
+
+if __name__ == "__main__":
+    main()

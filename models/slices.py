@@ -1,0 +1,33 @@
+"""Named evaluation slices: boolean masks over the users of an EvalSet (Made-With-ML's slicing idea).
+
+cold_item       the target item never appears in training data: only content (text) can rank it
+interest_shift  the target's categories miss the user's dominant categories: interests moved
+short_history   the user's history is in the shortest quarter: little to learn from
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+from models.data import EvalSet
+
+
+def cold_item(data: EvalSet, train_items: set[int]) -> np.ndarray:
+    return np.array([t not in train_items for t in data.targets], dtype=bool)
+
+
+def interest_shift(data: EvalSet, item_categories: dict[int, list[str]], top_n: int = 2) -> np.ndarray:
+    """True when none of the target's categories is among the user's ``top_n`` categories so far."""
+    out = np.zeros(len(data.targets), dtype=bool)
+    for b, (seq, target) in enumerate(zip(data.seq, data.targets)):
+        counts = Counter(c for i in seq[seq > 0] for c in item_categories.get(int(i), []))
+        dominant = {c for c, _ in counts.most_common(top_n)}
+        cats = set(item_categories.get(int(target), []))
+        out[b] = bool(dominant) and bool(cats) and not (cats & dominant)
+    return out
+
+
+def short_history(data: EvalSet, quantile: float = 0.25) -> np.ndarray:
+    lengths = data.hist_len if data.hist_len is not None else (data.seq > 0).sum(1)
+    return lengths <= np.quantile(lengths, quantile)
