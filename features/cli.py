@@ -26,14 +26,20 @@ def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def stage_main(run: Callable[[Params], Any], description: str, argv: Sequence[str] | None = None) -> Any:
-    """Parse --params/--set, run the stage, print its result summary as JSON."""
+def stage_main(run: Callable[[Params], Any], description: str, argv: Sequence[str] | None = None,
+               flags: dict[str, str] | None = None) -> Any:
+    """Parse --params/--set (and shortcut flags such as ``--device`` -> ``train.device``), run the
+    stage, print its result summary as JSON."""
     ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a param, e.g. train.epochs=3")
+    for flag, key in (flags or {}).items():
+        ap.add_argument(flag, dest=key, default=None, help=f"shortcut for --set {key}=...")
     args = ap.parse_args(argv)
     configure_logging()
-    result = run(load_params(args.params, parse_overrides(args.set)))
+    overrides = parse_overrides(args.set)
+    overrides.update({key: getattr(args, key) for key in (flags or {}).values() if getattr(args, key) is not None})
+    result = run(load_params(args.params, overrides))
     summary = result.summary() if hasattr(result, "summary") else result
     print(json.dumps(summary, indent=2, default=str))
     return result

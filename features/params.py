@@ -88,6 +88,7 @@ class TrainParams:
     device: str = "auto"
     seed: int = 42
     out_dir: str = "artifacts/model"
+    checkpoint_dir: str = ".cache/checkpoints"
 
 
 @dataclass(frozen=True)

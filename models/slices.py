@@ -30,4 +30,6 @@ def interest_shift(data: EvalSet, item_categories: dict[int, list[str]], top_n: 
 
 def short_history(data: EvalSet, quantile: float = 0.25) -> np.ndarray:
     lengths = data.hist_len if data.hist_len is not None else (data.seq > 0).sum(1)
+    if not len(lengths):  # no users (np.quantile of nothing raises)
+        return np.zeros(0, dtype=bool)
     return lengths <= np.quantile(lengths, quantile)

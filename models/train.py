@@ -52,24 +52,48 @@ class FitResult:
     seconds: float = 0.0
 
 
+def _save_checkpoint(path: Path, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
 def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 valid: EvalSet, tp: TrainParams, device: str, k: int = 10) -> FitResult:
-    """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored."""
+                 valid: EvalSet, tp: TrainParams, device: str, k: int = 10, checkpoint: Path | None = None) -> FitResult:
+    """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored.
+
+    With ``checkpoint``, the state after every epoch is saved there and an interrupted run
+    resumes from it (same config only); the file is removed once training finishes.
+    """
     seed_everything(tp.seed)
     model = InterestModel(cfg, text_emb).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
     seq, ts, lab = (torch.as_tensor(a) for a in windows)
     gen = torch.Generator().manual_seed(tp.seed)
     res = FitResult(model)
-    best_state, bad = None, 0
-    for epoch in range(1, tp.epochs + 1):
+    best_state, bad, start = None, 0, 1
+    if checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, map_location=device, weights_only=False)
+        if ck["cfg"] == cfg.to_dict() and ck["seed"] == tp.seed:
+            model.load_state_dict(ck["model"])
+            opt.load_state_dict(ck["opt"])
+            gen.set_state(ck["gen"])
+            best_state, bad, start = ck["best_state"], ck["bad"], ck["epoch"] + 1
+            res.history, res.best_epoch, res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
+            log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
+    use_amp = device.startswith("cuda")
+    for epoch in range(start, tp.epochs + 1):
+        if bad >= tp.patience:
+            break
         model.train()
         perm = torch.randperm(len(seq), generator=gen)
         total, steps = 0.0, 0
         bar = tqdm(range(0, len(perm), tp.batch_size), desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
         for i in bar:
             b = perm[i : i + tp.batch_size]
-            loss = model.loss(seq[b].to(device), ts[b].to(device), lab[b].to(device))
+            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                loss = model.loss(seq[b].to(device), ts[b].to(device), lab[b].to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -84,11 +108,17 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
             best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
         else:
             bad += 1
-            if bad >= tp.patience:
-                log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)
-                break
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
+                                          "opt": opt.state_dict(), "gen": gen.get_state(), "best_state": best_state, "bad": bad,
+                                          "history": res.history, "best_epoch": res.best_epoch, "best_valid": res.best_valid})
+        if bad >= tp.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)
+            break
     if best_state is not None:
         model.load_state_dict(best_state)
+    if checkpoint is not None:
+        checkpoint.unlink(missing_ok=True)
     return res
 
 
@@ -126,7 +156,8 @@ def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> Int
 
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
                windows: tuple[np.ndarray, np.ndarray, np.ndarray] | None, valid: EvalSet | None,
-               tp: TrainParams, device: str, k: int = 10) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
+               tp: TrainParams, device: str, k: int = 10, checkpoint_dir: Path | None = None
+               ) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
     """Every requested model on the same training data; neural ones early-stop on ``valid``."""
     unknown = set(names) - {*NEURAL, "popularity", "recent_popularity", "item_knn"}
     if unknown:
@@ -144,7 +175,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         cfg = model_config(name, tp, len(index), text_emb.shape[1])
         log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
         t0 = time.time()
-        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k)
+        ck = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
+        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k, ck)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
     return models, fits
@@ -174,7 +206,9 @@ def run(params: Params) -> TrainResult:
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
         windows = windows_from_features(rows, index, tp.max_len)
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
-    models, fits = fit_models(tp.models, train_interactions(interactions), index, text_emb, windows, valid, tp, device, params.evaluate.k)
+    ck_dir = params.path(tp.checkpoint_dir) / params.section_hash("features", "encoder", "train")
+    models, fits = fit_models(tp.models, train_interactions(interactions), index, text_emb, windows, valid, tp, device,
+                              params.evaluate.k, ck_dir)
     best = fits.get("interest") or next(iter(fits.values()), None)
     out = params.path(tp.out_dir)
     meta = {
@@ -199,7 +233,7 @@ def write_card(out: Path, meta: dict) -> None:
 
 
 def main() -> None:
-    stage_main(run, "train: encoder embeddings, baselines and the interest-weight model")
+    stage_main(run, "train: encoder embeddings, baselines and the interest-weight model", flags={"--device": "train.device"})
 
 
 if __name__ == "__main__":
