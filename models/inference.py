@@ -34,9 +34,6 @@ class Recommender:
         fallback = models.get("recent_popularity") or models.get("popularity")
         self.cold_scores = fallback.scores if fallback is not None else torch.zeros(len(self.ids) + 1)
 
-    def known(self, item_ids: list[str]) -> list[str]:
-        return [i for i in item_ids if i not in self.pos]
-
     def _item(self, idx: int, score: float) -> dict:
         return {"item_id": self.ids[idx - 1], "title": self.titles[idx - 1], "score": round(float(score), 6)}
 
@@ -56,8 +53,8 @@ class Recommender:
             scores = self.model.score_all(s, t)[0].float().cpu().clone()
             weights = self.model.interest_weights(s, t)[0, -len(seq) :].cpu().numpy()
         scores[0] = float("-inf")
-        if exclude_seen and len(seq):
-            scores[torch.as_tensor(np.unique(seq))] = float("-inf")
+        if exclude_seen and pairs:  # the whole known history, as the evaluation excludes it, not only the newest max_len
+            scores[torch.as_tensor(np.unique([p for p, _ in pairs]))] = float("-inf")
         k = min(k, int(torch.isfinite(scores).sum()))
         top = scores.topk(k)
         items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]

@@ -78,7 +78,11 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
         if ck["cfg"] == cfg.to_dict() and ck["seed"] == tp.seed:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
-            gen.set_state(ck["gen"])
+            gen.set_state(ck["gen"].cpu())  # map_location may have moved it; generator states live on the CPU
+            if "rng" in ck:  # dropout draws from the global RNG: without it a resumed run diverges
+                torch.set_rng_state(ck["rng"].cpu())
+            if ck.get("cuda_rng") is not None and device.startswith("cuda"):
+                torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
             best_state, bad, start = ck["best_state"], ck["bad"], ck["epoch"] + 1
             res.history, res.best_epoch, res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
             log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
@@ -110,7 +114,9 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
             bad += 1
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
-                                          "opt": opt.state_dict(), "gen": gen.get_state(), "best_state": best_state, "bad": bad,
+                                          "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                                          "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
+                                          "best_state": best_state, "bad": bad,
                                           "history": res.history, "best_epoch": res.best_epoch, "best_valid": res.best_valid})
         if bad >= tp.patience:
             log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)

@@ -27,6 +27,8 @@ def score_file(engine: Recommender, src: Path, dst: Path, k: int) -> dict[str, i
                 continue
             try:
                 row = json.loads(line)
+                if not isinstance(row, dict):  # valid JSON but not an object (a list, a number): an error line, not a crash
+                    raise TypeError(f"expected a JSON object, got {type(row).__name__}")
                 hist = [str(i) for i in row.get("history", [])]
                 ts = row.get("ts") or [1_700_000_000 + 3600 * j for j in range(len(hist))]
                 if len(ts) != len(hist):

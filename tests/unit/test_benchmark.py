@@ -1,0 +1,165 @@
+"""models.benchmark: _aggregate as formulas, run_protocol end to end on a tiny synthetic dataset, markdown()."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from features.adapters.synthetic import generate
+from features.params import Params, SyntheticParams, TrainParams
+from features.schema import validate
+from models.benchmark import _aggregate, markdown, run_protocol
+
+MODELS = ("popularity", "item_knn", "sasrec")
+ABLATION = {"interest-no_long_term": {"use_long_term": False}}
+SEEDS = [1, 2]
+K = 10
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+# ---------------------------------------------------------------- _aggregate
+
+
+def test_aggregate_mean_and_std_over_runs():
+    runs = [
+        {"all": {"hr@10": 0.2, "users": 10, "note": "x"}, "cold_item": {"users": 0}, "train_seconds": 1.0, "best_epoch": 3, "name": "a"},
+        {"all": {"hr@10": 0.6, "users": 10, "note": "y"}, "cold_item": {"users": 0}, "train_seconds": 3.0, "best_epoch": 5, "name": "b"},
+    ]
+    agg = _aggregate(runs)
+    assert set(agg) == {"all", "cold_item", "train_seconds", "best_epoch"}  # non-numeric leaves dropped
+    assert agg["all"]["hr@10"]["mean"] == pytest.approx(0.4)
+    assert agg["all"]["hr@10"]["std"] == pytest.approx(0.2)  # population std: sqrt(((0.2-0.4)^2 + (0.6-0.4)^2) / 2)
+    assert agg["all"]["users"] == {"mean": 10.0, "std": 0.0}
+    assert "note" not in agg["all"]
+    assert agg["cold_item"] == {"users": {"mean": 0.0, "std": 0.0}}
+    assert agg["train_seconds"] == {"mean": 2.0, "std": 1.0}
+    assert agg["best_epoch"] == {"mean": 4.0, "std": 1.0}
+    three = _aggregate([{"a": {"b": {"c": v}}} for v in (1.0, 2.0, 6.0)])
+    assert three["a"]["b"]["c"]["mean"] == pytest.approx(3.0)
+    assert three["a"]["b"]["c"]["std"] == pytest.approx(np.std([1.0, 2.0, 6.0]))
+    assert _aggregate([{"x": 5}]) == {"x": {"mean": 5.0, "std": 0.0}}
+    assert _aggregate([]) == {}
+
+
+# ---------------------------------------------------------------- run_protocol
+
+
+@pytest.fixture(scope="module")
+def bench():
+    raw_int, raw_items, _ = generate(SyntheticParams(n_users=20, n_items=30, n_categories=4, events_per_user=15))
+    v = validate(raw_int, raw_items)
+    g = torch.Generator().manual_seed(0)
+    text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
+    text_emb[0] = 0
+    params = Params(train=TrainParams(epochs=1, dim=16, max_len=10, n_layers=1, batch_size=64, patience=1, device="cpu"))
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before the function-scoped one
+    try:
+        protocols = {
+            proto: run_protocol(params, proto, v.interactions, v.items, text_emb, MODELS, SEEDS, ABLATION, "cpu")
+            for proto in ("loo", "temporal")
+        }
+    finally:
+        torch.set_num_threads(n)
+    return v, params, protocols
+
+
+@pytest.mark.parametrize("proto", ["loo", "temporal"])
+def test_run_protocol_structure(bench, proto):
+    v, _, protocols = bench
+    res = protocols[proto]
+    assert set(res) == {"users", "slice_users", "models"}
+    n_users = v.interactions["user_id"].nunique()
+    assert 0 < res["users"] <= n_users
+    if proto == "loo":
+        assert res["users"] == n_users  # every synthetic user has >= 5 events
+    assert set(res["slice_users"]) == {"cold_item", "interest_shift", "short_history"}
+    assert all(0 <= c <= res["users"] for c in res["slice_users"].values())
+    assert res["slice_users"]["short_history"] >= 1  # the lowest quartile is never empty
+    assert list(res["models"]) == [*MODELS, *ABLATION]
+    for name, m in res["models"].items():
+        assert {"all", "cold_item", "interest_shift", "short_history", "train_seconds", "best_epoch"} <= set(m)
+        for key in (f"hr@{K}", f"ndcg@{K}", "mrr", f"coverage@{K}", "users"):
+            stat = m["all"][key]
+            assert set(stat) == {"mean", "std"}, (name, key)
+            assert np.isfinite(stat["mean"]) and stat["std"] >= 0
+        assert m["all"]["users"] == {"mean": float(res["users"]), "std": 0.0}
+        assert 0 <= m["all"][f"hr@{K}"]["mean"] <= 1
+        assert m["all"][f"ndcg@{K}"]["mean"] <= m["all"][f"hr@{K}"]["mean"] + 1e-12
+        for sl, count in res["slice_users"].items():
+            assert m[sl]["users"]["mean"] == count
+    # deterministic baselines: one fit serves every seed, so no spread at all
+    for name in ("popularity", "item_knn"):
+        m = res["models"][name]
+        for sl in m:
+            for key, stat in m[sl].items() if sl not in ("train_seconds", "best_epoch") else [(sl, m[sl])]:
+                assert stat["std"] == 0.0, (name, sl, key)
+        assert m["best_epoch"] == {"mean": 0.0, "std": 0.0}
+    # neural models ran their single epoch for each seed
+    for name in ("sasrec", "interest-no_long_term"):
+        assert res["models"][name]["best_epoch"]["mean"] == 1.0
+
+
+def test_run_protocol_neural_models_depend_on_the_seed(bench):
+    _, _, protocols = bench
+    # two seeds of a randomly initialised model: different scores, hence (almost surely) some spread in MRR
+    stds = [protocols[p]["models"][n]["all"]["mrr"]["std"] for p in protocols for n in ("sasrec", "interest-no_long_term")]
+    assert max(stds) > 0
+
+
+def test_run_protocol_is_reproducible_for_a_seed(bench):
+    v, params, protocols = bench
+    g = torch.Generator().manual_seed(0)
+    text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
+    text_emb[0] = 0
+    again = run_protocol(params, "loo", v.interactions, v.items, text_emb, ("popularity", "sasrec"), SEEDS, {}, "cpu")
+    for name in ("popularity", "sasrec"):
+        a, b = again["models"][name]["all"], protocols["loo"]["models"][name]["all"]
+        for key in (f"hr@{K}", f"ndcg@{K}", "mrr"):
+            assert a[key]["mean"] == pytest.approx(b[key]["mean"], abs=1e-9)
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def test_markdown_renders_a_row_per_model(bench):
+    v, params, protocols = bench
+    report = {"dataset": "synthetic", "command": "python -m models.benchmark --seeds 2", "seeds": SEEDS, "device": "cpu",
+              "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
+              "train_params": dataclasses.asdict(params.train), "protocols": protocols, "seconds": 12.3}
+    md = markdown(report, K)
+    lines = md.splitlines()
+    assert lines[0] == "# Benchmark: synthetic"
+    assert "## Leave-one-out, full ranking" in lines
+    assert "## Global temporal split (cut-off at the 90th percentile)" in lines
+    assert md.count(f"| model | HR@{K} | NDCG@{K} |") == 2
+    names = [*MODELS, *ABLATION]
+    for proto in ("loo", "temporal"):
+        p = protocols[proto]
+        start = lines.index("## Leave-one-out, full ranking" if proto == "loo" else "## Global temporal split (cut-off at the 90th percentile)")
+        header = next(i for i in range(start, len(lines)) if lines[i].startswith("| model |"))
+        rows = []
+        for line in lines[header + 2 :]:
+            if not line.startswith("|"):
+                break
+            rows.append(line)
+        assert [r.split("|")[1].strip() for r in rows] == names
+        for r in rows:
+            cells = [c.strip() for c in r.strip("|").split("|")]
+            assert len(cells) == 9
+        pop = rows[0]
+        hr = p["models"]["popularity"]["all"][f"hr@{K}"]
+        assert f"{hr['mean']:.4f} ± 0.0000" in pop
+        assert f"{p['users']} test users" in md
+    # a protocol that was not run is left out
+    only_loo = markdown({**report, "protocols": {"loo": protocols["loo"]}}, K)
+    assert "temporal" not in only_loo and only_loo.count("| popularity |") == 1
