@@ -79,11 +79,11 @@ class TrainParams:
     use_time_decay: bool = True
     use_long_term: bool = True
     use_position: bool = True
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.01
     batch_size: int = 128
     epochs: int = 200
-    patience: int = 10
+    patience: int = 6
     recent_days: int = 30
     device: str = "auto"
     seed: int = 42

@@ -1,0 +1,140 @@
+"""Real-time events: validate, append durably to the event log, update the user's online features.
+
+The event log (JSONL, one event per line) is the source of truth that the next ingest reads;
+the online store is a cache of each user's recent behaviour that the next ``/recommend`` reads.
+Order of writes: the log first (fsync'd), then the online store, both under one lock, so
+concurrent writers never lose each other's updates and an accepted event is on disk before it
+is acknowledged.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from features.transforms import SECONDS_PER_DAY, decayed_shares
+
+log = logging.getLogger(__name__)
+
+
+class EventRejected(ValueError):
+    """A batch with at least one bad event: nothing of it was written."""
+
+    def __init__(self, reasons: list[dict]) -> None:
+        super().__init__("; ".join(f"event {r['index']}: {r['reason']}" for r in reasons))
+        self.reasons = reasons
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    ts: int  # unix seconds
+    event: str = "interaction"
+    value: float | None = None
+
+
+def parse_events(raw: list[dict], known_items: set[str], now: int | None = None) -> list[Event]:
+    """All-or-nothing validation of a batch: every reason is reported, or every event is returned."""
+    now = int(datetime.now(timezone.utc).timestamp()) if now is None else now
+    out, reasons = [], []
+    for i, e in enumerate(raw):
+        why = []
+        if not isinstance(e, dict):
+            reasons.append({"index": i, "reason": "not a JSON object"})
+            continue
+        user, item = str(e.get("user_id") or "").strip(), str(e.get("item_id") or "").strip()
+        if not user:
+            why.append("missing user_id")
+        if not item:
+            why.append("missing item_id")
+        elif item not in known_items:
+            why.append(f"unknown item_id '{item}'")
+        ts = e.get("ts")
+        try:
+            ts = now if ts is None else (int(pd.Timestamp(ts).timestamp()) if isinstance(ts, str) else int(ts))
+        except (ValueError, TypeError):
+            why.append(f"unparsable ts '{ts}'")
+        value = e.get("value")
+        if value is not None and not isinstance(value, (int, float)):
+            why.append("value must be a number")
+        if why:
+            reasons.append({"index": i, "reason": ", ".join(why)})
+        else:
+            out.append(Event(user, item, int(ts), str(e.get("event") or "interaction"), None if value is None else float(value)))
+    if reasons:
+        raise EventRejected(reasons)
+    return out
+
+
+class EventLog:
+    """Append-only JSONL; appends are fsync'd and serialised across threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock_path = self.path.with_suffix(self.path.suffix + ".lock")
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        """One writer at a time, across threads (lock) and worker processes (flock)."""
+        with self._thread_lock, self.lock_path.open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def append(self, events: list[Event]) -> None:
+        lines = "".join(json.dumps(e.__dict__) + "\n" for e in events)
+        with self.path.open("a") as f:
+            f.write(lines)
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read(self) -> pd.DataFrame:
+        """The log in canonical interaction columns (ts as UTC timestamps)."""
+        if not self.path.exists():
+            return pd.DataFrame(columns=["user_id", "item_id", "ts", "event", "value"])
+        df = pd.read_json(self.path, lines=True, dtype={"user_id": str, "item_id": str})
+        df["ts"] = pd.to_datetime(df["ts"], unit="s", utc=True)
+        return df[["user_id", "item_id", "ts", "event", "value"]]
+
+
+def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],
+                    n_categories: int, short_half_life_days: float, long_half_life_days: float) -> dict:
+    """A user's behaviour state after new events, inserted in timestamp order.
+
+    The category shares are recomputed over the kept history with the same
+    ``decayed_shares`` the offline features use.
+    """
+    ids = list(state.get("hist_item_ids") or [])
+    tss = [int(t) for t in (state.get("hist_ts") or [])]
+    pairs = list(zip(tss, range(len(ids)), ids)) + [(e.ts, len(ids) + k, e.item_id) for k, e in enumerate(events)]
+    pairs.sort()  # by time, then arrival order: late events land where they belong
+    kept = pairs[-history_len:]
+    ids, tss = [p[2] for p in kept], [p[0] for p in kept]
+    zero = np.zeros(n_categories)
+    vecs = np.stack([cat_vectors.get(i, zero) for i in ids]) if ids else np.zeros((0, n_categories))
+    t = np.array(tss, dtype=np.float64)
+    short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
+    long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
+    return {
+        "hist_item_ids": ids,
+        "hist_ts": tss,
+        "event_count": int(state.get("event_count") or 0) + len(events),
+        "last_event_ts": max(tss) if tss else 0,
+        "cat_share_short": (short[-1] if len(short) else zero).astype(np.float32).tolist(),
+        "cat_share_long": (long_[-1] if len(long_) else zero).astype(np.float32).tolist(),
+    }
