@@ -14,6 +14,8 @@ import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from features import adapters
 from features.cli import stage_main
 from features.params import Params
@@ -30,6 +32,14 @@ def data_version(raw_dir: Path) -> str:
     for name in ("interactions.parquet", "items.parquet"):
         h.update((Path(raw_dir) / name).read_bytes())
     return h.hexdigest()[:12]
+
+
+def read_event_log(path: Path) -> pd.DataFrame:
+    """Events accepted by the service (JSONL, ts in unix seconds), as raw interaction rows."""
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["user_id", "item_id", "ts", "event", "value"])
+    df = pd.read_json(path, lines=True, dtype={"user_id": str, "item_id": str, "ts": str})
+    return df.reindex(columns=["user_id", "item_id", "ts", "event", "value"])
 
 
 class IngestError(ValueError):
@@ -55,6 +65,10 @@ class IngestResult:
 def run(params: Params) -> IngestResult:
     raw_int, raw_items, extra = adapters.load(params)
     log.info("loaded %d interactions and %d items from '%s'", len(raw_int), len(raw_items), params.data.dataset)
+    events = read_event_log(params.path(params.data.event_log))
+    if len(events):
+        log.info("appending %d events from the service's event log %s", len(events), params.data.event_log)
+        raw_int = pd.concat([raw_int, events], ignore_index=True)
     v = validate(raw_int, raw_items)
     out = params.path(params.data.raw_dir)
     out.mkdir(parents=True, exist_ok=True)

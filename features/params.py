@@ -25,6 +25,7 @@ class DataParams:
     source_dir: str = ""
     download: bool = True
     raw_dir: str = "data/raw"
+    event_log: str = "data/events/events.jsonl"
 
     def resolved_source_dir(self) -> str:
         """The configured folder, else the PULSE_DATA_DIR environment variable, else ''."""

@@ -24,9 +24,10 @@ BASELINES = ("popularity", "recent_popularity")
 
 
 def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict,
-         titles: list[str] | None = None) -> None:
+         titles: list[str] | None = None, categories: list[list[str]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    (out / "items.json").write_text(json.dumps({"ids": list(item_ids), "titles": list(titles or item_ids)}))
+    (out / "items.json").write_text(json.dumps({"ids": list(item_ids), "titles": list(titles or item_ids),
+                                                "categories": [list(c) for c in (categories or [[] for _ in item_ids])]}))
     save_file({"text_emb": text_emb.contiguous().float()}, str(out / "text_embeddings.safetensors"))
     base = {name: m.scores.cpu().contiguous() for name, m in models.items() if isinstance(m, StaticScores)}
     if base:
@@ -48,6 +49,11 @@ def load_item_ids(out: Path) -> list[str]:
 def load_item_titles(out: Path) -> list[str]:
     d = json.loads((out / "items.json").read_text())
     return d.get("titles", d["ids"])
+
+
+def load_item_categories(out: Path) -> list[list[str]]:
+    d = json.loads((out / "items.json").read_text())
+    return d.get("categories") or [[] for _ in d["ids"]]
 
 
 def load_meta(out: Path) -> dict:

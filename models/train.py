@@ -223,7 +223,8 @@ def run(params: Params) -> TrainResult:
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
         "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1),
     }
-    artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist())
+    artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist(),
+                   [list(c) for c in items["categories"]])
     write_card(out, meta)
     return TrainResult(str(out), sorted(models), best.best_epoch if best else 0, best.best_valid if best else 0.0,
                        meta["train_seconds"], device)

@@ -103,14 +103,6 @@ class EventLog:
             f.flush()
             os.fsync(f.fileno())
 
-    def read(self) -> pd.DataFrame:
-        """The log in canonical interaction columns (ts as UTC timestamps)."""
-        if not self.path.exists():
-            return pd.DataFrame(columns=["user_id", "item_id", "ts", "event", "value"])
-        df = pd.read_json(self.path, lines=True, dtype={"user_id": str, "item_id": str})
-        df["ts"] = pd.to_datetime(df["ts"], unit="s", utc=True)
-        return df[["user_id", "item_id", "ts", "event", "value"]]
-
 
 def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],
                     n_categories: int, short_half_life_days: float, long_half_life_days: float) -> dict:

@@ -42,6 +42,9 @@ def run(params: Params) -> PackageResult:
         "max_len": params.train.max_len,
         "history_len": params.features.history_len,
         "feature_repo": str(params.path(params.features.repo_dir).resolve()),
+        "event_log": str(params.path(params.data.event_log).resolve()),
+        "short_half_life_days": params.features.short_half_life_days,
+        "long_half_life_days": params.features.long_half_life_days,
     }
     for split in ("valid", "test"):
         for k, v in report["models"][selected][split].items():

@@ -1,21 +1,27 @@
-"""The pulse HTTP service: `POST /recommend` (and BentoML's own /healthz, /readyz, /metrics).
+"""The pulse HTTP service: `POST /recommend`, `POST /events` (and BentoML's /healthz, /readyz, /metrics).
 
-The user's behaviour is read from Feast's online store at request time, so what the store
-holds now is what the recommendation reflects.
+The user's behaviour is read from Feast's online store at request time, and `/events` writes
+it there (after appending to the durable event log), so an accepted event changes the very
+next recommendation with no retraining.
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import bentoml
+import pandas as pd
 from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
 from features.store import get_store, online_user_behaviour
+from features.transforms import category_matrix
+from models import artifacts
 from models.inference import Recommender as Engine
+from serving.events import EventLog, EventRejected, merge_behaviour, parse_events
 
 log = logging.getLogger(__name__)
 
@@ -28,9 +34,18 @@ class Recommender:
 
     def __init__(self) -> None:
         meta = self.model_ref.info.metadata
-        self.engine = Engine(Path(self.model_ref.path), meta["selected"], int(meta.get("max_len", 50)))
-        self.store = get_store(Path(os.environ.get("PULSE_FEATURE_REPO", meta["feature_repo"])))
-        log.info("serving %s (%s)", self.model_ref.tag, meta["selected"])
+        model_dir = Path(self.model_ref.path)
+        self.engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)))
+        repo = Path(os.environ.get("PULSE_FEATURE_REPO", meta["feature_repo"]))
+        self.store = get_store(repo)
+        self.event_log = EventLog(Path(os.environ.get("PULSE_EVENT_LOG", meta["event_log"])))
+        self.history_len = int(meta.get("history_len", 50))
+        self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)))
+        items = pd.DataFrame({"item_id": self.engine.ids, "categories": artifacts.load_item_categories(model_dir)})
+        self.categories = json.loads((repo / "data" / "categories.json").read_text())
+        self.cat_vectors = category_matrix(items, self.categories)
+        self.known_items = set(self.engine.ids)
+        log.info("serving %s (%s); event log %s", self.model_ref.tag, meta["selected"], self.event_log.path)
 
     @bentoml.api
     def recommend(
@@ -46,3 +61,37 @@ class Recommender:
         rec = self.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
         return {"user_id": user_id, "model": self.engine.model_name, "cold_start": rec.cold_start,
                 "items": rec.items, "because": rec.because}
+
+    @bentoml.api
+    def events(
+        self,
+        events: Annotated[list[dict[str, Any]] | None, Field(max_length=10_000, description="a batch of events")] = None,
+        user_id: str | None = None,
+        item_id: str | None = None,
+        ts: int | str | None = None,
+        event: str | None = None,
+        value: float | None = None,
+    ) -> dict:
+        """Accept one event (fields at the top level) or a batch (`events: [...]`), all or nothing.
+
+        Each event: user_id, item_id, ts (unix seconds or ISO-8601; default now), event, value.
+        """
+        raw = events if events is not None else [{"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value}]
+        if not raw:
+            raise InvalidArgument("no events given")
+        try:
+            parsed = parse_events(raw, self.known_items)
+        except EventRejected as e:
+            raise InvalidArgument(json.dumps({"accepted": 0, "rejected": e.reasons})) from None
+        by_user: dict[str, list] = {}
+        for e in parsed:
+            by_user.setdefault(e.user_id, []).append(e)
+        with self.event_log.locked():  # read-modify-write of each user's sequence is serialised
+            self.event_log.append(parsed)
+            rows = []
+            for user, evs in by_user.items():
+                state = online_user_behaviour(self.store, [user])[0]
+                new = merge_behaviour(state, evs, self.history_len, self.cat_vectors, len(self.categories), *self.half_lives)
+                rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
+            self.store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
+        return {"accepted": len(parsed), "users": sorted(by_user)}

@@ -70,7 +70,7 @@ def pipeline_run(project: tuple[Path, dict]) -> dict:
 def test_pipeline_produces_reports_model_and_versions(project, pipeline_run):
     dst, env = project
     metrics = json.loads((dst / "reports/metrics.json").read_text())
-    assert set(metrics["models"]) == {"interest", "popularity", "recent_popularity"}
+    assert set(metrics["models"]) == set(yaml.safe_load((dst / "params.yaml").read_text())["train"]["models"])
     for m in metrics["models"].values():
         assert 0.0 <= m["test"]["ndcg@10"] <= m["test"]["hr@10"] <= 1.0
     assert metrics["selected"] == max(metrics["models"], key=lambda m: metrics["models"][m]["valid"]["ndcg@10"])
@@ -187,3 +187,79 @@ def test_batch_scoring_writes_one_line_per_input(project, pipeline_run, tmp_path
     assert len(lines[0]["items"]) == 4 and lines[0]["cold_start"] is False
     assert lines[1]["cold_start"] is True
     assert lines[2]["line"] == 3 and "error" in lines[2]
+
+
+def _post(url: str, body: dict) -> httpx.Response:
+    return httpx.post(url, json=body, timeout=60)
+
+
+def test_events_change_the_next_recommendation(project, server):
+    dst, _ = project
+    import pandas as pd
+
+    items = pd.read_parquet(dst / "data/raw/items.parquet")
+    user = "fresh-user-1"
+    before = _post(f"{server}/recommend", {"user_id": user, "k": 10}).json()
+    assert before["cold_start"] is True
+    burst = items[items["categories"].map(lambda c: c[0]) == items["categories"].iloc[0][0]]["item_id"].tolist()[:4]
+    r = _post(f"{server}/events", {"events": [{"user_id": user, "item_id": i, "ts": 1_780_000_000 + k, "event": "view"} for k, i in enumerate(burst)]})
+    assert r.status_code == 200, r.text
+    assert r.json()["accepted"] == 4
+    after = _post(f"{server}/recommend", {"user_id": user, "k": 10}).json()
+    assert after["cold_start"] is False
+    assert {b["item_id"] for b in after["because"]} <= set(burst)
+    assert not {i["item_id"] for i in after["items"]} & set(burst)  # seen items excluded
+    assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
+
+
+def test_bad_event_batch_is_rejected_whole_with_reasons(project, server):
+    dst, _ = project
+    log_file = dst / "data/events/events.jsonl"
+    n_before = len(log_file.read_text().splitlines()) if log_file.exists() else 0
+    r = _post(f"{server}/events", {"events": [{"user_id": "u-x", "item_id": "i00001", "ts": 1_780_000_000},
+                                              {"user_id": "u-x", "item_id": "no-such-item"},
+                                              {"user_id": "", "item_id": "i00002", "ts": "yesterday-ish"}]})
+    assert r.status_code == 400
+    assert "no-such-item" in r.text and "missing user_id" in r.text and "unparsable ts" in r.text
+    n_after = len(log_file.read_text().splitlines()) if log_file.exists() else 0
+    assert n_after == n_before  # all or nothing: the good first event was not written either
+    single = _post(f"{server}/events", {"user_id": "u-x", "item_id": "i00001"})
+    assert single.status_code == 200 and single.json()["accepted"] == 1
+
+
+def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server):
+    """1,000 events from 20 concurrent clients over 50 users, sent in shuffled order."""
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features.ingest import read_event_log
+    from features.store import get_store, online_user_behaviour
+
+    dst, _ = project
+    params = yaml.safe_load((dst / "params.yaml").read_text())
+    per_user = params["features"]["history_len"]  # every event of a user fits in its online history
+    users = [f"conc-user-{u:02d}" for u in range(50)]
+    events = [{"user_id": u, "item_id": f"i{(3 * k + j) % 90:05d}", "ts": 1_790_000_000 + 60 * k, "event": "click"}
+              for j, u in enumerate(users) for k in range(per_user)]
+    random.Random(0).shuffle(events)
+    chunks = [events[i::20] for i in range(20)]
+
+    def client(chunk: list[dict]) -> int:
+        ok = 0
+        with httpx.Client(timeout=60) as c:
+            for e in chunk:
+                ok += c.post(f"{server}/events", json=e).status_code == 200
+        return ok
+
+    with ThreadPoolExecutor(20) as pool:
+        accepted = sum(pool.map(client, chunks))
+    assert accepted == len(events) >= 1000
+    logged = read_event_log(dst / "data/events/events.jsonl")
+    logged = logged[logged["user_id"].str.startswith("conc-user-")]
+    assert len(logged) == len(events)
+    store = get_store(dst / "features/repo")
+    for u, state in zip(users, online_user_behaviour(store, users)):
+        mine = sorted((e["ts"], e["item_id"]) for e in events if e["user_id"] == u)
+        assert state["hist_ts"] == [t for t, _ in mine], u
+        assert state["hist_item_ids"] == [i for _, i in mine], u
+        assert state["event_count"] == per_user
