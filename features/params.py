@@ -84,7 +84,7 @@ class TrainParams:
     weight_decay: float = 0.01
     batch_size: int = 128
     epochs: int = 200
-    patience: int = 6
+    patience: int = 10
     recent_days: int = 30
     device: str = "auto"
     seed: int = 42

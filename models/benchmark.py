@@ -61,7 +61,7 @@ def _aggregate(runs: list[dict]) -> dict:
 
 
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
-                 seeds: list[int], ablations: dict[str, dict], device: str) -> dict:
+                 seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None) -> dict:
     tp, k = params.train, params.evaluate.k
     index = item_index(items)
     if protocol == "loo":
@@ -83,8 +83,11 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
              "short_history": slices.short_history(test)}
     per_model: dict[str, list[dict]] = {}
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
-    for seed in seeds:
+    n_ablation_seeds = len(seeds) if ablation_seeds is None else ablation_seeds
+    for s_i, seed in enumerate(seeds):
         for name, over in variants:
+            if name in ablations and s_i >= n_ablation_seeds:
+                continue
             base = "interest" if name.startswith("interest-") else name
             if base not in NEURAL and seed != seeds[0]:
                 per_model[name].append(per_model[name][0])  # deterministic baselines: one fit serves all seeds
@@ -107,7 +110,8 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
 def markdown(report: dict, k: int = 10) -> str:
     lines = [f"# Benchmark: {report['dataset']}", "", f"Command: `{report['command']}`", "",
              f"{report['n_users']} users, {report['n_items']} items, {report['n_interactions']} interactions; seeds {report['seeds']}; "
-             f"device {report['device']}; total {report['seconds']:.0f} s. Mean ± std over seeds; test split.", ""]
+             f"device {report['device']}; total {report['seconds']:.0f} s. Mean ± std over seeds (ablation rows: "
+             f"{report.get('ablation_seeds', len(report['seeds']))} seed(s)); test split.", ""]
     for proto, title in (("loo", "Leave-one-out, full ranking"), ("temporal", "Global temporal split (cut-off at the 90th percentile)")):
         if proto not in report["protocols"]:
             continue
@@ -133,6 +137,7 @@ def main() -> None:
     ap.add_argument("--protocols", default="loo,temporal")
     ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity")
     ap.add_argument("--no-ablations", action="store_true")
+    ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")
     ap.add_argument("--device", default="")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -151,11 +156,11 @@ def main() -> None:
     seeds = [params.train.seed + i for i in range(args.seeds)]
     ablations = {} if args.no_ablations else ABLATIONS
     report = {"dataset": args.dataset, "command": "python -m models.benchmark " + " ".join(_argv()), "seeds": seeds, "device": device,
-              "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
+              "ablation_seeds": min(args.ablation_seeds, args.seeds), "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
     for proto in args.protocols.split(","):
         report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(args.models.split(",")),
-                                                  seeds, ablations if proto == "loo" else {}, device)
+                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds)
     report["seconds"] = time.time() - t0
     out = params.path(args.out)
     out.mkdir(parents=True, exist_ok=True)
