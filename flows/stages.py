@@ -130,3 +130,35 @@ def package_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
     params = load_params(params_path, overrides)
     _publish_params(params, "package")
     return _record(params, "package", package_task(params), overrides)
+
+
+@task(name="decide-promotion")
+def decide_task(params: Params) -> dict:
+    from serving.promotion import decide
+
+    return decide(params).summary()
+
+
+@flow(name="retrain")
+def retrain_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """ingest (new events included) -> features -> train -> evaluate, then package only if the new
+    model beats the one being served on the same validation data."""
+    out = {"ingest": ingest_flow(params_path, overrides), "features": features_flow(params_path, overrides),
+           "train": train_flow(params_path, overrides), "evaluate": evaluate_flow(params_path, overrides)}
+    params = load_params(params_path, overrides)
+    decision = decide_task(params)
+    out["decision"] = decision
+    if decision["promote"]:
+        out["package"] = package_flow(params_path, overrides)
+    create_markdown_artifact(key="retrain-decision", markdown=f"## retrain\n\n```json\n{json.dumps(decision, indent=2)}\n```\n")
+    return out
+
+
+@flow(name="monitor-and-retrain")
+def monitor_and_retrain_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
+    """The scheduled check: drift report, and a retrain when the drift share crosses monitor.drift_threshold."""
+    summary = {"monitor": monitor_flow(params_path, overrides)}
+    if summary["monitor"]["retrain"]:
+        get_run_logger().info("drift share %.2f crossed the threshold: retraining", summary["monitor"]["drift_share"])
+        summary["retrain"] = retrain_flow(params_path, overrides)
+    return summary

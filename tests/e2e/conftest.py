@@ -1,0 +1,69 @@
+"""Shared end-to-end fixtures: one fresh git + DVC copy of the project and one pipeline run per session."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+SMALL = {
+    "ingest": {"synthetic": {"n_users": 60, "n_items": 90, "n_categories": 6, "events_per_user": 25}},
+    "train": {"epochs": 6, "patience": 3, "dim": 32, "max_len": 20},
+    "features": {"history_len": 20},
+}
+
+
+def _merge(d: dict, over: dict) -> dict:
+    for k, v in over.items():
+        d[k] = _merge(d.get(k, {}), v) if isinstance(v, dict) else v
+    return d
+
+
+def run(cmd: list[str], cwd: Path, env: dict, timeout: int = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory, isolated_homes: dict) -> tuple[Path, dict]:
+    """A fresh clone-like copy of the repo (tracked files only) with small params, in git."""
+    dst = tmp_path_factory.mktemp("e2e") / "pulse"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for f in files:
+        if (ROOT / f).is_file() and not f.startswith("tests/"):
+            (dst / f).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / f, dst / f)
+    params = _merge(yaml.safe_load((dst / "params.yaml").read_text()), SMALL)
+    (dst / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (dst / "dvc.lock").unlink(missing_ok=True)
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(dst)}
+    git = ["git", "-c", "user.email=ci@pulse", "-c", "user.name=ci"]
+    run(["git", "init", "-q"], dst, env)
+    run(git + ["add", "-A"], dst, env)
+    run(git + ["commit", "-qm", "init"], dst, env)
+    return dst, env
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(project: tuple[Path, dict]) -> dict:
+    dst, env = project
+    proc = run([sys.executable, "-m", "flows.pipeline"], dst, env, timeout=900)
+    out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
+    return out
+
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

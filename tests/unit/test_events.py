@@ -1,0 +1,278 @@
+"""serving.events: batch validation, the JSONL event log, the online behaviour merge, and ingest reading the log."""
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from features import ingest, schema
+from features.params import load_params
+from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
+from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events
+
+T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
+KNOWN = {"a", "b", "c"}
+
+
+# ---------------------------------------------------------------- parse_events
+
+
+def test_parse_single_valid_event():
+    out = parse_events([{"user_id": " u1 ", "item_id": "a", "ts": T0, "event": "click", "value": 2}], KNOWN, now=T0 + 99)
+    assert out == [Event("u1", "a", T0, "click", 2.0)]
+    assert isinstance(out[0].value, float) and isinstance(out[0].ts, int)
+
+
+def test_parse_ts_defaults_to_now_and_event_to_interaction():
+    out = parse_events([{"user_id": "u1", "item_id": "b"}], KNOWN, now=T0 + 5)
+    assert out == [Event("u1", "b", T0 + 5, "interaction", None)]
+
+
+@pytest.mark.parametrize("ts", ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00", "2026-01-01 00:00:00"])
+def test_parse_iso_ts_string(ts):
+    (e,) = parse_events([{"user_id": "u1", "item_id": "a", "ts": ts}], KNOWN, now=0)
+    assert e.ts == T0  # naive strings are UTC
+
+
+def test_parse_batch_is_all_or_nothing_with_every_reason():
+    raw = [
+        {"user_id": "u1", "item_id": "a", "ts": T0},           # 0 fine
+        {"user_id": "u1", "item_id": "ghost", "ts": T0},       # 1 unknown item
+        {"item_id": "b", "ts": T0},                            # 2 missing user
+        {"user_id": "u2", "item_id": "c", "ts": "soon"},       # 3 unparsable ts
+        {"user_id": "u3", "item_id": "a", "ts": T0 + 1},       # 4 fine
+    ]
+    with pytest.raises(EventRejected) as exc:
+        parse_events(raw, KNOWN, now=T0)
+    reasons = exc.value.reasons
+    assert [r["index"] for r in reasons] == [1, 2, 3]
+    by_index = {r["index"]: r["reason"] for r in reasons}
+    assert "unknown item_id" in by_index[1] and "ghost" in by_index[1]
+    assert by_index[2] == "missing user_id"
+    assert "unparsable ts" in by_index[3] and "soon" in by_index[3]
+    assert isinstance(exc.value, ValueError)
+    assert "event 1:" in str(exc.value) and "event 3:" in str(exc.value)
+
+
+def test_parse_non_dict_entry():
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a"}, ["u", "a"], "x"], KNOWN, now=T0)
+    assert exc.value.reasons == [{"index": 1, "reason": "not a JSON object"}, {"index": 2, "reason": "not a JSON object"}]
+
+
+def test_parse_non_numeric_value():
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "value": "lots"}], KNOWN, now=T0)
+    assert exc.value.reasons == [{"index": 0, "reason": "value must be a number"}]
+
+
+def test_parse_reports_several_reasons_for_one_event():
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"item_id": "zzz", "ts": "nope", "value": "x"}], KNOWN, now=T0)
+    (r,) = exc.value.reasons
+    assert r["index"] == 0
+    for part in ("missing user_id", "unknown item_id 'zzz'", "unparsable ts 'nope'", "value must be a number"):
+        assert part in r["reason"]
+
+
+# ---------------------------------------------------------------- EventLog
+
+
+def test_append_writes_one_json_line_per_event(tmp_path):
+    log = EventLog(tmp_path / "events" / "events.jsonl")
+    evs = [Event("u1", "a", T0), Event("u2", "b", T0 + 1, "click", 1.5)]
+    log.append(evs)
+    log.append([Event("u3", "c", T0 + 2)])
+    lines = log.path.read_text().splitlines()
+    assert [json.loads(x) for x in lines] == [
+        {"user_id": "u1", "item_id": "a", "ts": T0, "event": "interaction", "value": None},
+        {"user_id": "u2", "item_id": "b", "ts": T0 + 1, "event": "click", "value": 1.5},
+        {"user_id": "u3", "item_id": "c", "ts": T0 + 2, "event": "interaction", "value": None},
+    ]
+
+
+def test_concurrent_locked_appends_never_interleave(tmp_path):
+    log = EventLog(tmp_path / "events.jsonl")
+    n_threads, per_thread = 8, 125
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def writer(t: int) -> None:
+        try:
+            start.wait()
+            for k in range(per_thread):
+                with log.locked():
+                    log.append([Event(f"user-{t}", "a" * 50 + str(k), T0 + k, "view", float(k))])
+        except BaseException as e:  # noqa: BLE001 - surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    lines = log.path.read_text().splitlines()
+    assert len(lines) == n_threads * per_thread == 1000
+    rows = [json.loads(x) for x in lines]  # every line is one whole JSON object
+    seen = {(r["user_id"], r["ts"]) for r in rows}
+    assert len(seen) == 1000
+    for t in range(n_threads):  # each thread's own events stay in its order
+        assert [r["ts"] for r in rows if r["user_id"] == f"user-{t}"] == [T0 + k for k in range(per_thread)]
+
+    df = ingest.read_event_log(log.path)
+    assert list(df.columns) == schema.INTERACTION_COLUMNS
+    assert len(df) == 1000
+
+
+def test_read_event_log_gives_canonical_columns(tmp_path):
+    log = EventLog(tmp_path / "events.jsonl")
+    log.append([Event("007", "12", T0, "click", None), Event("u2", "a", T0 + 1, "interaction", 2.5)])
+    df = ingest.read_event_log(log.path)
+    assert list(df.columns) == schema.INTERACTION_COLUMNS
+    assert df["user_id"].tolist() == ["007", "u2"]  # id-like strings stay strings
+    assert df["item_id"].tolist() == ["12", "a"]
+    assert pd.to_numeric(df["ts"]).tolist() == [T0, T0 + 1]
+    assert df["event"].tolist() == ["click", "interaction"]
+    assert np.isnan(df["value"].iloc[0]) and df["value"].iloc[1] == 2.5
+    # missing or empty log: empty frame with the same columns
+    assert list(ingest.read_event_log(tmp_path / "absent.jsonl").columns) == schema.INTERACTION_COLUMNS
+    (tmp_path / "empty.jsonl").write_text("")
+    assert ingest.read_event_log(tmp_path / "empty.jsonl").empty
+
+
+# ---------------------------------------------------------------- merge_behaviour
+
+CATS = ["x", "y"]
+ITEMS = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "categories": [["x"], ["y"], ["x", "y"], []]})
+VEC = category_matrix(ITEMS, CATS)
+SHORT_D, LONG_D = 1.0, 10.0
+
+
+def _merge(state: dict, events: list[Event], history_len: int = 10) -> dict:
+    return merge_behaviour(state, events, history_len, VEC, len(CATS), SHORT_D, LONG_D)
+
+
+def _state(ids: list[str], ts: list[int], count: int | None = None) -> dict:
+    return {"hist_item_ids": ids, "hist_ts": ts, "event_count": len(ids) if count is None else count}
+
+
+def test_merge_appends_in_timestamp_order():
+    s = _merge(_state(["a", "b"], [T0, T0 + 10]), [Event("u", "c", T0 + 20), Event("u", "d", T0 + 30)])
+    assert s["hist_item_ids"] == ["a", "b", "c", "d"]
+    assert s["hist_ts"] == [T0, T0 + 10, T0 + 20, T0 + 30]
+    assert s["last_event_ts"] == T0 + 30
+    assert s["event_count"] == 4
+
+
+def test_merge_inserts_a_late_event_at_its_time():
+    s = _merge(_state(["a", "b", "c"], [T0, T0 + 10, T0 + 20]), [Event("u", "d", T0 + 5)])
+    assert s["hist_item_ids"] == ["a", "d", "b", "c"]
+    assert s["hist_ts"] == [T0, T0 + 5, T0 + 10, T0 + 20]
+    assert s["last_event_ts"] == T0 + 20
+
+
+def test_merge_equal_timestamps_keep_arrival_order():
+    s = _merge(_state(["a", "b"], [T0, T0]), [Event("u", "d", T0), Event("u", "c", T0)])
+    assert s["hist_item_ids"] == ["a", "b", "d", "c"]
+    # also when the prior items would sort before them by id
+    s = _merge(_state(["d"], [T0]), [Event("u", "c", T0), Event("u", "a", T0), Event("u", "b", T0)])
+    assert s["hist_item_ids"] == ["d", "c", "a", "b"]
+
+
+def test_merge_truncates_to_the_newest_history_len():
+    s = _merge(_state(["a", "b", "c"], [T0, T0 + 10, T0 + 20], count=100),
+               [Event("u", "d", T0 + 30), Event("u", "a", T0 + 15)], history_len=3)
+    assert s["hist_item_ids"] == ["a", "c", "d"]
+    assert s["hist_ts"] == [T0 + 15, T0 + 20, T0 + 30]
+    assert s["event_count"] == 102  # counts every event, not just the kept ones
+    # a late event older than the whole kept window falls off at once
+    s2 = _merge(s, [Event("u", "b", T0 - 100)], history_len=3)
+    assert s2["hist_item_ids"] == ["a", "c", "d"] and s2["event_count"] == 103
+
+
+def test_merge_cat_shares_formula_two_categories():
+    day = int(SECONDS_PER_DAY)
+    # a (x) at T0, b (y) one short half-life later: x decays to 0.5 before b lands
+    s = _merge(_state(["a"], [T0]), [Event("u", "b", T0 + day)])
+    assert s["cat_share_short"] == pytest.approx([0.5 / 1.5, 1.0 / 1.5], abs=1e-6)
+    lw = 0.5 ** (1 / LONG_D)
+    assert s["cat_share_long"] == pytest.approx([lw / (lw + 1), 1 / (lw + 1)], abs=1e-6)
+    # then c (x and y, half each) two days later
+    s = _merge(s, [Event("u", "c", T0 + 3 * day)])
+    acc = np.array([0.5, 1.0]) * 0.25 + 0.5
+    assert s["cat_share_short"] == pytest.approx((acc / acc.sum()).tolist(), abs=1e-6)
+    assert all(isinstance(v, float) for v in s["cat_share_short"] + s["cat_share_long"])
+
+
+def test_merge_cat_shares_are_decayed_shares_of_the_kept_history():
+    ids = ["a", "b", "c", "a", "d", "b", "b"]
+    ts = [T0 + 3600 * k * k for k in range(len(ids))]
+    s = _merge(_state(ids[:4], ts[:4]), [Event("u", i, t) for i, t in zip(ids[4:], ts[4:])], history_len=5)
+    kept_ids, kept_ts = ids[-5:], np.array(ts[-5:], dtype=np.float64)
+    assert s["hist_item_ids"] == kept_ids
+    vecs = np.stack([VEC[i] for i in kept_ids])
+    np.testing.assert_allclose(s["cat_share_short"], decayed_shares(kept_ts, vecs, SHORT_D * SECONDS_PER_DAY)[-1], atol=1e-6)
+    np.testing.assert_allclose(s["cat_share_long"], decayed_shares(kept_ts, vecs, LONG_D * SECONDS_PER_DAY)[-1], atol=1e-6)
+    assert sum(s["cat_share_short"]) == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("prior", [{}, {"hist_item_ids": None, "hist_ts": None, "event_count": None}])
+def test_merge_from_empty_state(prior):
+    s = _merge(prior, [Event("u", "b", T0 + 7), Event("u", "a", T0)])
+    assert s["hist_item_ids"] == ["a", "b"] and s["hist_ts"] == [T0, T0 + 7]
+    assert s["event_count"] == 2 and s["last_event_ts"] == T0 + 7
+    assert len(s["cat_share_short"]) == len(s["cat_share_long"]) == 2
+    # an item without categories only: all-zero shares, never NaN
+    z = _merge({}, [Event("u", "d", T0)])
+    assert z["cat_share_short"] == [0.0, 0.0] and z["cat_share_long"] == [0.0, 0.0]
+    # no events and no history
+    e = _merge({}, [])
+    assert e["hist_item_ids"] == [] and e["event_count"] == 0 and e["last_event_ts"] == 0
+    assert e["cat_share_short"] == [0.0, 0.0]
+
+
+# ---------------------------------------------------------------- ingest reads the event log
+
+
+def test_ingest_appends_the_event_log(tmp_path: Path):
+    events = tmp_path / "data" / "events" / "events.jsonl"
+    events.parent.mkdir(parents=True)
+    rows = [
+        {"user_id": "live-user", "item_id": "i00001", "ts": T0 + 200 * 86400, "event": "click", "value": 1.0},
+        {"user_id": "live-user", "item_id": "i00002", "ts": T0 + 200 * 86400 + 60, "event": "interaction", "value": None},
+        {"user_id": "live-user", "item_id": "ghost", "ts": T0 + 200 * 86400 + 120, "event": "interaction", "value": None},
+    ]
+    events.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = {
+        "data": {"dataset": "synthetic", "raw_dir": "data/raw", "event_log": "data/events/events.jsonl"},
+        "ingest": {"max_bad_fraction": 0.5, "synthetic": {"n_users": 10, "n_items": 20, "events_per_user": 6}},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    params = load_params(tmp_path / "params.yaml")
+
+    result = ingest.run(params)
+    raw = tmp_path / "data" / "raw"
+    inter = pd.read_parquet(raw / "interactions.parquet")
+    quarantine = pd.read_parquet(raw / "quarantine.parquet")
+
+    live = inter[inter["user_id"] == "live-user"]
+    assert live["item_id"].tolist() == ["i00001", "i00002"]
+    assert live["ts"].tolist() == [pd.Timestamp(T0 + 200 * 86400, unit="s", tz="UTC"),
+                                   pd.Timestamp(T0 + 200 * 86400 + 60, unit="s", tz="UTC")]
+    assert live["event"].tolist() == ["click", "interaction"]
+    assert live.index.max() == len(inter) - 1  # the newest events, last in time order
+
+    assert len(quarantine) == 1
+    q = quarantine.iloc[0]
+    assert q["reason"] == schema.UNKNOWN_ITEM and q["table"] == "interactions"
+    assert q["item_id"] == "ghost" and q["user_id"] == "live-user"
+    assert result.rows_quarantined == 1
+    assert result.quarantine_counts == {"interactions.unknown_item": 1}
+    assert result.users == 11
+    assert result.rows_in == len(inter) + 20 + 1
