@@ -42,6 +42,19 @@ def read_event_log(path: Path) -> pd.DataFrame:
     return df.reindex(columns=["user_id", "item_id", "ts", "event", "value"])
 
 
+def items_log_path(event_log: Path) -> Path:
+    """Items posted to the service live beside its event log."""
+    return Path(event_log).with_name("items.jsonl")
+
+
+def read_items_log(path: Path) -> pd.DataFrame:
+    """Items upserted through the service (JSONL); the latest line for an id wins."""
+    if not path.exists() or path.stat().st_size == 0:
+        return pd.DataFrame(columns=["item_id", "title", "text", "categories"])
+    df = pd.read_json(path, lines=True, dtype={"item_id": str})
+    return df.drop_duplicates("item_id", keep="last").reindex(columns=["item_id", "title", "text", "categories"])
+
+
 class IngestError(ValueError):
     """Too many bad rows: the data needs a look before anything trains on it."""
 
@@ -65,6 +78,10 @@ class IngestResult:
 def run(params: Params) -> IngestResult:
     raw_int, raw_items, extra = adapters.load(params)
     log.info("loaded %d interactions and %d items from '%s'", len(raw_int), len(raw_items), params.data.dataset)
+    added = read_items_log(items_log_path(params.path(params.data.event_log)))
+    if len(added):
+        log.info("upserting %d items added through the service", len(added))
+        raw_items = pd.concat([raw_items[~raw_items["item_id"].astype(str).isin(set(added["item_id"]))], added], ignore_index=True)
     events = read_event_log(params.path(params.data.event_log))
     if len(events):
         log.info("appending %d events from the service's event log %s", len(events), params.data.event_log)

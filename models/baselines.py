@@ -22,6 +22,10 @@ class StaticScores(nn.Module):
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.scores.unsqueeze(0).expand(seq.shape[0], -1)
 
+    def add_items(self, text_rows: torch.Tensor) -> None:
+        """New items have no interactions yet: score 0."""
+        self.scores = torch.cat([self.scores, self.scores.new_zeros(len(text_rows))])
+
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """No interest model: the most recent behaviours explain, equally."""
         w = (seq > 0).float()
@@ -65,6 +69,10 @@ class ItemKNN(nn.Module):
     @property
     def scores(self) -> torch.Tensor:  # the catalogue size, as the evaluator reads it
         return self.sim[0]
+
+    def add_items(self, text_rows: torch.Tensor) -> None:
+        """New items co-occur with nothing yet: zero similarity."""
+        self.sim = torch.nn.functional.pad(self.sim, (0, len(text_rows), 0, len(text_rows)))
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last

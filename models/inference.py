@@ -34,6 +34,29 @@ class Recommender:
         fallback = models.get("recent_popularity") or models.get("popularity")
         self.cold_scores = fallback.scores if fallback is not None else torch.zeros(len(self.ids) + 1)
 
+    def upsert_items(self, item_ids: list[str], titles: list[str], text_vectors: torch.Tensor) -> list[str]:
+        """Make items recommendable at once: new ids are appended (text-only representation), known
+        ids get their title and text vector replaced. Returns the ids that were new."""
+        new = [k for k, i in enumerate(item_ids) if i not in self.pos]
+        text_emb = getattr(self.model, "text_emb", None)
+        for k, i in enumerate(item_ids):
+            if i in self.pos:
+                self.titles[self.pos[i] - 1] = titles[k]
+                if text_emb is not None:
+                    text_emb[self.pos[i]] = text_vectors[k].to(text_emb)
+        if new:
+            rows = text_vectors[new]
+            self.model.add_items(rows)
+            if self.cold_scores is not getattr(self.model, "scores", None):
+                self.cold_scores = torch.cat([self.cold_scores, self.cold_scores.new_zeros(len(new))])
+            else:
+                self.cold_scores = self.model.scores
+            for k in new:
+                self.ids.append(item_ids[k])
+                self.titles.append(titles[k])
+                self.pos[item_ids[k]] = len(self.ids)
+        return [item_ids[k] for k in new]
+
     def _item(self, idx: int, score: float) -> dict:
         return {"item_id": self.ids[idx - 1], "title": self.titles[idx - 1], "score": round(float(score), 6)}
 

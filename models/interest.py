@@ -107,8 +107,8 @@ class InterestModel(nn.Module):
         parts = []
         if self.text_proj is not None:
             parts.append(self.text_proj(self.text_emb))
-        if self.id_emb is not None:
-            parts.append(self.id_emb.weight)
+        if self.id_emb is not None:  # items added after training have no id row: text only
+            parts.append(F.pad(self.id_emb.weight, (0, 0, 0, self.text_emb.shape[0] - self.id_emb.weight.shape[0])))
         v = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         return torch.cat([torch.zeros_like(v[:1]), v[1:]])  # padding row stays zero
 
@@ -152,6 +152,10 @@ class InterestModel(nn.Module):
         items = self.item_vectors()
         user, _ = self.encode(seq, ts, items)
         return user[:, -1] @ items.T
+
+    def add_items(self, text_rows: torch.Tensor) -> None:
+        """Append items known only by their text (cold items): they score through the text projection."""
+        self.text_emb = torch.cat([self.text_emb, text_rows.to(self.text_emb)])
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""

@@ -22,6 +22,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
+from features.schema import parse_timestamps
 from features.transforms import SECONDS_PER_DAY, decayed_shares
 
 log = logging.getLogger(__name__)
@@ -61,10 +62,14 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None)
         elif item not in known_items:
             why.append(f"unknown item_id '{item}'")
         ts = e.get("ts")
-        try:
-            ts = now if ts is None else (int(pd.Timestamp(ts).timestamp()) if isinstance(ts, str) else int(ts))
-        except (ValueError, TypeError):
-            why.append(f"unparsable ts '{ts}'")
+        if ts is None:
+            ts = now
+        else:  # the same parser as ingest: unix seconds (number or numeric string) or ISO-8601
+            parsed = parse_timestamps(pd.Series([ts], dtype=object)).iloc[0] if isinstance(ts, (int, float, str)) else pd.NaT
+            if pd.isna(parsed):
+                why.append(f"unparsable ts '{ts}'")
+            else:
+                ts = int(parsed.timestamp())
         value = e.get("value")
         if value is not None and not isinstance(value, (int, float)):
             why.append("value must be a number")
@@ -96,8 +101,8 @@ class EventLog:
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
-    def append(self, events: list[Event]) -> None:
-        lines = "".join(json.dumps(e.__dict__) + "\n" for e in events)
+    def append(self, events: list[Event] | list[dict]) -> None:
+        lines = "".join(json.dumps(e if isinstance(e, dict) else e.__dict__) + "\n" for e in events)
         with self.path.open("a") as f:
             f.write(lines)
             f.flush()
@@ -109,7 +114,9 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
     """A user's behaviour state after new events, inserted in timestamp order.
 
     The category shares are recomputed over the kept history with the same
-    ``decayed_shares`` the offline features use.
+    ``decayed_shares`` the offline features use. Offline shares cover the user's whole history,
+    so for users with more than ``history_len`` events the online shares are an approximation
+    (the long half-life ones most); the next features run recomputes them exactly.
     """
     ids = list(state.get("hist_item_ids") or [])
     tss = [int(t) for t in (state.get("hist_ts") or [])]

@@ -14,12 +14,15 @@ from typing import Annotated, Any
 
 import bentoml
 import pandas as pd
+import torch
 from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
+from features.ingest import items_log_path
 from features.store import get_store, online_user_behaviour
 from features.transforms import category_matrix
 from models import artifacts
+from models.encoder import TextEncoder
 from models.inference import Recommender as Engine
 from serving.events import EventLog, EventRejected, merge_behaviour, parse_events
 
@@ -45,6 +48,8 @@ class Recommender:
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
         self.cat_vectors = category_matrix(items, self.categories)
         self.known_items = set(self.engine.ids)
+        self.items_log = EventLog(items_log_path(self.event_log.path))
+        self.encoder_name, self._encoder = meta.get("encoder", "all-MiniLM-L6-v2"), None
         log.info("serving %s (%s); event log %s", self.model_ref.tag, meta["selected"], self.event_log.path)
 
     @bentoml.api
@@ -95,3 +100,27 @@ class Recommender:
                 rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
             self.store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
         return {"accepted": len(parsed), "users": sorted(by_user)}
+
+    @bentoml.api
+    def items(
+        self,
+        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1_000, description="items to add or update")],
+    ) -> dict:
+        """Upsert items (item_id, title, text, categories): encoded with the packaged encoder and
+        recommendable at once by their text; recorded for the next pipeline run."""
+        bad = [{"index": i, "reason": "item_id and text are required"} for i, it in enumerate(items)
+               if not isinstance(it, dict) or not str(it.get("item_id") or "").strip() or not str(it.get("text") or "").strip()]
+        if bad:
+            raise InvalidArgument(json.dumps({"accepted": 0, "rejected": bad}))
+        rows = [{"item_id": str(it["item_id"]).strip(), "title": str(it.get("title") or it["item_id"]), "text": str(it["text"]),
+                 "categories": [str(c) for c in (it.get("categories") or [])]} for it in items]
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.encoder_name)
+        vectors = torch.as_tensor(self._encoder.encode([r["text"] for r in rows], progress=False))
+        with self.event_log.locked():
+            self.items_log.append(rows)
+            new = self.engine.upsert_items([r["item_id"] for r in rows], [r["title"] for r in rows], vectors)
+            self.known_items.update(r["item_id"] for r in rows)
+            frame = pd.DataFrame({"item_id": [r["item_id"] for r in rows], "categories": [r["categories"] for r in rows]})
+            self.cat_vectors.update(category_matrix(frame, self.categories))
+        return {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new))}

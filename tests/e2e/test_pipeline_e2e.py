@@ -207,3 +207,23 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
         assert state["hist_ts"] == [t for t, _ in mine], u
         assert state["hist_item_ids"] == [i for _, i in mine], u
         assert state["event_count"] == per_user
+
+
+def test_new_items_are_accepted_at_once_and_recorded(project, server):
+    dst, _ = project
+    item = {"item_id": "brand-new-1", "title": "Dragon quest notes", "text": "A fantasy tale about a dragon, a wizard and magic.",
+            "categories": ["fantasy"]}
+    r = _post(f"{server}/items", {"items": [item]})
+    assert r.status_code == 200, r.text
+    assert r.json()["new"] == ["brand-new-1"]
+    again = _post(f"{server}/items", {"items": [{**item, "title": "Dragon quest notes, 2nd ed."}]})
+    assert again.json()["updated"] == ["brand-new-1"] and again.json()["new"] == []
+    # known at once: events on it are accepted, and the next pipeline run will read it
+    ev = _post(f"{server}/events", {"user_id": "item-fan", "item_id": "brand-new-1", "ts": 1_795_000_000})
+    assert ev.status_code == 200, ev.text
+    rec = _post(f"{server}/recommend", {"user_id": "item-fan", "k": 3}).json()
+    assert rec["cold_start"] is False and rec["because"][0]["item_id"] == "brand-new-1"
+    logged = [json.loads(line) for line in (dst / "data/events/items.jsonl").read_text().splitlines()]
+    assert [x["item_id"] for x in logged] == ["brand-new-1", "brand-new-1"]
+    bad = _post(f"{server}/items", {"items": [{"item_id": "x"}]})
+    assert bad.status_code == 400 and "text are required" in bad.text
