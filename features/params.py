@@ -65,6 +65,10 @@ class EncoderParams:
     max_length: int = 128
     batch_size: int = 64
     cache_dir: str = ".cache/embeddings"
+    finetune_steps: int = 0
+    finetune_batch_size: int = 32
+    finetune_lr: float = 2e-5
+    finetune_max_pairs: int = 20000
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import random
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,7 @@ from features.params import Params, TrainParams
 from models import artifacts, baselines
 from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
 from models.encoder import TextEncoder
+from models.finetune import finetune, next_item_pairs
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
 
@@ -188,10 +190,23 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     return models, fits
 
 
-def encode_items(params: Params, items: pd.DataFrame, device: str) -> torch.Tensor:
-    """(N+1, text_dim) text embeddings, row 0 = padding."""
+def encode_items(params: Params, items: pd.DataFrame, device: str, train: pd.DataFrame | None = None,
+                 save_to: Path | None = None) -> torch.Tensor:
+    """(N+1, text_dim) text embeddings, row 0 = padding.
+
+    With ``encoder.finetune_steps > 0`` and training interactions, the encoder is first
+    fine-tuned on next-item pairs (models/finetune.py) and saved to ``save_to`` (a versioned part
+    of the model artifact); its embeddings are not cached, since the weights are new each run.
+    """
     ep = params.encoder
-    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, params.path(ep.cache_dir))
+    tune = ep.finetune_steps > 0 and train is not None
+    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, None if tune else params.path(ep.cache_dir))
+    if tune:
+        pairs = next_item_pairs(train, items, ep.finetune_max_pairs, params.train.seed)
+        finetune(encoder, pairs, ep.finetune_steps, ep.finetune_batch_size, ep.finetune_lr, seed=params.train.seed)
+        if save_to is not None:
+            encoder.model.save_pretrained(save_to)
+            encoder.tokenizer.save_pretrained(save_to)
     emb = torch.as_tensor(encoder.encode(items["text"].tolist()))
     return torch.cat([torch.zeros(1, emb.shape[1]), emb])
 
@@ -204,7 +219,10 @@ def run(params: Params) -> TrainResult:
     interactions = pd.read_parquet(raw / "interactions.parquet")
     items = pd.read_parquet(raw / "items.parquet")
     index = item_index(items)
-    text_emb = encode_items(params, items, device)
+    train = train_interactions(interactions)
+    out = params.path(tp.out_dir)
+    shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
+    text_emb = encode_items(params, items, device, train, out / "encoder")
     windows = valid = None
     if any(n in tp.models for n in NEURAL):
         entity_df = training_entity_df(interactions, tp.max_len)
@@ -213,13 +231,13 @@ def run(params: Params) -> TrainResult:
         windows = windows_from_features(rows, index, tp.max_len)
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
     ck_dir = params.path(tp.checkpoint_dir) / params.section_hash("features", "encoder", "train")
-    models, fits = fit_models(tp.models, train_interactions(interactions), index, text_emb, windows, valid, tp, device,
+    models, fits = fit_models(tp.models, train, index, text_emb, windows, valid, tp, device,
                               params.evaluate.k, ck_dir)
     best = fits.get("interest") or next(iter(fits.values()), None)
-    out = params.path(tp.out_dir)
     meta = {
         "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
-        "dataset": params.data.dataset, "encoder": params.encoder.model_name, "models": sorted(models), "device": device,
+        "dataset": params.data.dataset,
+        "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""), "models": sorted(models), "device": device,
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
         "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1),
     }

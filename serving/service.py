@@ -49,7 +49,9 @@ class Recommender:
         self.cat_vectors = category_matrix(items, self.categories)
         self.known_items = set(self.engine.ids)
         self.items_log = EventLog(items_log_path(self.event_log.path))
-        self.encoder_name, self._encoder = meta.get("encoder", "all-MiniLM-L6-v2"), None
+        tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
+        self.encoder_name = str(tuned) if tuned.is_dir() else meta.get("encoder", "all-MiniLM-L6-v2")
+        self._encoder = None
         log.info("serving %s (%s); event log %s", self.model_ref.tag, meta["selected"], self.event_log.path)
 
     @bentoml.api
