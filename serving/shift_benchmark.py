@@ -15,7 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -74,7 +77,10 @@ def main() -> None:
     text = artifacts.load_models(model_dir)["interest"].text_emb.numpy()
     cats = category_vocabulary(items)
     cat_vectors = category_matrix(items, cats)
-    store = get_store(params.path(params.features.repo_dir))
+    # a scratch copy of the Feast repo: the benchmark's simulated users never touch the real online store
+    scratch = Path(tempfile.mkdtemp(prefix="pulse-shift-"))
+    shutil.copytree(params.path(params.features.repo_dir), scratch / "repo")
+    store = get_store(scratch / "repo")
     fp = params.features
     shifters = truth[truth["shifts"]].groupby("user_id", sort=True)
     pulse_counts, static_counts, latencies = [], [], []
@@ -85,7 +91,7 @@ def main() -> None:
         if before.empty or after.empty:
             continue
         new_interest = after["true_interest"].iloc[0]
-        sim_user = f"shift-bench-{user}"  # a fresh online row: the real user's row stays untouched
+        sim_user = f"shift-bench-{user}"  # a fresh online row for the replay
         state = merge_behaviour({}, [Event(sim_user, i, int(t)) for i, t in zip(before["item_id"], unix_seconds(before["ts"]))],
                                 fp.history_len, cat_vectors, len(cats), fp.short_half_life_days, fp.long_half_life_days)
         history, pulse_tops, static_tops = list(before["item_id"]), [], []
@@ -110,6 +116,7 @@ def main() -> None:
         "event_to_recommendation_ms": {"n": int(len(lat)), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                        "max": float(lat.max())},
     }
+    shutil.rmtree(scratch, ignore_errors=True)
     out = params.path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
