@@ -24,14 +24,6 @@ INDEX = ItemIndex(tuple(IDS))
 T0 = 1_700_000_000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _train() -> pd.DataFrame:
     """Distinct popularity counts: i1 x6, i2 x5, i3 x4, i4 x3, i5 x2, i6 x1; sequences for item-kNN."""
     rows = []

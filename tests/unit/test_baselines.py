@@ -19,14 +19,6 @@ DAY = pd.Timedelta(days=1)
 INDEX = ItemIndex(tuple(f"i{k}" for k in range(1, 8)))  # i1..i7 -> indices 1..7
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _frame(rows: list[tuple[str, str, float]]) -> pd.DataFrame:
     """rows of (user, item, day offset from T0), in row order."""
     return pd.DataFrame(

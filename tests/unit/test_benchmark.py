@@ -18,14 +18,6 @@ SEEDS = [1, 2]
 K = 10
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ---------------------------------------------------------------- _aggregate
 
 

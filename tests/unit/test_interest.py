@@ -20,15 +20,6 @@ HOUR = 3600
 T0 = 1_700_000_000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from threads, and spinning OpenMP threads crawl on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(**kw) -> InterestConfig:
     base = dict(n_items=N_ITEMS, text_dim=TEXT_DIM, dim=DIM, max_len=L, n_layers=2, n_heads=2, dropout=0.0)
     base.update(kw)

@@ -29,14 +29,6 @@ T0 = 1_700_000_000
 MAX_LEN = 5
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def _store(isolated_homes):
     """The BentoML store, checked to live in the temporary BENTOML_HOME."""

@@ -25,14 +25,6 @@ HOUR = 3600
 T0 = 1_700_000_000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg(**kw) -> InterestConfig:
     base = dict(n_items=N_ITEMS, text_dim=TEXT_DIM, dim=DIM, max_len=L, n_layers=1, n_heads=2, dropout=0.2)
     base.update(kw)
