@@ -84,6 +84,8 @@ class TrainParams:
     use_time_decay: bool = True
     use_long_term: bool = True
     use_position: bool = True
+    use_transition: bool = False
+    transition_recent: int = 5
     lr: float = 3e-3
     weight_decay: float = 0.01
     batch_size: int = 128

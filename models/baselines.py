@@ -88,7 +88,10 @@ class ItemKNN(nn.Module):
         return w / w.sum(1, keepdim=True).clamp(min=1e-9)
 
 
-def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5) -> ItemKNN:
+def cooccurrence_similarity(train: pd.DataFrame, index: ItemIndex, window: int = 5) -> torch.Tensor:
+    """(N+1, N+1) cosine over co-occurrence counts of items consumed within ``window`` steps
+    (weight 1/distance); row and column 0 (padding) are zero. Shared by item-kNN and the
+    interest model's transition prior, so both read the same evidence."""
     pos = index.pos
     n = len(index) + 1
     co = np.zeros((n, n), dtype=np.float32)
@@ -100,5 +103,8 @@ def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: i
     co = co + co.T
     np.fill_diagonal(co, 0.0)
     norm = np.sqrt(np.maximum(co.sum(1), 1e-9))
-    sim = co / norm[:, None] / norm[None, :]
-    return ItemKNN(torch.from_numpy(sim), n_recent)
+    return torch.from_numpy(co / norm[:, None] / norm[None, :])
+
+
+def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5) -> ItemKNN:
+    return ItemKNN(cooccurrence_similarity(train, index, window), n_recent)

@@ -8,6 +8,10 @@ Long-term    = attention pooling over all past behaviours with its own learned t
 User vector  = gate * short + (1 - gate) * long; score = user . item for every item.
 Interest weights = how much each past behaviour contributed: the gate-weighted mix of the
                last-layer attention row and the long-term pooling weights (used to explain).
+Transition prior (optional) = a learned mix of the co-occurrence rows of the last few
+               behaviours, added to the scores: short-term "what follows what" evidence that a
+               small-data transformer learns slowly, fixed from the training data, with the
+               per-lag weights and the overall scale learned end to end.
 
 Index 0 is padding everywhere; sequences are left-padded so the newest behaviour is last.
 """
@@ -35,6 +39,8 @@ class InterestConfig:
     use_time_decay: bool = True
     use_long_term: bool = True
     use_position: bool = True
+    use_transition: bool = False  # add a learned-weight item-to-item transition prior to the scores
+    transition_recent: int = 5    # behaviours (newest first) whose transition rows feed the prior
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -81,10 +87,14 @@ class Block(nn.Module):
 
 
 class InterestModel(nn.Module):
-    def __init__(self, cfg: InterestConfig, text_emb: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: InterestConfig, text_emb: torch.Tensor | None = None, transition: torch.Tensor | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         n = cfg.n_items + 1
+        if cfg.use_transition:  # (N+1, N+1) item-to-item similarity from training sequences, row 0 zero
+            self.register_buffer("transition", transition.float() if transition is not None else torch.zeros(n, n))
+            self.transition_lag = nn.Parameter(torch.zeros(cfg.transition_recent))
+            self.transition_scale = nn.Parameter(torch.tensor(1.0))
         # text embeddings are a frozen buffer (row 0 = padding); new items are appended at serving time
         self.register_buffer("text_emb", text_emb.float() if text_emb is not None else torch.zeros(n, cfg.text_dim))
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.use_text else None
@@ -99,8 +109,12 @@ class InterestModel(nn.Module):
             self.gate = nn.Linear(2 * cfg.dim, 1)
         if not (cfg.use_text or cfg.use_id_embedding):
             raise ValueError("the interest model needs text or id embeddings (or both)")
+        # small init for every learned embedding: a unit-variance position embedding would drown
+        # the 0.02-scale item vectors, and training then sits on a popularity plateau for epochs
         if self.id_emb is not None:
             nn.init.normal_(self.id_emb.weight, std=0.02)
+        if self.pos_emb is not None:
+            nn.init.normal_(self.pos_emb.weight, std=0.02)
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) vectors of every item; row 0 (padding) is zero."""
@@ -138,12 +152,28 @@ class InterestModel(nn.Module):
         g = torch.sigmoid(self.gate(torch.cat([short, long], -1)))  # (B, L, 1)
         return g * short + (1 - g) * long, g * weights + (1 - g) * pool
 
+    def transition_prior(self, seq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """(n, N+1) prior at the positions ``keep`` (B, L bool): the lag-weighted sum of the
+        transition rows of the behaviours at lags 0..m-1 before (and including) each position."""
+        w = self.transition_lag.softmax(0)
+        out = 0.0
+        for lag in range(self.cfg.transition_recent):
+            prev = F.pad(seq, (lag, 0))[:, : seq.shape[1]]  # behaviour `lag` steps back (0 = padding)
+            out = out + w[lag] * self.transition[prev[keep]]
+        return self.transition_scale * out
+
+    def _scores(self, user: torch.Tensor, items: torch.Tensor, seq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        logits = user @ items.T
+        if self.cfg.use_transition:
+            logits = logits + self.transition_prior(seq, keep)
+        return logits
+
     def loss(self, seq: torch.Tensor, ts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Full-catalogue softmax cross-entropy at every position whose label is an item (> 0)."""
         items = self.item_vectors()
         user, _ = self.encode(seq, ts, items)
         keep = labels > 0
-        logits = user[keep] @ items.T  # (n, N+1)
+        logits = self._scores(user[keep], items, seq, keep)  # (n, N+1)
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, labels[keep])
 
@@ -151,11 +181,16 @@ class InterestModel(nn.Module):
         """(B, N+1) scores of every item for the newest position of each sequence."""
         items = self.item_vectors()
         user, _ = self.encode(seq, ts, items)
-        return user[:, -1] @ items.T
+        last = torch.zeros_like(seq, dtype=torch.bool)
+        last[:, -1] = True
+        return self._scores(user[:, -1], items, seq, last)
 
     def add_items(self, text_rows: torch.Tensor) -> None:
-        """Append items known only by their text (cold items): they score through the text projection."""
+        """Append items known only by their text (cold items): they score through the text projection
+        (and have no transitions yet)."""
         self.text_emb = torch.cat([self.text_emb, text_rows.to(self.text_emb)])
+        if self.cfg.use_transition:
+            self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""

@@ -62,14 +62,15 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
-                 valid: EvalSet, tp: TrainParams, device: str, k: int = 10, checkpoint: Path | None = None) -> FitResult:
+                 valid: EvalSet, tp: TrainParams, device: str, k: int = 10, checkpoint: Path | None = None,
+                 transition: torch.Tensor | None = None) -> FitResult:
     """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored.
 
     With ``checkpoint``, the state after every epoch is saved there and an interrupted run
     resumes from it (same config only); the file is removed once training finishes.
     """
     seed_everything(tp.seed)
-    model = InterestModel(cfg, text_emb).to(device)
+    model = InterestModel(cfg, text_emb, transition).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
     seq, ts, lab = (torch.as_tensor(a) for a in windows)
     gen = torch.Generator().manual_seed(tp.seed)
@@ -157,9 +158,10 @@ def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> Int
                   n_heads=tp.n_heads, dropout=tp.dropout)
     if name == "sasrec":
         return InterestConfig(**common, use_id_embedding=True, use_text=False, use_time_decay=False,
-                              use_long_term=False, use_position=True)
+                              use_long_term=False, use_position=True, use_transition=False)
     return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
-                          use_long_term=tp.use_long_term, use_position=tp.use_position)
+                          use_long_term=tp.use_long_term, use_position=tp.use_position, use_transition=tp.use_transition,
+                          transition_recent=tp.transition_recent)
 
 
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
@@ -176,15 +178,18 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         models["popularity"] = baselines.popularity(train, index)
     if "recent_popularity" in names:
         models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
+    configs = {n: model_config(n, tp, len(index), text_emb.shape[1]) for n in NEURAL if n in names}
+    sim = None
+    if "item_knn" in names or any(c.use_transition for c in configs.values()):
+        sim = baselines.cooccurrence_similarity(train, index)  # one matrix for item-kNN and the transition prior
     if "item_knn" in names:
-        models["item_knn"] = baselines.item_knn(train, index)
-    for name in (n for n in NEURAL if n in names):
+        models["item_knn"] = baselines.ItemKNN(sim)
+    for name, cfg in configs.items():
         assert windows is not None and valid is not None
-        cfg = model_config(name, tp, len(index), text_emb.shape[1])
         log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
         t0 = time.time()
         ck = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
-        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k, ck)
+        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k, ck, sim if cfg.use_transition else None)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
     return models, fits

@@ -45,14 +45,15 @@ def _text_emb() -> torch.Tensor:
 
 def _models() -> dict[str, torch.nn.Module]:
     train = _train()
-    tp = TrainParams(dim=16, max_len=L, n_layers=1, n_heads=2, dropout=0.0)
+    tp = TrainParams(dim=16, max_len=L, n_layers=1, n_heads=2, dropout=0.0, use_transition=True)
+    knn = item_knn(train, INDEX)
     torch.manual_seed(0)
-    interest = InterestModel(model_config("interest", tp, N_ITEMS, TEXT_DIM), _text_emb())
+    interest = InterestModel(model_config("interest", tp, N_ITEMS, TEXT_DIM), _text_emb(), knn.sim)
     with torch.no_grad():  # non-default values so a parameter left at its init would show
         for p in interest.parameters():
             p.add_(0.05 * torch.randn_like(p))
     sasrec = InterestModel(model_config("sasrec", tp, N_ITEMS, TEXT_DIM), _text_emb())
-    return {"popularity": popularity(train, INDEX), "item_knn": item_knn(train, INDEX), "interest": interest.eval(),
+    return {"popularity": popularity(train, INDEX), "item_knn": knn, "interest": interest.eval(),
             "sasrec": sasrec.eval()}
 
 
@@ -86,6 +87,7 @@ def test_save_load_round_trip_gives_identical_scores(saved):
     assert all(not m.training for m in loaded.values())
     assert loaded["interest"].cfg == models["interest"].cfg and loaded["sasrec"].cfg == models["sasrec"].cfg
     assert not loaded["sasrec"].cfg.use_text and loaded["interest"].cfg.use_text
+    assert loaded["interest"].cfg.use_transition and torch.equal(loaded["interest"].transition, models["item_knn"].sim)
     seq, ts = _batch()
     with torch.no_grad():
         for name, m in models.items():

@@ -313,3 +313,81 @@ def test_pick_device(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert pick_device("auto") == "cuda"
     assert pick_device("cuda") == "cuda"
+
+
+# ---------------------------------------------------------------- transition prior
+
+
+def _transition(seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    t = torch.rand(N_ITEMS + 1, N_ITEMS + 1, generator=g)
+    t[0], t[:, 0] = 0, 0
+    return t
+
+
+def test_transition_prior_adds_the_lag_weighted_rows_of_the_last_behaviours():
+    torch.manual_seed(0)
+    m = InterestModel(_cfg(use_transition=True, transition_recent=3), _text_emb(), _transition()).eval()
+    with torch.no_grad():
+        m.transition_lag.copy_(torch.tensor([1.0, 0.0, -1.0]))
+        m.transition_scale.fill_(2.5)
+    seq, ts = _batch([[3, 5, 7, 9], [4]])
+    with torch.no_grad():
+        full = m.score_all(seq, ts)
+        m.cfg.use_transition = False
+        neural = m.score_all(seq, ts)
+        m.cfg.use_transition = True
+    w = torch.tensor([1.0, 0.0, -1.0]).softmax(0)
+    t = _transition()
+    expect0 = 2.5 * (w[0] * t[9] + w[1] * t[7] + w[2] * t[5])  # newest first; item 3 is beyond the last 3
+    expect1 = 2.5 * w[0] * t[4]  # padding rows add nothing
+    torch.testing.assert_close(full[0] - neural[0], expect0)
+    torch.testing.assert_close(full[1] - neural[1], expect1)
+
+
+def test_transition_prior_is_causal_in_training_loss():
+    """The prior at position t may only read behaviours at t and before: changing a later
+    behaviour leaves the prior of earlier positions unchanged."""
+    torch.manual_seed(0)
+    m = InterestModel(_cfg(use_transition=True, transition_recent=2), _text_emb(), _transition()).eval()
+    seq, _ = _batch([[1, 2, 3, 4, 5]])
+    keep = seq > 0
+    a = m.transition_prior(seq, keep)
+    seq2 = seq.clone()
+    seq2[0, -1] = 11
+    b = m.transition_prior(seq2, keep)
+    torch.testing.assert_close(a[:-1], b[:-1])
+    assert not torch.allclose(a[-1], b[-1])
+
+
+def test_transition_prior_gives_new_items_nothing_and_keeps_their_text_score():
+    torch.manual_seed(0)
+    m = InterestModel(_cfg(use_transition=True), _text_emb(), _transition()).eval()
+    m.add_items(torch.randn(2, TEXT_DIM))
+    assert m.transition.shape == (N_ITEMS + 3, N_ITEMS + 3)
+    assert m.transition[N_ITEMS + 1 :].abs().sum() == 0 and m.transition[:, N_ITEMS + 1 :].abs().sum() == 0
+    seq, ts = _batch([[1, 2, 3]])
+    with torch.no_grad():
+        scores = m.score_all(seq, ts)
+    assert scores.shape == (1, N_ITEMS + 3) and torch.isfinite(scores[0, 1:]).all()
+
+
+def test_fit_models_shares_one_cooccurrence_matrix_with_item_knn():
+    import pandas as pd
+
+    from models.data import ItemIndex
+    from models.train import fit_models
+
+    index = ItemIndex(tuple(f"i{k}" for k in range(N_ITEMS)))
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"user_id": np.repeat([f"u{k}" for k in range(10)], 6),
+                          "item_id": [f"i{k}" for k in rng.integers(0, N_ITEMS, 60)],
+                          "ts": pd.to_datetime(T0 + HOUR * np.arange(60), unit="s", utc=True)})
+    tp = TrainParams(dim=DIM, max_len=L, epochs=1, patience=1, use_transition=True, batch_size=16)
+    windows = _pattern_windows(32)
+    valid_seq, valid_ts, _ = _pattern_windows(8, seed=1)
+    valid = EvalSet([f"u{k}" for k in range(8)], valid_seq, valid_ts, np.arange(1, 9), [np.array([], dtype=np.int64)] * 8, np.zeros(8))
+    models, _ = fit_models(("item_knn", "interest", "sasrec"), train, index, _text_emb(), windows, valid, tp, "cpu")
+    assert torch.equal(models["interest"].transition, models["item_knn"].sim)
+    assert models["interest"].transition.abs().sum() > 0
+    assert not models["sasrec"].cfg.use_transition and not hasattr(models["sasrec"], "transition")
