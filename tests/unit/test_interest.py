@@ -391,3 +391,38 @@ def test_fit_models_shares_one_cooccurrence_matrix_with_item_knn():
     assert torch.equal(models["interest"].transition, models["item_knn"].sim)
     assert models["interest"].transition.abs().sum() > 0
     assert not models["sasrec"].cfg.use_transition and not hasattr(models["sasrec"], "transition")
+
+
+# ---------------------------------------------------------------- length-bucketed batches
+
+
+def test_length_bucketed_batches_cover_every_window_once_with_similar_lengths():
+    from models.train import length_bucketed_batches
+
+    lengths = torch.tensor(np.random.default_rng(0).integers(1, 200, 1000))
+    batches = length_bucketed_batches(lengths, 128, torch.Generator().manual_seed(0))
+    flat = torch.cat(batches)
+    assert sorted(flat.tolist()) == list(range(1000))
+    spreads = [int(lengths[b].max() - lengths[b].min()) for b in batches]
+    assert max(spreads) < 40  # sorted by length: a batch spans a narrow band, not 1..199
+    again = length_bucketed_batches(lengths, 128, torch.Generator().manual_seed(0))
+    assert all(torch.equal(a, b) for a, b in zip(batches, again))  # deterministic given the generator
+    other = length_bucketed_batches(lengths, 128, torch.Generator().manual_seed(1))
+    assert not all(torch.equal(a, b) for a, b in zip(batches, other))
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_transition": True}, {"use_long_term": False}])
+def test_trimming_padding_columns_leaves_the_loss_unchanged(kw):
+    from models.train import _trim
+
+    torch.manual_seed(0)
+    m = InterestModel(_cfg(**kw), _text_emb(), _transition()).eval()
+    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(16, length=L))
+    short = seq.clone()
+    short[:, : L // 2] = 0  # every row at most L/2 long: half the columns are padding
+    lab2 = lab.clone()
+    lab2[short == 0] = 0
+    trimmed = _trim(short, ts, lab2)
+    assert trimmed[0].shape[1] <= L - L // 2
+    with torch.no_grad():
+        torch.testing.assert_close(m.loss(*trimmed), m.loss(short, ts, lab2))
