@@ -5,6 +5,11 @@ the online store is a cache of each user's recent behaviour that the next ``/rec
 Order of writes: the log first (fsync'd), then the online store, both under one lock, so
 concurrent writers never lose each other's updates and an accepted event is on disk before it
 is acknowledged.
+
+A process killed between those two writes leaves events in the log that the online store lacks
+(their client got no answer). At start the service replays the log into the online store
+(``unapplied`` picks what is missing), and an event already in a user's online history (same item,
+same second) is never applied twice, so replays and client retries are harmless.
 """
 from __future__ import annotations
 
@@ -107,6 +112,64 @@ class EventLog:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+
+    def repair(self) -> int:
+        """Cut a torn last line (a process killed in the middle of an append, whose batch was never
+        acknowledged), so the log stays valid JSONL for the next append and the next ingest.
+        Call it under ``locked()``. Returns the number of bytes cut."""
+        if not self.path.exists():
+            return 0
+        with self.path.open("rb+") as f:
+            end = keep = f.seek(0, os.SEEK_END)
+            while keep > 0:  # back to just after the last newline, a block at a time
+                start = max(0, keep - 65536)
+                f.seek(start)
+                nl = f.read(keep - start).rfind(b"\n")
+                if nl >= 0:
+                    keep = start + nl + 1
+                    break
+                keep = start
+            if keep == end:
+                return 0
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+        log.warning("event log %s: cut a torn last line (%d bytes)", self.path, end - keep)
+        return end - keep
+
+    def read(self) -> list[Event]:
+        """Every logged event, in log order."""
+        if not self.path.exists():
+            return []
+        with self.path.open() as f:
+            return [_event(json.loads(line)) for line in f if line.strip()]
+
+
+def _event(d: dict) -> Event:
+    value = d.get("value")
+    return Event(str(d["user_id"]), str(d["item_id"]), int(d["ts"]), str(d.get("event") or "interaction"),
+                 None if value is None else float(value))
+
+
+def unapplied(state: dict, events: list[Event], history_len: int | None = None) -> list[Event]:
+    """The events that a user's online state does not hold yet, each once (same item at the same
+    second is the same event, as for ingest's exact duplicates), so a retried request or a replay
+    of the log is applied once.
+
+    With ``history_len``, events older than a full history are left out as well: whether they were
+    applied cannot be told from the state, and they would fall off it anyway (a replay must not
+    count them again).
+    """
+    ids = state.get("hist_item_ids") or []
+    tss = [int(t) for t in (state.get("hist_ts") or [])]
+    held = set(zip(ids, tss))
+    oldest = tss[0] if history_len is not None and tss and len(tss) >= history_len else None
+    out = []
+    for e in events:
+        if (e.item_id, e.ts) not in held and (oldest is None or e.ts >= oldest):
+            held.add((e.item_id, e.ts))
+            out.append(e)
+    return out
 
 
 def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],

@@ -1,34 +1,37 @@
-"""The pulse HTTP service: `POST /recommend`, `POST /events` (and BentoML's /healthz, /readyz, /metrics).
+"""The pulse HTTP service: `POST /recommend`, `/events`, `/items`, `/reload` (and BentoML's /healthz, /readyz, /metrics).
 
 The user's behaviour is read from Feast's online store at request time, and `/events` writes
 it there (after appending to the durable event log), so an accepted event changes the very
-next recommendation with no retraining.
+next recommendation with no retraining. Everything tied to the model version lives in one
+``ServingState`` that `/reload` (or the watcher, every ``PULSE_RELOAD_INTERVAL`` seconds)
+replaces whole, so a newly packaged model goes live without a restart or a failed request.
+At start the event log is replayed into the online store, so an event logged by a process that
+was killed before its online write is not missing there.
 """
 from __future__ import annotations
 
 import json
 import logging
 import os
+import threading
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 import pandas as pd
-import torch
 from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
 from features.ingest import items_log_path
 from features.store import get_store, online_user_behaviour
-from features.transforms import category_matrix
-from models import artifacts
-from models.encoder import TextEncoder
-from models.inference import Recommender as Engine
-from serving.events import EventLog, EventRejected, merge_behaviour, parse_events
+from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events, unapplied
+from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
 log = logging.getLogger(__name__)
 
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
+RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
+REPLAY_BATCH = 1000  # users per online read/write when the log is replayed at start
 
 
 @bentoml.service(traffic={"timeout": 30})
@@ -36,23 +39,75 @@ class Recommender:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
-        meta = self.model_ref.info.metadata
-        model_dir = Path(self.model_ref.path)
-        self.engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)))
+        model = self.model_ref  # resolved: the stored model, with its concrete version
+        meta = model.info.metadata
+        self.model_name = model.tag.name
         repo = Path(os.environ.get("PULSE_FEATURE_REPO", meta["feature_repo"]))
         self.store = get_store(repo)
         self.event_log = EventLog(Path(os.environ.get("PULSE_EVENT_LOG", meta["event_log"])))
+        self.items_log = EventLog(items_log_path(self.event_log.path))
         self.history_len = int(meta.get("history_len", 50))
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)))
-        items = pd.DataFrame({"item_id": self.engine.ids, "categories": artifacts.load_item_categories(model_dir)})
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
-        self.cat_vectors = category_matrix(items, self.categories)
-        self.known_items = set(self.engine.ids)
-        self.items_log = EventLog(items_log_path(self.event_log.path))
-        tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
-        self.encoder_name = str(tuned) if tuned.is_dir() else meta.get("encoder", "all-MiniLM-L6-v2")
-        self._encoder = None
-        log.info("serving %s (%s); event log %s", self.model_ref.tag, meta["selected"], self.event_log.path)
+        self.state: ServingState = load_state(model, self.categories, self.items_log.path)
+        self._reload_lock = threading.Lock()
+        self.replay_event_log()
+        start_watcher(self.reload_model, RELOAD_INTERVAL_S)
+        log.info("serving %s (%s); event log %s", self.state.tag, meta["selected"], self.event_log.path)
+
+    def reload_model(self) -> dict:
+        """Serve `<name>:latest` from the model store if it is not the version being served.
+
+        The new state is built off to the side and swapped in with one assignment (under the log
+        lock, after re-applying items posted while it loaded), so in-flight requests finish on the
+        old one. Any error leaves the old one serving and is reported, not raised.
+        """
+        with self._reload_lock:  # the endpoint and the watcher: one reload at a time
+            current = self.state.tag
+            try:
+                model = bentoml.models.get(f"{self.model_name}:latest")
+                if str(model.tag) == current:
+                    return {"reloaded": False, "model_tag": current, "previous_tag": current, "reason": "already serving the latest"}
+                new = load_state(model, self.categories, self.items_log.path)
+                with self.event_log.locked():
+                    apply_logged_items(new, self.items_log.path, self.categories)
+                    self.state = new
+            except Exception as e:
+                log.exception("reload of %s:latest failed; still serving %s", self.model_name, current)
+                return {"reloaded": False, "model_tag": current, "previous_tag": current, "reason": f"{type(e).__name__}: {e}"}
+        log.info("reloaded: serving %s (was %s)", new.tag, current)
+        return {"reloaded": True, "model_tag": new.tag, "previous_tag": current}
+
+    def replay_event_log(self) -> int:
+        """Merge into the online store the logged events it lacks (a process killed between the log
+        append and the online write), so it agrees with the log again; returns how many."""
+        with self.event_log.locked():
+            self.event_log.repair()
+            by_user: dict[str, list[Event]] = {}
+            for e in self.event_log.read():
+                by_user.setdefault(e.user_id, []).append(e)
+            users = list(by_user)
+            n = sum(self._merge_online({u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, replay=True)
+                    for i in range(0, len(users), REPLAY_BATCH))
+        if n:
+            log.warning("replayed %d logged event(s) missing from the online store", n)
+        return n
+
+    def _merge_online(self, by_user: dict[str, list[Event]], replay: bool = False) -> int:
+        """Read-modify-write of each user's online row; the caller holds the log lock. Events the row
+        already holds are skipped (a client's retry, a replay). Returns how many were applied."""
+        users = list(by_user)
+        rows, applied = [], 0
+        for user, state in zip(users, online_user_behaviour(self.store, users)):
+            evs = unapplied(state, by_user[user], self.history_len if replay else None)
+            if not evs:
+                continue
+            new = merge_behaviour(state, evs, self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
+            rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
+            applied += len(evs)
+        if rows:
+            self.store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
+        return applied
 
     @bentoml.api
     def recommend(
@@ -64,10 +119,11 @@ class Recommender:
         """Top-k items for the user, with the past behaviours that weighed most ("because")."""
         if not user_id.strip():
             raise InvalidArgument("user_id must not be blank")
+        serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
         state = online_user_behaviour(self.store, [user_id])[0]
-        rec = self.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
-        return {"user_id": user_id, "model": self.engine.model_name, "cold_start": rec.cold_start,
-                "items": rec.items, "because": rec.because}
+        rec = serving.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
+        return {"user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
+                "cold_start": rec.cold_start, "items": rec.items, "because": rec.because}
 
     @bentoml.api
     def events(
@@ -87,7 +143,7 @@ class Recommender:
         if not raw:
             raise InvalidArgument("no events given")
         try:
-            parsed = parse_events(raw, self.known_items)
+            parsed = parse_events(raw, self.state.known_items)
         except EventRejected as e:
             raise InvalidArgument(json.dumps({"accepted": 0, "rejected": e.reasons})) from None
         by_user: dict[str, list] = {}
@@ -95,12 +151,7 @@ class Recommender:
             by_user.setdefault(e.user_id, []).append(e)
         with self.event_log.locked():  # read-modify-write of each user's sequence is serialised
             self.event_log.append(parsed)
-            rows = []
-            for user, evs in by_user.items():
-                state = online_user_behaviour(self.store, [user])[0]
-                new = merge_behaviour(state, evs, self.history_len, self.cat_vectors, len(self.categories), *self.half_lives)
-                rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
-            self.store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
+            self._merge_online(by_user)
         return {"accepted": len(parsed), "users": sorted(by_user)}
 
     @bentoml.api
@@ -116,13 +167,18 @@ class Recommender:
             raise InvalidArgument(json.dumps({"accepted": 0, "rejected": bad}))
         rows = [{"item_id": str(it["item_id"]).strip(), "title": str(it.get("title") or it["item_id"]), "text": str(it["text"]),
                  "categories": [str(c) for c in (it.get("categories") or [])]} for it in items]
-        if self._encoder is None:
-            self._encoder = TextEncoder(self.encoder_name)
-        vectors = torch.as_tensor(self._encoder.encode([r["text"] for r in rows], progress=False))
-        with self.event_log.locked():
+        serving = self.state
+        vectors = serving.encode([r["text"] for r in rows])  # outside the lock: the slow part
+        with self.event_log.locked():  # a reload swaps the state under this lock too
             self.items_log.append(rows)
-            new = self.engine.upsert_items([r["item_id"] for r in rows], [r["title"] for r in rows], vectors)
-            self.known_items.update(r["item_id"] for r in rows)
-            frame = pd.DataFrame({"item_id": [r["item_id"] for r in rows], "categories": [r["categories"] for r in rows]})
-            self.cat_vectors.update(category_matrix(frame, self.categories))
+            current = self.state
+            if current.encoder_name != serving.encoder_name:  # swapped meanwhile to another encoder
+                vectors = current.encode([r["text"] for r in rows])
+            new = current.upsert_items(rows, vectors, self.categories)
         return {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new))}
+
+    @bentoml.api
+    def reload(self) -> dict:
+        """Serve the newest packaged version of the model now, without dropping a request:
+        `{"reloaded": bool, "model_tag", "previous_tag"}`, plus a `reason` when not reloaded."""
+        return self.reload_model()

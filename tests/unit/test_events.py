@@ -13,7 +13,7 @@ import yaml
 from features import ingest, schema
 from features.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
-from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events
+from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events, unapplied
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 KNOWN = {"a", "b", "c"}
@@ -144,6 +144,45 @@ def test_read_event_log_gives_canonical_columns(tmp_path):
     assert list(ingest.read_event_log(tmp_path / "absent.jsonl").columns) == schema.INTERACTION_COLUMNS
     (tmp_path / "empty.jsonl").write_text("")
     assert ingest.read_event_log(tmp_path / "empty.jsonl").empty
+
+
+def test_repair_cuts_only_a_torn_last_line_and_read_gives_events(tmp_path):
+    log = EventLog(tmp_path / "events.jsonl")
+    assert log.repair() == 0 and log.read() == []  # no file yet
+    log.append([Event("u1", "a", T0), Event("u2", "b", T0 + 1, "click", 1.5)])
+    whole = log.path.read_bytes()
+    assert log.repair() == 0 and log.path.read_bytes() == whole
+    torn = b'{"user_id": "u3", "item_id": "c", "ts": 17'  # killed in the middle of an append
+    with log.path.open("ab") as f:
+        f.write(torn)
+    assert log.repair() == len(torn)
+    assert log.path.read_bytes() == whole
+    log.append([Event("u3", "c", T0 + 2)])  # the next append starts on a line of its own
+    assert log.read() == [Event("u1", "a", T0), Event("u2", "b", T0 + 1, "click", 1.5), Event("u3", "c", T0 + 2)]
+    (tmp_path / "one.jsonl").write_bytes(b'{"user_id": "u1", "item_')  # a torn first and only line
+    assert EventLog(tmp_path / "one.jsonl").repair() == 24 and (tmp_path / "one.jsonl").read_bytes() == b""
+
+
+def test_unapplied_skips_what_the_state_holds_and_repeats():
+    state = {"hist_item_ids": ["a", "b"], "hist_ts": [T0, T0 + 10]}
+    evs = [Event("u", "a", T0), Event("u", "a", T0 + 5), Event("u", "b", T0 + 10, "click"), Event("u", "c", T0 + 20),
+           Event("u", "c", T0 + 20)]
+    assert unapplied(state, evs) == [Event("u", "a", T0 + 5), Event("u", "c", T0 + 20)]
+    assert unapplied({}, evs[:2]) == evs[:2] and unapplied({"hist_item_ids": None, "hist_ts": None}, []) == []
+    # a replay leaves out what is older than a full history: it cannot be told apart and would fall off
+    assert unapplied(state, [Event("u", "c", T0 - 1), Event("u", "d", T0 + 1)], history_len=2) == [Event("u", "d", T0 + 1)]
+    assert unapplied(state, [Event("u", "c", T0 - 1)], history_len=3) == [Event("u", "c", T0 - 1)]  # not full yet
+
+
+def test_replaying_a_log_after_a_crash_restores_the_state_exactly():
+    """Log appended, online write lost for the last two events, then the client retries one of them."""
+    evs = [Event("u", i, T0 + 60 * k) for k, i in enumerate("abcab")]
+    full = _merge({}, evs)
+    crashed = _merge({}, evs[:3])
+    replayed = _merge(crashed, unapplied(crashed, evs, history_len=10))
+    assert replayed == full
+    retried = _merge(replayed, unapplied(replayed, [evs[4]]))
+    assert retried == full
 
 
 # ---------------------------------------------------------------- merge_behaviour
