@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import yaml
 
@@ -67,3 +71,62 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A `bentoml serve` of the project. Its workers run in sessions of their own (circus), so
+    stopping it means signalling the process group and every descendant."""
+
+    url: str
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
+        """SIGTERM: a graceful stop (the arbiter stops its workers). SIGKILL: a crash of the whole
+        server, workers included, with no chance to finish anything. Returns once all are gone."""
+        import psutil
+
+        try:
+            family = [psutil.Process(self.proc.pid), *psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        if sig == signal.SIGKILL:
+            for p in family:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+        else:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+        _, alive = psutil.wait_procs(family, timeout=timeout)
+        for p in alive:  # did not stop in time: no process may outlive the test and keep the port
+            p.kill()
+        psutil.wait_procs(alive, timeout=30)
+        self.proc.wait(timeout=30)
+
+
+def start_server(dst: Path, env: dict, port: int | None = None, log_name: str = "serve.log", ready_s: float = 120) -> Server:
+    """`bentoml serve serving.service:Recommender` in the project copy, returned once /readyz answers 200."""
+    port = port or free_port()
+    log = dst / log_name
+    with log.open("a") as out:
+        proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "serving.service:Recommender", "-p", str(port)],
+                                cwd=dst, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(f"http://127.0.0.1:{port}", port, proc, log)
+    deadline = time.time() + ready_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{server.url}/readyz", timeout=2).status_code == 200:
+                return server
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None:
+            pytest.fail("bentoml serve exited: " + log.read_text()[-3000:])
+        time.sleep(0.5)
+    server.stop()
+    pytest.fail("bentoml serve did not become ready: " + log.read_text()[-3000:])

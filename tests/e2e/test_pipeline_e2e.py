@@ -4,16 +4,14 @@ copy of the project, `dvc repro` agreeing with it, and `bentoml serve` answering
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
 
-from tests.e2e.conftest import BIN, free_port, run as _run
+from tests.e2e.conftest import BIN, run as _run, start_server
 
 pytestmark = pytest.mark.e2e
 
@@ -59,26 +57,9 @@ def test_dvc_repro_agrees_with_the_flow_and_reruns_only_downstream(project, pipe
 @pytest.fixture(scope="module")
 def server(project, pipeline_run):
     dst, env = project
-    port = free_port()
-    log = (dst / "serve.log").open("w")
-    proc = subprocess.Popen([str(BIN / "bentoml"), "serve", "serving.service:Recommender", "-p", str(port)],
-                            cwd=dst, env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        assert proc.poll() is None, (dst / "serve.log").read_text()[-3000:]
-        time.sleep(1)
-    else:
-        proc.terminate()
-        pytest.fail("bentoml serve did not become ready: " + (dst / "serve.log").read_text()[-3000:])
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+    srv = start_server(dst, env)
+    yield srv.url
+    srv.stop()
 
 
 def _two_users_with_different_histories(dst: Path) -> tuple[str, str]:
