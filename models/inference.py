@@ -36,7 +36,11 @@ class Recommender:
 
     def upsert_items(self, item_ids: list[str], titles: list[str], text_vectors: torch.Tensor) -> list[str]:
         """Make items recommendable at once: new ids are appended (text-only representation), known
-        ids get their title and text vector replaced. Returns the ids that were new."""
+        ids get their title and text vector replaced. Returns the ids that were new.
+
+        Safe next to concurrent ``recommend`` calls without a lock: ids and titles grow before the
+        score tensors do, so every index a reader can score already has an id.
+        """
         new = [k for k, i in enumerate(item_ids) if i not in self.pos]
         text_emb = getattr(self.model, "text_emb", None)
         for k, i in enumerate(item_ids):
@@ -45,16 +49,18 @@ class Recommender:
                 if text_emb is not None:
                     text_emb[self.pos[i]] = text_vectors[k].to(text_emb)
         if new:
-            rows = text_vectors[new]
-            self.model.add_items(rows)
-            if self.cold_scores is not getattr(self.model, "scores", None):
-                self.cold_scores = torch.cat([self.cold_scores, self.cold_scores.new_zeros(len(new))])
-            else:
-                self.cold_scores = self.model.scores
+            base = len(self.ids)
             for k in new:
                 self.ids.append(item_ids[k])
                 self.titles.append(titles[k])
-                self.pos[item_ids[k]] = len(self.ids)
+            shared = self.cold_scores is getattr(self.model, "scores", None)
+            if not shared:
+                self.cold_scores = torch.cat([self.cold_scores, self.cold_scores.new_zeros(len(new))])
+            self.model.add_items(text_vectors[new])
+            if shared:
+                self.cold_scores = self.model.scores
+            for j, k in enumerate(new):  # last: a history can name the item only once its scores exist
+                self.pos[item_ids[k]] = base + j + 1
         return [item_ids[k] for k in new]
 
     def _item(self, idx: int, score: float) -> dict:

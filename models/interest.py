@@ -118,11 +118,12 @@ class InterestModel(nn.Module):
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) vectors of every item; row 0 (padding) is zero."""
+        text_emb = self.text_emb  # read once: add_items may swap in a longer one meanwhile (serving threads)
         parts = []
         if self.text_proj is not None:
-            parts.append(self.text_proj(self.text_emb))
+            parts.append(self.text_proj(text_emb))
         if self.id_emb is not None:  # items added after training have no id row: text only
-            parts.append(F.pad(self.id_emb.weight, (0, 0, 0, self.text_emb.shape[0] - self.id_emb.weight.shape[0])))
+            parts.append(F.pad(self.id_emb.weight, (0, 0, 0, text_emb.shape[0] - self.id_emb.weight.shape[0])))
         v = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         return torch.cat([torch.zeros_like(v[:1]), v[1:]])  # padding row stays zero
 
@@ -165,7 +166,9 @@ class InterestModel(nn.Module):
     def _scores(self, user: torch.Tensor, items: torch.Tensor, seq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
         logits = user @ items.T
         if self.cfg.use_transition:
-            logits = logits + self.transition_prior(seq, keep)
+            prior = self.transition_prior(seq, keep)
+            # items appended at serving time (add_items) may be one step ahead of the prior: no transitions yet
+            logits = logits + F.pad(prior, (0, logits.shape[1] - prior.shape[1]))
         return logits
 
     def loss(self, seq: torch.Tensor, ts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -56,3 +56,34 @@ def test_baselines_give_new_items_zero_scores(model_dir):
     assert rec.model.scores[-1] == 0 and len(rec.model.scores) == 14
     cold = rec.recommend([], [], k=3)
     assert cold.cold_start and "fresh" not in [i["item_id"] for i in cold.items]
+
+
+@pytest.mark.parametrize("name", ["interest", "popularity"])
+def test_upserts_next_to_concurrent_recommends_never_fail(model_dir, name):
+    """POST /items and POST /recommend run on different threads without a shared lock."""
+    import threading
+
+    path, text = model_dir
+    rec = Recommender(path, name, max_len=6)
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def reader(hist: list[str]) -> None:
+        while not done.is_set():
+            try:
+                out = rec.recommend(hist, [1_700_000_000 + 60 * j for j in range(len(hist))], k=50)
+                assert all(i["item_id"] in rec.ids for i in out.items)
+            except BaseException as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+                return
+
+    threads = [threading.Thread(target=reader, args=(h,)) for h in (["i1", "i2"], [])]
+    for t in threads:
+        t.start()
+    for j in range(200):
+        rec.upsert_items([f"new{j}"], [f"New {j}"], torch.randn(1, text.shape[1]))
+    done.set()
+    for t in threads:
+        t.join()
+    assert not errors, repr(errors[0])
+    assert len(rec.ids) == 12 + 200 and rec.pos["new199"] == 212
