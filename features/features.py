@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from features import store, transforms
+from features import online, store, transforms
 from features.cli import stage_main
 from features.params import Params
 
@@ -27,6 +27,7 @@ class FeaturesResult:
     categories: list[str]
     now: str
     feast_objects: list[str]
+    replayed_events: int = 0
 
     def summary(self) -> dict:
         return asdict(self)
@@ -51,6 +52,7 @@ def run(params: Params) -> FeaturesResult:
     names = store.apply_repo(repo)
     log.info("materializing the online store up to %s", now)
     store.materialize(repo, timeline["event_timestamp"].min() - pd.Timedelta(seconds=1), now + pd.Timedelta(seconds=1))
+    replayed = replay_event_log(params, items, categories, repo)
     return FeaturesResult(
         users=int(interactions["user_id"].nunique()),
         items=len(items),
@@ -58,7 +60,23 @@ def run(params: Params) -> FeaturesResult:
         categories=categories,
         now=str(now),
         feast_objects=names,
+        replayed_events=replayed,
     )
+
+
+def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str], repo) -> int:
+    """Re-apply events the service accepted after the last ingest: materializing wrote each user's
+    state as of the raw data, which does not hold them yet (events already ingested are skipped)."""
+    fp = params.features
+    path = params.path(params.data.event_log)
+    if not path.exists():
+        return 0
+    spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
+                                fp.short_half_life_days, fp.long_half_life_days)
+    with online.log_lock(path):  # a running service appends and writes online rows under the same lock
+        n = online.replay_events(store.get_store(repo), online.read_logged_events(path), spec)
+    log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
+    return n
 
 
 def main() -> None:

@@ -51,7 +51,7 @@ class IngestParams:
 
 @dataclass(frozen=True)
 class FeaturesParams:
-    history_len: int = 50
+    history_len: int = 200
     short_half_life_days: float = 3.0
     long_half_life_days: float = 60.0
     recent_days: int = 30
@@ -74,7 +74,7 @@ class EncoderParams:
 @dataclass(frozen=True)
 class TrainParams:
     models: tuple[str, ...] = ("interest", "sasrec", "item_knn", "popularity", "recent_popularity")
-    max_len: int = 50
+    max_len: int = 200
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2
@@ -86,7 +86,7 @@ class TrainParams:
     use_position: bool = True
     use_transition: bool = False
     transition_recent: int = 5
-    lr: float = 3e-3
+    lr: float = 1e-3
     weight_decay: float = 0.01
     batch_size: int = 128
     epochs: int = 200

@@ -135,7 +135,8 @@ def main() -> None:
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--protocols", default="loo,temporal")
-    ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity")
+    ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity",
+                    help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")
     ap.add_argument("--device", default="")
@@ -159,7 +160,7 @@ def main() -> None:
               "ablation_seeds": min(args.ablation_seeds, args.seeds), "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
     for proto in args.protocols.split(","):
-        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(args.models.split(",")),
+        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),
                                                   seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds)
     report["seconds"] = time.time() - t0
     out = params.path(args.out)

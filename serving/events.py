@@ -8,27 +8,24 @@ is acknowledged.
 
 A process killed between those two writes leaves events in the log that the online store lacks
 (their client got no answer). At start the service replays the log into the online store
-(``unapplied`` picks what is missing), and an event already in a user's online history (same item,
+(``features.online.unapplied`` picks what is missing), and an event already in a user's online history (same item,
 same second) is never applied twice, so replays and client retries are harmless.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import threading
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import pandas as pd
 
+from features.online import Event, lock_path, log_lock, read_logged_events
 from features.schema import parse_timestamps
-from features.transforms import SECONDS_PER_DAY, decayed_shares
 
 log = logging.getLogger(__name__)
 
@@ -39,15 +36,6 @@ class EventRejected(ValueError):
     def __init__(self, reasons: list[dict]) -> None:
         super().__init__("; ".join(f"event {r['index']}: {r['reason']}" for r in reasons))
         self.reasons = reasons
-
-
-@dataclass(frozen=True)
-class Event:
-    user_id: str
-    item_id: str
-    ts: int  # unix seconds
-    event: str = "interaction"
-    value: float | None = None
 
 
 def parse_events(raw: list[dict], known_items: set[str], now: int | None = None) -> list[Event]:
@@ -93,18 +81,14 @@ class EventLog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.lock_path = self.path.with_suffix(self.path.suffix + ".lock")
+        self.lock_path = lock_path(self.path)
         self._thread_lock = threading.Lock()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
         """One writer at a time, across threads (lock) and worker processes (flock)."""
-        with self._thread_lock, self.lock_path.open("a") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        with self._thread_lock, log_lock(self.path):
+            yield
 
     def append(self, events: list[Event] | list[dict]) -> None:
         lines = "".join(json.dumps(e if isinstance(e, dict) else e.__dict__) + "\n" for e in events)
@@ -139,64 +123,6 @@ class EventLog:
 
     def read(self) -> list[Event]:
         """Every logged event, in log order."""
-        if not self.path.exists():
-            return []
-        with self.path.open() as f:
-            return [_event(json.loads(line)) for line in f if line.strip()]
+        return read_logged_events(self.path)
 
 
-def _event(d: dict) -> Event:
-    value = d.get("value")
-    return Event(str(d["user_id"]), str(d["item_id"]), int(d["ts"]), str(d.get("event") or "interaction"),
-                 None if value is None else float(value))
-
-
-def unapplied(state: dict, events: list[Event], history_len: int | None = None) -> list[Event]:
-    """The events that a user's online state does not hold yet, each once (same item at the same
-    second is the same event, as for ingest's exact duplicates), so a retried request or a replay
-    of the log is applied once.
-
-    With ``history_len``, events older than a full history are left out as well: whether they were
-    applied cannot be told from the state, and they would fall off it anyway (a replay must not
-    count them again).
-    """
-    ids = state.get("hist_item_ids") or []
-    tss = [int(t) for t in (state.get("hist_ts") or [])]
-    held = set(zip(ids, tss))
-    oldest = tss[0] if history_len is not None and tss and len(tss) >= history_len else None
-    out = []
-    for e in events:
-        if (e.item_id, e.ts) not in held and (oldest is None or e.ts >= oldest):
-            held.add((e.item_id, e.ts))
-            out.append(e)
-    return out
-
-
-def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],
-                    n_categories: int, short_half_life_days: float, long_half_life_days: float) -> dict:
-    """A user's behaviour state after new events, inserted in timestamp order.
-
-    The category shares are recomputed over the kept history with the same
-    ``decayed_shares`` the offline features use. Offline shares cover the user's whole history,
-    so for users with more than ``history_len`` events the online shares are an approximation
-    (the long half-life ones most); the next features run recomputes them exactly.
-    """
-    ids = list(state.get("hist_item_ids") or [])
-    tss = [int(t) for t in (state.get("hist_ts") or [])]
-    pairs = list(zip(tss, range(len(ids)), ids)) + [(e.ts, len(ids) + k, e.item_id) for k, e in enumerate(events)]
-    pairs.sort()  # by time, then arrival order: late events land where they belong
-    kept = pairs[-history_len:]
-    ids, tss = [p[2] for p in kept], [p[0] for p in kept]
-    zero = np.zeros(n_categories)
-    vecs = np.stack([cat_vectors.get(i, zero) for i in ids]) if ids else np.zeros((0, n_categories))
-    t = np.array(tss, dtype=np.float64)
-    short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
-    long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
-    return {
-        "hist_item_ids": ids,
-        "hist_ts": tss,
-        "event_count": int(state.get("event_count") or 0) + len(events),
-        "last_event_ts": max(tss) if tss else 0,
-        "cat_share_short": (short[-1] if len(short) else zero).astype(np.float32).tolist(),
-        "cat_share_long": (long_[-1] if len(long_) else zero).astype(np.float32).tolist(),
-    }

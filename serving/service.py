@@ -18,20 +18,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-import pandas as pd
 from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
 from features.ingest import items_log_path
 from features.store import get_store, online_user_behaviour
-from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events, unapplied
+from features.online import BehaviourSpec, Event, apply_events, replay_events
+from serving.events import EventLog, EventRejected, parse_events
 from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
 log = logging.getLogger(__name__)
 
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
-REPLAY_BATCH = 1000  # users per online read/write when the log is replayed at start
 
 
 @bentoml.service(traffic={"timeout": 30})
@@ -83,31 +82,17 @@ class Recommender:
         append and the online write), so it agrees with the log again; returns how many."""
         with self.event_log.locked():
             self.event_log.repair()
-            by_user: dict[str, list[Event]] = {}
-            for e in self.event_log.read():
-                by_user.setdefault(e.user_id, []).append(e)
-            users = list(by_user)
-            n = sum(self._merge_online({u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, replay=True)
-                    for i in range(0, len(users), REPLAY_BATCH))
+            n = replay_events(self.store, self.event_log.read(), self._spec())
         if n:
             log.warning("replayed %d logged event(s) missing from the online store", n)
         return n
 
-    def _merge_online(self, by_user: dict[str, list[Event]], replay: bool = False) -> int:
-        """Read-modify-write of each user's online row; the caller holds the log lock. Events the row
-        already holds are skipped (a client's retry, a replay). Returns how many were applied."""
-        users = list(by_user)
-        rows, applied = [], 0
-        for user, state in zip(users, online_user_behaviour(self.store, users)):
-            evs = unapplied(state, by_user[user], self.history_len if replay else None)
-            if not evs:
-                continue
-            new = merge_behaviour(state, evs, self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
-            rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
-            applied += len(evs)
-        if rows:
-            self.store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
-        return applied
+    def _spec(self) -> BehaviourSpec:
+        return BehaviourSpec(self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
+
+    def _merge_online(self, by_user: dict[str, list[Event]]) -> int:
+        """Online update of an accepted batch; the caller holds the log lock."""
+        return apply_events(self.store, by_user, self._spec())
 
     @bentoml.api
     def recommend(

@@ -29,7 +29,7 @@ from features.store import get_store, online_user_behaviour
 from features.transforms import category_matrix, category_vocabulary, unix_seconds
 from models import artifacts
 from models.inference import Recommender
-from serving.events import Event, merge_behaviour
+from features.online import Event, merge_behaviour
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,8 @@ import yaml
 from features import ingest, schema
 from features.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
-from serving.events import Event, EventLog, EventRejected, merge_behaviour, parse_events, unapplied
+from features.online import Event, merge_behaviour, unapplied
+from serving.events import EventLog, EventRejected, parse_events
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 KNOWN = {"a", "b", "c"}

@@ -1,0 +1,165 @@
+"""Online user_behaviour updates: new events merged into a user's row of Feast's online store.
+
+One implementation for every writer of that row: the service's ``POST /events``, its replay of
+the event log at start, and the ``features`` stage, which re-applies logged events that no ingest
+has folded in yet (otherwise materializing would put back an older state and drop them).
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from feast import FeatureStore
+
+from features.store import online_user_behaviour
+from features.transforms import SECONDS_PER_DAY, decayed_shares
+
+log = logging.getLogger(__name__)
+
+REPLAY_BATCH = 1000  # users per online read/write when a whole log is replayed
+
+
+@dataclass(frozen=True)
+class Event:
+    user_id: str
+    item_id: str
+    ts: int  # unix seconds
+    event: str = "interaction"
+    value: float | None = None
+
+
+def event_from_dict(d: dict) -> Event:
+    value = d.get("value")
+    return Event(str(d["user_id"]), str(d["item_id"]), int(d["ts"]), str(d.get("event") or "interaction"),
+                 None if value is None else float(value))
+
+
+def lock_path(event_log: Path) -> Path:
+    return Path(event_log).with_suffix(Path(event_log).suffix + ".lock")
+
+
+@contextmanager
+def log_lock(event_log: Path) -> Iterator[None]:
+    """The writers' lock of an event log and the online rows it feeds (an flock, so it holds
+    across processes: service workers and a pipeline run)."""
+    path = lock_path(event_log)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def read_logged_events(path: Path) -> list[Event]:
+    """Every event of a JSONL event log, in log order (a torn last line, never acknowledged, is skipped)."""
+    if not Path(path).exists():
+        return []
+    out = []
+    with Path(path).open() as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                out.append(event_from_dict(json.loads(line)))
+            except json.JSONDecodeError:
+                log.warning("event log %s: skipping a torn line", path)
+    return out
+
+
+def unapplied(state: dict, events: list[Event], history_len: int | None = None) -> list[Event]:
+    """The events that a user's online state does not hold yet, each once (same item at the same
+    second is the same event, as for ingest's exact duplicates), so a retried request or a replay
+    of the log is applied once.
+
+    With ``history_len``, events older than a full history are left out as well: whether they were
+    applied cannot be told from the state, and they would fall off it anyway (a replay must not
+    count them again).
+    """
+    ids = state.get("hist_item_ids") or []
+    tss = [int(t) for t in (state.get("hist_ts") or [])]
+    held = set(zip(ids, tss))
+    oldest = tss[0] if history_len is not None and tss and len(tss) >= history_len else None
+    out = []
+    for e in events:
+        if (e.item_id, e.ts) not in held and (oldest is None or e.ts >= oldest):
+            held.add((e.item_id, e.ts))
+            out.append(e)
+    return out
+
+
+def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],
+                    n_categories: int, short_half_life_days: float, long_half_life_days: float) -> dict:
+    """A user's behaviour state after new events, inserted in timestamp order.
+
+    The category shares are recomputed over the kept history with the same
+    ``decayed_shares`` the offline features use. Offline shares cover the user's whole history,
+    so for users with more than ``history_len`` events the online shares are an approximation
+    (the long half-life ones most); the next features run recomputes them exactly.
+    """
+    ids = list(state.get("hist_item_ids") or [])
+    tss = [int(t) for t in (state.get("hist_ts") or [])]
+    pairs = list(zip(tss, range(len(ids)), ids)) + [(e.ts, len(ids) + k, e.item_id) for k, e in enumerate(events)]
+    pairs.sort()  # by time, then arrival order: late events land where they belong
+    kept = pairs[-history_len:]
+    ids, tss = [p[2] for p in kept], [p[0] for p in kept]
+    zero = np.zeros(n_categories)
+    vecs = np.stack([cat_vectors.get(i, zero) for i in ids]) if ids else np.zeros((0, n_categories))
+    t = np.array(tss, dtype=np.float64)
+    short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
+    long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
+    return {
+        "hist_item_ids": ids,
+        "hist_ts": tss,
+        "event_count": int(state.get("event_count") or 0) + len(events),
+        "last_event_ts": max(tss) if tss else 0,
+        "cat_share_short": (short[-1] if len(short) else zero).astype(np.float32).tolist(),
+        "cat_share_long": (long_[-1] if len(long_) else zero).astype(np.float32).tolist(),
+    }
+
+
+@dataclass(frozen=True)
+class BehaviourSpec:
+    """What a merge needs besides the events: the feature definitions of user_behaviour."""
+
+    history_len: int
+    cat_vectors: dict[str, np.ndarray]
+    n_categories: int
+    short_half_life_days: float
+    long_half_life_days: float
+
+
+def apply_events(store: FeatureStore, by_user: dict[str, list[Event]], spec: BehaviourSpec, replay: bool = False) -> int:
+    """Read-modify-write of each user's online row (the caller serialises writers). Events a row
+    already holds are skipped (a client's retry, a replay). Returns how many were applied."""
+    users = list(by_user)
+    rows, applied = [], 0
+    for user, state in zip(users, online_user_behaviour(store, users)):
+        evs = unapplied(state, by_user[user], spec.history_len if replay else None)
+        if not evs:
+            continue
+        new = merge_behaviour(state, evs, spec.history_len, spec.cat_vectors, spec.n_categories,
+                              spec.short_half_life_days, spec.long_half_life_days)
+        rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
+        applied += len(evs)
+    if rows:
+        store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
+    return applied
+
+
+def replay_events(store: FeatureStore, events: list[Event], spec: BehaviourSpec) -> int:
+    """Apply every event of a log that the online store lacks, ``REPLAY_BATCH`` users at a time."""
+    by_user: dict[str, list[Event]] = {}
+    for e in events:
+        by_user.setdefault(e.user_id, []).append(e)
+    users = list(by_user)
+    return sum(apply_events(store, {u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, spec, replay=True)
+               for i in range(0, len(users), REPLAY_BATCH))
