@@ -52,6 +52,16 @@ def static_profile_top(text: np.ndarray, pos: dict[str, int], ids: list[str], hi
     return [ids[j - 1] for j in np.argsort(-s, kind="stable")[:k]]
 
 
+def share_curve(tops_per_user: list[list[list[str]]], primary: dict[str, str], interests: list[str], n: int = 10, k: int = 10) -> list[float]:
+    """Mean share of the top-k in the new interest after 1..n post-switch events (users with fewer
+    events count until their last one): how fast the recommendations turn, not only when they cross half."""
+    out = []
+    for j in range(n):
+        shares = [sum(primary.get(i) == new for i in tops[j][:k]) / k for tops, new in zip(tops_per_user, interests) if len(tops) > j]
+        out.append(round(float(np.mean(shares)), 3) if shares else float("nan"))
+    return out
+
+
 def summarize(counts: list[int | None], cap: int) -> dict:
     filled = np.array([c if c is not None else cap + 1 for c in counts], dtype=float)
     return {"users": len(counts), "median": float(np.median(filled)), "p90": float(np.percentile(filled, 90)),
@@ -84,6 +94,7 @@ def main() -> None:
     fp = params.features
     shifters = truth[truth["shifts"]].groupby("user_id", sort=True)
     pulse_counts, static_counts, latencies = [], [], []
+    pulse_all, static_all, interests = [], [], []
     for n_user, (user, g) in enumerate(shifters):
         if n_user >= args.users:
             break
@@ -108,11 +119,16 @@ def main() -> None:
             static_tops.append(static_profile_top(text, rec.pos, rec.ids, history, 10))
         pulse_counts.append(events_to_shift(pulse_tops, primary, new_interest))
         static_counts.append(events_to_shift(static_tops, primary, new_interest))
+        pulse_all.append(pulse_tops)
+        static_all.append(static_tops)
+        interests.append(new_interest)
     lat = np.array(latencies)
     report = {
         "command": "python -m serving.shift_benchmark " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "pulse_interest_model": summarize(pulse_counts, args.max_events),
-        "static_profile_baseline": summarize(static_counts, args.max_events),
+        "pulse_interest_model": {**summarize(pulse_counts, args.max_events),
+                                 "new_interest_share_after_n_events": share_curve(pulse_all, primary, interests)},
+        "static_profile_baseline": {**summarize(static_counts, args.max_events),
+                                    "new_interest_share_after_n_events": share_curve(static_all, primary, interests)},
         "event_to_recommendation_ms": {"n": int(len(lat)), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
                                        "max": float(lat.max())},
     }
