@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -63,16 +64,24 @@ def _as_list(v) -> list | None:
     return list(v)
 
 
+@contextmanager
+def _repo_modules_restored():
+    """load_repo_objects imports the repo files by bare name: do not leave a test repo's modules behind."""
+    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
+    try:
+        yield
+    finally:
+        for m, mod in loaded_before.items():
+            if mod is None:
+                sys.modules.pop(m, None)
+            else:
+                sys.modules[m] = mod
+
+
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory):
-    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
-    yield from _build_repo(tmp_path_factory)
-    # load_repo_objects imports the repo files by bare name: do not leave this repo's modules behind
-    for m, mod in loaded_before.items():
-        if mod is None:
-            sys.modules.pop(m, None)
-        else:
-            sys.modules[m] = mod
+    with _repo_modules_restored():
+        yield from _build_repo(tmp_path_factory)
 
 
 def _build_repo(tmp_path_factory):
@@ -187,13 +196,8 @@ def project_with_event_log(tmp_path):
     ingested = {"user_id": "u1", "item_id": "i6", "ts": int((T0 + 86400 * S).timestamp()), "event": "view", "value": 1.0}
     new = {"user_id": "u2", "item_id": "i3", "ts": int((T0 + 2 * 86400 * S).timestamp()), "event": "view", "value": None}
     log.write_text("\n".join(__import__("json").dumps(e) for e in (ingested, new)) + "\n")
-    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
-    yield load_params(root / "params.yaml", {"features.history_len": HISTORY_LEN}), root
-    for m, mod in loaded_before.items():
-        if mod is None:
-            sys.modules.pop(m, None)
-        else:
-            sys.modules[m] = mod
+    with _repo_modules_restored():
+        yield load_params(root / "params.yaml", {"features.history_len": HISTORY_LEN}), root
 
 
 def test_features_rerun_keeps_logged_events_that_no_ingest_has_folded_in(project_with_event_log):
