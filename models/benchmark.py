@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import time
@@ -60,8 +61,38 @@ def _aggregate(runs: list[dict]) -> dict:
     return out
 
 
+class FitLog:
+    """Every finished fit, appended as one JSON line, so a long benchmark that is interrupted
+    resumes (``--resume``) without redoing the fits it already has. Lines carry a key of the
+    settings (dataset, train params, encoder), and only lines with this run's key are reused."""
+
+    def __init__(self, path: Path, key: str, resume: bool) -> None:
+        self.path, self.key = path, key
+        self.done: dict[tuple[str, str, int], dict] = {}
+        if resume and path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    d = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a torn last line
+                if d.get("key") == key:
+                    self.done[(d["protocol"], d["name"], d["seed"])] = d["result"]
+            log.info("resuming: %d fit(s) already in %s", len(self.done), path)
+        elif path.exists():
+            path.unlink()
+
+    def get(self, protocol: str, name: str, seed: int) -> dict | None:
+        return self.done.get((protocol, name, seed))
+
+    def add(self, protocol: str, name: str, seed: int, result: dict) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as f:
+            f.write(json.dumps({"key": self.key, "protocol": protocol, "name": name, "seed": seed, "result": result}) + "\n")
+
+
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
-                 seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None) -> dict:
+                 seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None,
+                 fit_log: FitLog | None = None) -> dict:
     tp, k = params.train, params.evaluate.k
     index = item_index(items)
     if protocol == "loo":
@@ -92,6 +123,10 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
             if base not in NEURAL and seed != seeds[0]:
                 per_model[name].append(per_model[name][0])  # deterministic baselines: one fit serves all seeds
                 continue
+            if fit_log is not None and (res := fit_log.get(protocol, name, seed)) is not None:
+                per_model.setdefault(name, []).append(res)
+                log.info("[%s seed %d] %-24s from the fit log", protocol, seed, name)
+                continue
             tpv = dataclasses.replace(tp, seed=seed, **over)
             t0 = time.time()
             fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k)
@@ -101,6 +136,8 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
             res["train_seconds"] = seconds
             res["best_epoch"] = fits[base].best_epoch if base in fits else 0
             per_model.setdefault(name, []).append(res)
+            if fit_log is not None:
+                fit_log.add(protocol, name, seed, res)
             log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", protocol, seed, name, k, res["all"][f"ndcg@{k}"],
                      k, res["all"][f"hr@{k}"], seconds)
     return {"users": int(len(test.targets)), "slice_users": {n: int(m.sum()) for n, m in masks.items()},
@@ -143,6 +180,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="reports")
+    ap.add_argument("--resume", action="store_true", help="reuse the fits of an interrupted run with the same settings")
     args = ap.parse_args()
     configure_logging()
     over = {"data.dataset": args.dataset, **parse_overrides(args.set)}
@@ -159,12 +197,15 @@ def main() -> None:
     report = {"dataset": args.dataset, "command": "python -m models.benchmark " + " ".join(_argv()), "seeds": seeds, "device": device,
               "ablation_seeds": min(args.ablation_seeds, args.seeds), "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
-    for proto in args.protocols.split(","):
-        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),
-                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds)
-    report["seconds"] = time.time() - t0
     out = params.path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    key = hashlib.md5(json.dumps([args.dataset, dataclasses.asdict(params.train), dataclasses.asdict(params.encoder)],
+                                 sort_keys=True, default=str).encode()).hexdigest()[:12]
+    fit_log = FitLog(out / f"benchmark-{args.dataset}.fits.jsonl", key, args.resume)
+    for proto in args.protocols.split(","):
+        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),
+                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds, fit_log)
+    report["seconds"] = time.time() - t0
     (out / f"benchmark-{args.dataset}.json").write_text(json.dumps(report, indent=2))
     (out / f"benchmark-{args.dataset}.md").write_text(markdown(report, params.evaluate.k))
     print(markdown(report, params.evaluate.k))

@@ -155,3 +155,30 @@ def test_markdown_renders_a_row_per_model(bench):
     # a protocol that was not run is left out
     only_loo = markdown({**report, "protocols": {"loo": protocols["loo"]}}, K)
     assert "temporal" not in only_loo and only_loo.count("| popularity |") == 1
+
+
+# ---------------------------------------------------------------- resuming from the fit log
+
+
+def test_fit_log_resume_reuses_finished_fits_and_only_those(bench, tmp_path, caplog):
+    from models.benchmark import FitLog
+
+    v, params, protocols = bench
+    g = torch.Generator().manual_seed(0)
+    text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
+    text_emb[0] = 0
+    path = tmp_path / "fits.jsonl"
+    first = run_protocol(params, "loo", v.interactions, v.items, text_emb, ("popularity", "sasrec"), [1], {}, "cpu",
+                         fit_log=FitLog(path, "k1", resume=False))
+    lines = path.read_text().splitlines()
+    assert len(lines) == 2  # one line per fit
+    with path.open("a") as f:
+        f.write('{"torn')  # an interrupted append
+    caplog.set_level("INFO", logger="models.benchmark")
+    resumed = run_protocol(params, "loo", v.interactions, v.items, text_emb, ("popularity", "sasrec"), [1], {}, "cpu",
+                           fit_log=FitLog(path, "k1", resume=True))
+    assert resumed == first
+    assert caplog.text.count("from the fit log") == 2
+    other = FitLog(path, "k2", resume=True)  # other settings: nothing is reused
+    assert other.get("loo", "sasrec", 1) is None
+    assert not FitLog(path, "k1", resume=False).done and not path.exists()  # a fresh run starts a new log
