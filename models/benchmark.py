@@ -25,7 +25,7 @@ from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
 from features.schema import validate
 from models import slices
-from models.data import item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.train import NEURAL, encode_items, fit_models, pick_device
 
@@ -100,13 +100,20 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
         windows = windows_from_sequences(seqs, tp.max_len, holdout=2)
         valid, test = leave_one_out(seqs, "valid", tp.max_len), leave_one_out(seqs, "test", tp.max_len)
         train_df = train_interactions(interactions)
-    else:
+    elif protocol == "cold":
+        _, seqs, train_df, test = cold_item_split(interactions, index, tp.max_len, seed=tp.seed)
+        windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
+        valid = leave_one_out(seqs, "test", tp.max_len)  # last training event: early stopping only
+        log.info("cold-item protocol: %d test users, every target held out of training", len(test.targets))
+    elif protocol == "temporal":
         cutoff, seqs, test = temporal_split(interactions, index, tp.max_len)
         windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
         valid = leave_one_out(seqs, "test", tp.max_len)  # last pre-cut-off event: early stopping only
         before = interactions[interactions["ts"] < cutoff]
         train_df = before[before.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
         log.info("temporal split at %s: %d test users", cutoff, len(test.targets))
+    else:
+        raise ValueError(f"unknown protocol '{protocol}' (loo, temporal, cold)")
     pos = index.pos
     train_items = {pos[i] for i in train_df["item_id"].unique() if i in pos}
     cats = {pos[i]: list(c) for i, c in zip(items["item_id"], items["categories"])}
@@ -149,7 +156,8 @@ def markdown(report: dict, k: int = 10) -> str:
              f"{report['n_users']} users, {report['n_items']} items, {report['n_interactions']} interactions; seeds {report['seeds']}; "
              f"device {report['device']}; total {report['seconds']:.0f} s. Mean ± std over seeds (ablation rows: "
              f"{report.get('ablation_seeds', len(report['seeds']))} seed(s)); test split.", ""]
-    for proto, title in (("loo", "Leave-one-out, full ranking"), ("temporal", "Global temporal split (cut-off at the 90th percentile)")):
+    for proto, title in (("loo", "Leave-one-out, full ranking"), ("temporal", "Global temporal split (cut-off at the 90th percentile)"),
+                         ("cold", "Cold items (10% of the catalogue held out of training; test = users whose last item is one of them)")):
         if proto not in report["protocols"]:
             continue
         p = report["protocols"][proto]
@@ -171,7 +179,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description="benchmark every model under one protocol")
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--protocols", default="loo,temporal")
+    ap.add_argument("--protocols", default="loo,temporal", help="comma-separated: loo, temporal, cold")
     ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity",
                     help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")

@@ -112,6 +112,31 @@ def temporal_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, q
     return cutoff, train_seqs, test
 
 
+def cold_item_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, fraction: float = 0.1, seed: int = 0
+                    ) -> tuple[set[int], dict[str, UserSequence], pd.DataFrame, EvalSet]:
+    """Cold-item protocol: a random ``fraction`` of the catalogue is held out of training entirely.
+
+    Test = the users whose leave-one-out target (last event) is a held-out item, with their full
+    history as input; training = every other event except each user's last, with no held-out item
+    anywhere. Only a model that can score an item from its content can rank those targets.
+    Returns (held-out indices, training sequences, training rows, test set).
+    """
+    rng = np.random.default_rng(seed)
+    n = len(index)
+    cold = {int(i) for i in rng.choice(np.arange(1, n + 1), size=max(1, int(round(n * fraction))), replace=False)}
+    seqs = user_sequences(interactions, index)
+    test_users = {u: s for u, s in seqs.items() if len(s.items) >= 3 and int(s.items[-1]) in cold}
+    test = leave_one_out(test_users, "test", max_len)
+    train_seqs = {}
+    for u, s in seqs.items():
+        keep = ~np.isin(s.items[:-1], list(cold))
+        train_seqs[u] = UserSequence(s.items[:-1][keep], s.ts[:-1][keep])
+    pos = index.pos
+    last = interactions.groupby("user_id", sort=False).cumcount(ascending=False) == 0
+    rows = interactions[~last & ~interactions["item_id"].map(lambda i: pos.get(i, 0) in cold)]
+    return cold, train_seqs, rows, test
+
+
 def train_interactions(interactions: pd.DataFrame) -> pd.DataFrame:
     """Every event but each user's last two (those are validation and test)."""
     rank_from_end = interactions.groupby("user_id", sort=False).cumcount(ascending=False)
