@@ -112,29 +112,34 @@ def temporal_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, q
     return cutoff, train_seqs, test
 
 
-def cold_item_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, fraction: float = 0.1, seed: int = 0
-                    ) -> tuple[set[int], dict[str, UserSequence], pd.DataFrame, EvalSet]:
+def cold_item_split(interactions: pd.DataFrame, items: pd.DataFrame, max_len: int, fraction: float = 0.1, seed: int = 0
+                    ) -> tuple[pd.DataFrame, int, dict[str, UserSequence], pd.DataFrame, EvalSet]:
     """Cold-item protocol: a random ``fraction`` of the catalogue is held out of training entirely.
 
+    The catalogue is reordered so the held-out items come last (indices ``n_warm + 1`` on): a
+    model is trained on the first ``n_warm`` and then gets the others the way the service's
+    ``POST /items`` adds them (``add_items``: text only, no id embedding, no co-occurrence).
     Test = the users whose leave-one-out target (last event) is a held-out item, with their full
-    history as input; training = every other event except each user's last, with no held-out item
-    anywhere. Only a model that can score an item from its content can rank those targets.
-    Returns (held-out indices, training sequences, training rows, test set).
+    history as input; training = every other event except each user's last, with no held-out item.
+    Returns (reordered items, n_warm, training sequences, training rows, test set).
     """
     rng = np.random.default_rng(seed)
-    n = len(index)
-    cold = {int(i) for i in rng.choice(np.arange(1, n + 1), size=max(1, int(round(n * fraction))), replace=False)}
+    n = len(items)
+    cold_rows = np.zeros(n, dtype=bool)
+    cold_rows[rng.choice(n, size=max(1, int(round(n * fraction))), replace=False)] = True
+    ordered = pd.concat([items[~cold_rows], items[cold_rows]], ignore_index=True)
+    n_warm = int((~cold_rows).sum())
+    index = item_index(ordered)
     seqs = user_sequences(interactions, index)
-    test_users = {u: s for u, s in seqs.items() if len(s.items) >= 3 and int(s.items[-1]) in cold}
-    test = leave_one_out(test_users, "test", max_len)
+    test = leave_one_out({u: s for u, s in seqs.items() if len(s.items) >= 3 and s.items[-1] > n_warm}, "test", max_len)
     train_seqs = {}
     for u, s in seqs.items():
-        keep = ~np.isin(s.items[:-1], list(cold))
+        keep = (s.items[:-1] > 0) & (s.items[:-1] <= n_warm)
         train_seqs[u] = UserSequence(s.items[:-1][keep], s.ts[:-1][keep])
-    pos = index.pos
+    warm = set(ordered["item_id"].iloc[:n_warm])
     last = interactions.groupby("user_id", sort=False).cumcount(ascending=False) == 0
-    rows = interactions[~last & ~interactions["item_id"].map(lambda i: pos.get(i, 0) in cold)]
-    return cold, train_seqs, rows, test
+    rows = interactions[~last & interactions["item_id"].isin(warm)]
+    return ordered, n_warm, train_seqs, rows, test
 
 
 def train_interactions(interactions: pd.DataFrame) -> pd.DataFrame:

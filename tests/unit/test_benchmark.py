@@ -191,19 +191,18 @@ def test_cold_item_split_keeps_held_out_items_out_of_training(bench):
     from models.data import cold_item_split, item_index, user_sequences
 
     v, params, _ = bench
-    index = item_index(v.items)
-    cold, train_seqs, rows, test = cold_item_split(v.interactions, index, 10, fraction=0.5, seed=3)
-    assert len(cold) == round(0.5 * len(index))
-    assert all(not set(s.items.tolist()) & cold for s in train_seqs.values())
-    pos = index.pos
-    assert not set(rows["item_id"].map(pos)) & cold
-    assert len(test.targets) > 0 and set(test.targets.tolist()) <= cold
-    full = user_sequences(v.interactions, index)
+    ordered, n_warm, train_seqs, rows, test = cold_item_split(v.interactions, v.items, 10, fraction=0.5, seed=3)
+    assert sorted(ordered["item_id"]) == sorted(v.items["item_id"]) and len(ordered) - n_warm == round(0.5 * len(v.items))
+    cold_ids = set(ordered["item_id"].iloc[n_warm:])
+    assert all(s.items.max(initial=0) <= n_warm for s in train_seqs.values())  # held-out items come last, never in training
+    assert not set(rows["item_id"]) & cold_ids
+    assert len(test.targets) > 0 and (test.targets > n_warm).all()
+    full = user_sequences(v.interactions, item_index(ordered))
     for u, target, hl in zip(test.users, test.targets, test.hist_len):
         assert full[u].items[-1] == target and hl == len(full[u].items) - 1  # the whole history is the input
     assert len(rows) == sum(len(s.items) for s in train_seqs.values())  # baselines and windows see the same events
-    again = cold_item_split(v.interactions, index, 10, fraction=0.5, seed=3)[0]
-    assert again == cold
+    again = cold_item_split(v.interactions, v.items, 10, fraction=0.5, seed=3)[0]
+    assert again["item_id"].tolist() == ordered["item_id"].tolist()
 
 
 def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
@@ -211,8 +210,10 @@ def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
     g = torch.Generator().manual_seed(0)
     text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
     text_emb[0] = 0
-    res = run_protocol(params, "cold", v.interactions, v.items, text_emb, ("popularity", "sasrec"), [1], {}, "cpu")
+    res = run_protocol(params, "cold", v.interactions, v.items, text_emb, ("popularity", "sasrec", "interest"), [1], {}, "cpu")
     assert res["slice_users"]["cold_item"] == res["users"] > 0  # every target is cold
     assert res["models"]["popularity"]["all"][f"hr@{K}"]["mean"] == 0.0  # never seen: zero counts, ranked last
+    assert res["models"]["sasrec"]["all"][f"hr@{K}"]["mean"] == 0.0  # id-only: an added item has a zero vector
+    assert res["models"]["interest"]["all"]["coverage@10"]["mean"] > 0
     with pytest.raises(ValueError, match="unknown protocol"):
         run_protocol(params, "nope", v.interactions, v.items, text_emb, ("popularity",), [1], {}, "cpu")
