@@ -1,9 +1,7 @@
 """Items added after training (POST /items) are recommendable at once through their text."""
 from __future__ import annotations
 
-import json
 
-import numpy as np
 import pytest
 import torch
 

@@ -6,8 +6,6 @@ The key property: a point-in-time lookup just before an event sees exactly the e
 from __future__ import annotations
 
 import shutil
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ import pandas as pd
 import pytest
 
 from features import store, transforms
+from tests.unit.helpers import repo_modules_restored
 
 REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
 T0 = pd.Timestamp("2024-03-01 12:00:00", tz="UTC")
@@ -64,23 +63,9 @@ def _as_list(v) -> list | None:
     return list(v)
 
 
-@contextmanager
-def _repo_modules_restored():
-    """load_repo_objects imports the repo files by bare name: do not leave a test repo's modules behind."""
-    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
-    try:
-        yield
-    finally:
-        for m, mod in loaded_before.items():
-            if mod is None:
-                sys.modules.pop(m, None)
-            else:
-                sys.modules[m] = mod
-
-
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory):
-    with _repo_modules_restored():
+    with repo_modules_restored():
         yield from _build_repo(tmp_path_factory)
 
 
@@ -196,7 +181,7 @@ def project_with_event_log(tmp_path):
     ingested = {"user_id": "u1", "item_id": "i6", "ts": int((T0 + 86400 * S).timestamp()), "event": "view", "value": 1.0}
     new = {"user_id": "u2", "item_id": "i3", "ts": int((T0 + 2 * 86400 * S).timestamp()), "event": "view", "value": None}
     log.write_text("\n".join(__import__("json").dumps(e) for e in (ingested, new)) + "\n")
-    with _repo_modules_restored():
+    with repo_modules_restored():
         yield load_params(root / "params.yaml", {"features.history_len": HISTORY_LEN}), root
 
 

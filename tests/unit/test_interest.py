@@ -11,26 +11,12 @@ import torch
 from features.params import TrainParams
 from models.data import EvalSet, pad_left
 from models.evaluate import evaluate_model
-from models.interest import InterestConfig, InterestModel, TimeAwareAttention, elapsed_hours
+from models.interest import InterestModel, TimeAwareAttention, elapsed_hours
 from models.metrics import target_ranks
 from models.train import fit_interest, pick_device
+from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, TEXT_DIM, random_text_emb, tiny_config
 
-N_ITEMS, TEXT_DIM, DIM, L = 20, 8, 16, 8
-HOUR = 3600
-T0 = 1_700_000_000
-
-
-def _cfg(**kw) -> InterestConfig:
-    base = dict(n_items=N_ITEMS, text_dim=TEXT_DIM, dim=DIM, max_len=L, n_layers=2, n_heads=2, dropout=0.0)
-    base.update(kw)
-    return InterestConfig(**base)
-
-
-def _text_emb(seed: int = 0, n: int = N_ITEMS) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    emb = torch.randn(n + 1, TEXT_DIM, generator=g)
-    emb[0] = 0
-    return emb
+_cfg, _text_emb = tiny_config, random_text_emb
 
 
 def _model(seed: int = 0, **kw) -> InterestModel:

@@ -19,23 +19,14 @@ from models import train as train_mod
 from models.data import EvalSet, ItemIndex, pad_left
 from models.interest import InterestConfig
 from models.train import fit_interest, fit_models, model_config
-
-N_ITEMS, TEXT_DIM, DIM, L = 20, 8, 16, 8
-HOUR = 3600
-T0 = 1_700_000_000
-
+from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, random_text_emb, tiny_config
 
 def _cfg(**kw) -> InterestConfig:
-    base = dict(n_items=N_ITEMS, text_dim=TEXT_DIM, dim=DIM, max_len=L, n_layers=1, n_heads=2, dropout=0.2)
-    base.update(kw)
-    return InterestConfig(**base)
+    return tiny_config(**{"n_layers": 1, "dropout": 0.2, **kw})
 
 
 def _text_emb(seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    emb = torch.randn(N_ITEMS + 1, TEXT_DIM, generator=g)
-    emb[0] = 0
-    return emb
+    return random_text_emb(seed)
 
 
 def _windows(n: int = 96, seed: int = 0):

@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from features import store, transforms
+from tests.unit.helpers import repo_modules_restored
 from features.adapters.synthetic import generate
 from features.params import SyntheticParams
 from features.schema import validate
@@ -45,19 +46,11 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory, dataset):
-    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
-    # a repo module of another test file (bare names: entities, feature_views, ...) must not be reused
-    for m in store.REPO_MODULES:
-        sys.modules.pop(m, None)
-    try:
+    with repo_modules_restored():
+        # a repo module of another test file (bare names: entities, feature_views, ...) must not be reused
+        for m in store.REPO_MODULES:
+            sys.modules.pop(m, None)
         yield _build_repo(tmp_path_factory, *dataset)
-    finally:
-        # load_repo_objects imports the repo files by bare name: do not leave this repo's modules behind
-        for m, mod in loaded_before.items():
-            if mod is None:
-                sys.modules.pop(m, None)
-            else:
-                sys.modules[m] = mod
 
 
 def _build_repo(tmp_path_factory, inter: pd.DataFrame, items: pd.DataFrame) -> Path:
