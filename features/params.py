@@ -39,6 +39,7 @@ class SyntheticParams:
     n_categories: int = 12
     events_per_user: int = 40
     shift_fraction: float = 0.5
+    max_switches: int = 3
     days: int = 120
     seed: int = 7
 
@@ -86,8 +87,13 @@ class TrainParams:
     use_position: bool = True
     use_transition: bool = False
     transition_recent: int = 5
+    block: str = "preln"
+    gate_init: float = 3.0
+    sasrec_reference: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.01
+    adam_beta2: float = 0.999
+    grad_clip: float = 1.0
     batch_size: int = 128
     epochs: int = 200
     patience: int = 10

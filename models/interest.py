@@ -41,6 +41,9 @@ class InterestConfig:
     use_position: bool = True
     use_transition: bool = False  # add a learned-weight item-to-item transition prior to the scores
     transition_recent: int = 5    # behaviours (newest first) whose transition rows feed the prior
+    block: str = "preln"          # preln (GPT-style) | sasrec (the SASRec paper's layer, as RecTools builds it)
+    init: str = "normal"          # normal (N(0, 0.02) embeddings) | xavier (Xavier-normal on every matrix, as RecTools)
+    gate_init: float = 0.0        # initial bias of the short/long gate (logit of the short-term share)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,16 +64,21 @@ class TimeAwareAttention(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.decay = nn.Parameter(torch.full((cfg.n_heads,), -2.0)) if cfg.use_time_decay else None
 
-    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor,
+                kv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kv``: keys and values from another tensor than the queries (the SASRec layer's raw input)."""
         B, L, D = x.shape
         q, k, v = self.c_attn(x).split(D, dim=2)
+        if kv is not None:
+            w, b = self.c_attn.weight, self.c_attn.bias
+            k, v = F.linear(kv, w[D:], b[D:]).split(D, dim=2)
         q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
         att = (q @ k.transpose(-2, -1)) / math.sqrt(D // self.n_heads)  # (B, nh, L, L)
         if self.decay is not None:
             att = att - F.softplus(self.decay).view(1, -1, 1, 1) * logdt.unsqueeze(1)
         att = att.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
         y = (self.drop(att) @ v).transpose(1, 2).reshape(B, L, D)
-        return self.drop(self.c_proj(y)), att
+        return self.c_proj(y), att
 
 
 class Block(nn.Module):
@@ -79,11 +87,35 @@ class Block(nn.Module):
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.attn = TimeAwareAttention(cfg)
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+        self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         a, att = self.attn(self.ln_1(x), logdt, mask)
-        x = x + a
+        x = x + self.drop(a)
         return x + self.mlp(self.ln_2(x)), att
+
+
+class SASRecBlock(nn.Module):
+    """The SASRec paper's layer as RecTools implements it (our check that the baseline is theirs):
+    queries from LayerNorm(x) but keys and values from raw x, residuals taken from the normalised
+    tensors, a d -> d ReLU feed-forward, dropout only on attention weights and the feed-forward."""
+
+    def __init__(self, cfg: InterestConfig) -> None:
+        super().__init__()
+        self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
+        self.attn = TimeAwareAttention(cfg)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Dropout(cfg.dropout),
+                                 nn.Linear(cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.ln_1(x)
+        a, att = self.attn(q, logdt, mask, kv=x)
+        x = q + a
+        f = self.ln_2(x)
+        return f + self.mlp(f), att
+
+
+BLOCKS: dict[str, type[nn.Module]] = {"preln": Block, "sasrec": SASRecBlock}
 
 
 class InterestModel(nn.Module):
@@ -101,7 +133,11 @@ class InterestModel(nn.Module):
         self.id_emb = nn.Embedding(n, cfg.dim, padding_idx=0) if cfg.use_id_embedding else None
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layers)])
+        if cfg.block not in BLOCKS:
+            raise ValueError(f"unknown block {cfg.block!r}: expected one of {sorted(BLOCKS)}")
+        if cfg.init not in ("normal", "xavier"):
+            raise ValueError(f"unknown init {cfg.init!r}: expected normal or xavier")
+        self.blocks = nn.ModuleList([BLOCKS[cfg.block](cfg) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.dim)
         if cfg.use_long_term:
             self.long_query = nn.Linear(cfg.dim, 1)
@@ -115,6 +151,14 @@ class InterestModel(nn.Module):
             nn.init.normal_(self.id_emb.weight, std=0.02)
         if self.pos_emb is not None:
             nn.init.normal_(self.pos_emb.weight, std=0.02)
+        if cfg.init == "xavier":
+            for param in self.parameters():
+                if param.dim() > 1:
+                    nn.init.xavier_normal_(param)
+        if cfg.use_long_term:
+            # a positive start lets the short-term interest lead: with an even gate the long-term mean
+            # dominates early training and early stopping ends the run on that "dominant interest" plateau
+            nn.init.constant_(self.gate.bias, cfg.gate_init)
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) vectors of every item; row 0 (padding) is zero."""
@@ -139,8 +183,13 @@ class InterestModel(nn.Module):
         mask = (torch.tril(torch.ones(L, L, dtype=torch.bool, device=seq.device)) & valid.unsqueeze(1)) | eye  # (B, L, L)
         logdt = elapsed_hours(ts)
         h = self.drop(x)
+        zero_padding = self.cfg.block == "sasrec"  # the SASRec layer re-zeroes padding before every block
         for block in self.blocks:
+            if zero_padding:
+                h = h * valid.unsqueeze(-1)
             h, att = block(h, logdt, mask)
+        if zero_padding:
+            h = h * valid.unsqueeze(-1)
         short = self.ln_f(h)  # (B, L, D)
         weights = att.mean(1)  # (B, L, L) last layer, heads averaged
         if not self.cfg.use_long_term:

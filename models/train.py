@@ -9,7 +9,7 @@ import logging
 import random
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +92,7 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
     """
     seed_everything(tp.seed)
     model = InterestModel(cfg, text_emb, transition).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, weight_decay=tp.weight_decay)
+    opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=(0.9, tp.adam_beta2), weight_decay=tp.weight_decay)
     seq, ts, lab = (torch.as_tensor(a) for a in windows)
     lengths = (seq > 0).sum(1)
     gen = torch.Generator().manual_seed(tp.seed)
@@ -124,7 +124,8 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
                 loss = model.loss(bs.to(device), bt.to(device), bl.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if tp.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), tp.grad_clip)
             opt.step()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.3f}")
@@ -178,11 +179,21 @@ def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> Int
     common = dict(n_items=n_items, text_dim=text_dim, dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
                   n_heads=tp.n_heads, dropout=tp.dropout)
     if name == "sasrec":
+        reference = dict(block="sasrec", init="xavier") if tp.sasrec_reference else dict(block=tp.block)
         return InterestConfig(**common, use_id_embedding=True, use_text=False, use_time_decay=False,
-                              use_long_term=False, use_position=True, use_transition=False)
+                              use_long_term=False, use_position=True, use_transition=False, **reference)
     return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
                           use_long_term=tp.use_long_term, use_position=tp.use_position, use_transition=tp.use_transition,
-                          transition_recent=tp.transition_recent)
+                          transition_recent=tp.transition_recent, block=tp.block, gate_init=tp.gate_init)
+
+
+def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
+    """The training settings of one model: ``sasrec`` with ``sasrec_reference`` trains as RecTools
+    does (Adam with betas (0.9, 0.98), no weight decay, no clipping), so that a gap to RecTools'
+    published number points at a bug rather than at a different recipe."""
+    if name == "sasrec" and tp.sasrec_reference:
+        return replace(tp, weight_decay=0.0, adam_beta2=0.98, grad_clip=0.0)
+    return tp
 
 
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
@@ -210,7 +221,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
         t0 = time.time()
         ck = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
-        fits[name] = fit_interest(cfg, text_emb, windows, valid, tp, device, k, ck, sim if cfg.use_transition else None)
+        fits[name] = fit_interest(cfg, text_emb, windows, valid, optimizer_params(name, tp), device, k, ck,
+                                  sim if cfg.use_transition else None)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
     return models, fits

@@ -1,7 +1,8 @@
 """Interest-shift benchmark: how many new events until the top-10 follows a user's new interest?
 
 Uses the synthetic generator's ground truth. For every user whose true interest switches, start
-from their history before the switch, feed the post-switch events one at a time through the
+from their history before the first switch, feed the events of the episode after it (up to the
+next switch, if any; a user who does not turn within it counts as "never") one at a time through the
 same path as ``POST /events`` (``merge_behaviour`` + Feast ``write_to_online_store``), read the
 state back from the online store as ``POST /recommend`` does, and count the events until at
 least half of the top-10 belongs to the new interest. Compared with a static-profile baseline
@@ -40,6 +41,12 @@ def events_to_shift(top_ids: list[list[str]], primary: dict[str, str], new_inter
         if sum(primary.get(i) == new_interest for i in ids[:k]) * 2 >= k:
             return n
     return None
+
+
+def first_switch(user_truth: pd.DataFrame, max_events: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(events before the first switch, the first ``max_events`` of the episode right after it):
+    a later switch would make "the new interest" ambiguous, so the replay stops there."""
+    return user_truth[user_truth["episode"] == 0], user_truth[user_truth["episode"] == 1].head(max_events)
 
 
 def static_profile_top(text: np.ndarray, pos: dict[str, int], ids: list[str], history: list[str], k: int) -> list[str]:
@@ -98,7 +105,7 @@ def main() -> None:
     for n_user, (user, g) in enumerate(shifters):
         if n_user >= args.users:
             break
-        before, after = g[~g["after_switch"]], g[g["after_switch"]].head(args.max_events)
+        before, after = first_switch(g, args.max_events)
         if before.empty or after.empty:
             continue
         new_interest = after["true_interest"].iloc[0]

@@ -2,7 +2,8 @@
 
 Why synthetic by default: it runs offline, it is small, and it carries ground truth. Every
 event records the user's true interest at that moment, and half the users switch their main
-interest once, so drift monitoring and the interest-shift benchmark have something to find.
+interest (one to ``max_switches`` times), so drift monitoring and the interest-shift benchmark
+have something to find, and a model has more than one switch per user to learn following from.
 
 Item text is built from a per-category vocabulary, so a text encoder can tell categories
 apart; consumption follows "series" inside a category (item -> its sequel), so sequence
@@ -56,6 +57,22 @@ def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> tuple[pd.DataFra
     return pd.DataFrame(rows), cats, primary
 
 
+MIN_EPISODE = 6  # events per interest episode after the first switch: enough to see a model follow it
+
+
+def _later_switches(rng: np.random.Generator, p: SyntheticParams, n: int, switch_at: int, current: int) -> list[tuple[int, int]]:
+    """(event index, new category) of the switches after the first one: 0 to max_switches - 1 of
+    them, splitting the rest of the sequence into equal episodes of at least MIN_EPISODE events."""
+    s = int(rng.integers(1, p.max_switches + 1))
+    while s > 1 and (n - switch_at) // s < MIN_EPISODE:
+        s -= 1
+    out = []
+    for j in range(1, s):
+        current = int(rng.choice([c for c in range(p.n_categories) if c != current]))
+        out.append((switch_at + j * (n - switch_at) // s, current))
+    return out
+
+
 def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(interactions, items, ground_truth): same params, byte-identical output."""
     rng = np.random.default_rng(p.seed)
@@ -71,6 +88,7 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         first, second = rng.choice(p.n_categories, size=2, replace=False)
         shifts = rng.random() < p.shift_fraction
         switch_at = int(n * rng.uniform(0.4, 0.7)) if shifts else n
+        later = _later_switches(rng, p, n, switch_at, int(second)) if shifts and p.max_switches > 1 else []
         start = rng.uniform(0, span * 0.5)
         times = start + np.cumsum(rng.exponential((span - start) / (n + 1), size=n))
         if times[-1] > span:  # the random walk can overshoot: squeeze it back inside `days`
@@ -78,6 +96,10 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         last_item = -1
         for k in range(n):
             interest = first if k < switch_at else second
+            for at, category in later:
+                if k >= at:
+                    interest = category
+            episode = 0 if k < switch_at else 1 + sum(k >= at for at, _ in later)
             r = rng.random()
             if last_item >= 0 and r < 0.3 and primary[last_item] == interest:
                 pool = by_cat[interest]
@@ -90,11 +112,11 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
             last_item = int(nxt)
             ts = int(t0 + times[k])
             ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, EVENT_TYPES[int(rng.integers(3))], None))
-            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first], bool(shifts), k >= switch_at))
+            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first], bool(shifts), k >= switch_at, episode))
     interactions = pd.DataFrame(ev_rows, columns=["user_id", "item_id", "ts", "event", "value"])
     truth = pd.DataFrame(
         gt_rows,
-        columns=["user_id", "item_id", "ts", "true_interest", "interest_before", "interest_after", "shifts", "after_switch"],
+        columns=["user_id", "item_id", "ts", "true_interest", "interest_before", "interest_after", "shifts", "after_switch", "episode"],
     )
     truth["ts"] = pd.to_datetime(truth["ts"], unit="s", utc=True)
     return interactions, items, truth

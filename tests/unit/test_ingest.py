@@ -75,14 +75,41 @@ def test_synthetic_ground_truth_one_row_per_event():
     assert (truth.groupby("user_id")["shifts"].nunique() == 1).all()
     # only shifting users ever pass a switch, and the true interest follows the switch
     assert not truth.loc[~truth["shifts"], "after_switch"].any()
-    expected = truth["interest_after"].where(truth["after_switch"], truth["interest_before"])
-    assert (truth["true_interest"] == expected).all()
+    first_two = truth[truth["episode"] <= 1]  # before the first switch, and the episode right after it
+    expected = first_two["interest_after"].where(first_two["after_switch"], first_two["interest_before"])
+    assert (first_two["true_interest"] == expected).all()
+    assert ((truth["episode"] > 0) == truth["after_switch"]).all()
     shifting = truth[truth["shifts"]]
     assert (shifting["interest_before"] != shifting["interest_after"]).all()
-    # a user's events are chronological, so after_switch never goes back to False
+    # a user's events are chronological, so after_switch and the episode never go back
     for _, g in truth.groupby("user_id", sort=False):
         assert g["ts"].is_monotonic_increasing
         assert g["after_switch"].is_monotonic_increasing
+        assert g["episode"].is_monotonic_increasing
+
+
+def test_synthetic_later_switches_change_interest_and_last_long_enough():
+    p = SyntheticParams(n_users=300, n_items=60, events_per_user=40, shift_fraction=1.0, max_switches=3)
+    _, _, truth = synthetic.generate(p)
+    per_user = truth.groupby("user_id")["episode"].max()
+    assert per_user.min() >= 1 and per_user.max() == 3  # every user switches, some three times
+    assert (per_user >= 2).mean() > 0.4  # two of three draws give a later switch (when it fits)
+    for _, g in truth.groupby("user_id", sort=False):
+        episodes = g.groupby("episode", sort=True)
+        assert (episodes["true_interest"].nunique() == 1).all()  # one interest per episode
+        interests = episodes["true_interest"].first().tolist()
+        assert all(a != b for a, b in zip(interests, interests[1:]))  # each switch really changes it
+        lengths = episodes.size().tolist()
+        assert all(n >= synthetic.MIN_EPISODE for n in lengths[1:]) or len(lengths) == 2
+
+
+def test_synthetic_single_switch_is_unchanged_by_max_switches_1():
+    """max_switches=1: one switch per shifting user, the true interest is the second one after it."""
+    p = SyntheticParams(n_users=50, n_items=60, events_per_user=20, max_switches=1)
+    _, _, truth = synthetic.generate(p)
+    assert truth["episode"].max() == 1
+    expected = truth["interest_after"].where(truth["after_switch"], truth["interest_before"])
+    assert (truth["true_interest"] == expected).all()
 
 
 @pytest.mark.parametrize("fraction", [0.0, 0.3, 0.5, 1.0])

@@ -11,7 +11,7 @@ import torch
 from features.params import TrainParams
 from models.data import EvalSet, pad_left
 from models.evaluate import evaluate_model
-from models.interest import InterestModel, TimeAwareAttention, elapsed_hours
+from models.interest import InterestModel, SASRecBlock, TimeAwareAttention, elapsed_hours
 from models.metrics import target_ranks
 from models.train import fit_interest, pick_device
 from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, TEXT_DIM, random_text_emb, tiny_config
@@ -105,8 +105,9 @@ def test_needs_text_or_id_embedding():
 
 
 @pytest.mark.parametrize("long_term", [True, False])
-def test_causal_later_items_do_not_change_earlier_positions(long_term):
-    m = _model(use_long_term=long_term)
+@pytest.mark.parametrize("block", ["preln", "sasrec"])
+def test_causal_later_items_do_not_change_earlier_positions(long_term, block):
+    m = _model(use_long_term=long_term, block=block)
     seq, ts = _batch([[3, 7, 1, 9, 4, 12, 15, 2]])
     u1, w1 = m.encode(seq, ts)
     seq2, ts2 = seq.clone(), ts.clone()
@@ -120,7 +121,8 @@ def test_causal_later_items_do_not_change_earlier_positions(long_term):
     assert torch.all(torch.triu(w1[0], diagonal=1) == 0)
 
 
-@pytest.mark.parametrize("kw", [{}, {"use_long_term": False}, {"use_position": False}, {"use_time_decay": False}])
+@pytest.mark.parametrize("kw", [{}, {"use_long_term": False}, {"use_position": False}, {"use_time_decay": False},
+                                {"block": "sasrec"}, {"block": "sasrec", "init": "xavier", "use_text": False}])
 def test_left_padding_does_not_change_newest_vector(kw):
     m = _model(**kw)
     hist = [5, 9, 2, 14, 7]
@@ -155,6 +157,7 @@ def test_interest_weights_sum_to_one_and_zero_on_padding():
         {"use_long_term": False},
         {"use_position": False},
         {"n_layers": 1},
+        {"block": "sasrec"},
     ],
 )
 def test_each_ablation_builds_and_trains(kw):
@@ -412,3 +415,60 @@ def test_trimming_padding_columns_leaves_the_loss_unchanged(kw):
     assert trimmed[0].shape[1] <= L - L // 2
     with torch.no_grad():
         torch.testing.assert_close(m.loss(*trimmed), m.loss(short, ts, lab2))
+
+
+# ---------------------------------------------------------------- the SASRec layer, init and gate
+
+
+def test_sasrec_block_takes_queries_from_the_norm_and_keys_values_from_raw_input():
+    """The formula of the SASRec paper's layer (as in RecTools), written out by hand."""
+    torch.manual_seed(0)
+    cfg = tiny_config(block="sasrec", use_time_decay=False)
+    block = SASRecBlock(cfg).eval()
+    x = torch.randn(2, L, DIM) * 3 + 1  # far from normalised, so LN(x) and x differ a lot
+    mask = torch.tril(torch.ones(L, L, dtype=torch.bool)).expand(2, L, L)
+    out, _ = block(x, torch.zeros(2, L, L), mask)
+    q_in = block.ln_1(x)
+    w, b = block.attn.c_attn.weight, block.attn.c_attn.bias
+    q = q_in @ w[:DIM].T + b[:DIM]
+    k = x @ w[DIM : 2 * DIM].T + b[DIM : 2 * DIM]
+    v = x @ w[2 * DIM :].T + b[2 * DIM :]
+    heads = lambda t: t.view(2, L, cfg.n_heads, DIM // cfg.n_heads).transpose(1, 2)  # noqa: E731
+    att = (heads(q) @ heads(k).transpose(-2, -1)) / (DIM // cfg.n_heads) ** 0.5
+    att = att.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
+    y = block.attn.c_proj((att @ heads(v)).transpose(1, 2).reshape(2, L, DIM))
+    h = q_in + y
+    f = block.ln_2(h)
+    expected = f + block.mlp(f)
+    torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
+    assert block.mlp[0].out_features == DIM and isinstance(block.mlp[1], torch.nn.ReLU)  # d -> d ReLU feed-forward
+
+
+def test_unknown_block_or_init_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown block"):
+        InterestModel(tiny_config(block="bert"), random_text_emb())
+    with pytest.raises(ValueError, match="unknown init"):
+        InterestModel(tiny_config(init="kaiming"), random_text_emb())
+
+
+def test_xavier_init_replaces_the_small_normal_embeddings():
+    normal = _model(init="normal", use_text=False)
+    xavier = _model(init="xavier", use_text=False)
+    n, d = N_ITEMS + 1, DIM
+    assert normal.id_emb.weight.std().item() == pytest.approx(0.02, rel=0.3)
+    assert xavier.id_emb.weight.std().item() == pytest.approx((2 / (n + d)) ** 0.5, rel=0.3)
+
+
+def test_gate_init_sets_the_short_term_share_at_the_start():
+    seq, ts = _batch([[3, 7, 1, 9, 4, 12, 15, 2]])
+    shares = {}
+    for g in (0.0, 3.0):
+        m = _model(gate_init=g)
+        assert torch.all(m.gate.bias == g)
+        seen = []
+        m.gate.register_forward_hook(lambda _m, _i, out: seen.append(torch.sigmoid(out)))
+        m.encode(seq, ts)
+        shares[g] = seen[0][0, :, 0]
+    # an even start mixes short and long term about half and half; +3 starts at ~sigmoid(3) = 0.95 short-term
+    assert torch.all((shares[0.0] - 0.5).abs() < 0.2)
+    assert torch.all(shares[3.0] > 0.9)

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from serving.shift_benchmark import events_to_shift, share_curve, static_profile_top, summarize
+import pandas as pd
+
+from serving.shift_benchmark import events_to_shift, first_switch, share_curve, static_profile_top, summarize
 
 PRIMARY = {f"a{k}": "A" for k in range(10)} | {f"b{k}": "B" for k in range(10)}
 
@@ -39,3 +41,11 @@ def test_static_profile_ignores_order_and_excludes_history():
     a = static_profile_top(text, pos, ids, ["i1", "i2"], 2)
     b = static_profile_top(text, pos, ids, ["i2", "i1"], 2)
     assert a == b and a[0] == "i3" and not {"i1", "i2"} & set(a)
+
+
+def test_first_switch_replays_only_the_episode_after_the_first_switch():
+    g = pd.DataFrame({"item_id": [f"x{k}" for k in range(9)], "episode": [0, 0, 0, 1, 1, 1, 1, 2, 2]})
+    before, after = first_switch(g, max_events=20)
+    assert before["item_id"].tolist() == ["x0", "x1", "x2"]
+    assert after["item_id"].tolist() == ["x3", "x4", "x5", "x6"]  # stops at the second switch
+    assert first_switch(g, max_events=2)[1]["item_id"].tolist() == ["x3", "x4"]

@@ -18,7 +18,7 @@ from features.params import TrainParams
 from models import train as train_mod
 from models.data import EvalSet, ItemIndex, pad_left
 from models.interest import InterestConfig
-from models.train import fit_interest, fit_models, model_config
+from models.train import fit_interest, fit_models, model_config, optimizer_params
 from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, random_text_emb, tiny_config
 
 def _cfg(**kw) -> InterestConfig:
@@ -193,6 +193,19 @@ def test_model_config_sasrec_is_the_id_only_interest_model():
     i = model_config("interest", tp, n_items=50, text_dim=8)
     assert (i.use_text, i.use_id_embedding, i.use_time_decay, i.use_long_term, i.use_position) == (True, False, True, True, False)
     assert (i.dim, i.max_len, i.n_layers, i.n_heads) == (24, 12, 3, 4)
+    assert (i.block, i.gate_init) == (tp.block, tp.gate_init)
+
+
+def test_sasrec_reference_copies_rectools_layer_init_and_optimizer():
+    tp = TrainParams(block="preln", weight_decay=0.01, adam_beta2=0.999, grad_clip=1.0, sasrec_reference=True)
+    s = model_config("sasrec", tp, n_items=50, text_dim=8)
+    assert (s.block, s.init) == ("sasrec", "xavier")
+    o = optimizer_params("sasrec", tp)
+    assert (o.weight_decay, o.adam_beta2, o.grad_clip) == (0.0, 0.98, 0.0)
+    assert optimizer_params("interest", tp) == tp  # the interest model keeps its own recipe
+    plain = TrainParams(sasrec_reference=False)
+    assert model_config("sasrec", plain, n_items=50, text_dim=8).block == plain.block
+    assert optimizer_params("sasrec", plain) == plain
 
 
 def test_fit_models_trains_each_requested_model(tmp_path):
