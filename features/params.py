@@ -88,7 +88,7 @@ class TrainParams:
     use_transition: bool = False
     transition_recent: int = 5
     block: str = "preln"
-    gate_init: float = 3.0
+    gate_init: float = 0.0
     sasrec_reference: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.01
