@@ -95,6 +95,7 @@ class TrainParams:
     adam_beta2: float = 0.999
     grad_clip: float = 1.0
     batch_size: int = 128
+    length_buckets: bool = True
     epochs: int = 200
     patience: int = 10
     recent_days: int = 30

@@ -61,6 +61,12 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
 
 
+def shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """Plain shuffled batches: new batch compositions every epoch (better generalisation on
+    MovieLens-100K, where an epoch is only about 9 batches, than the bucketed ones below)."""
+    return list(torch.randperm(n, generator=gen).split(batch_size))
+
+
 def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Shuffled batches of windows with similar history lengths, in shuffled order.
 
@@ -117,7 +123,8 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
             break
         model.train()
         total, steps = 0.0, 0
-        bar = tqdm(length_bucketed_batches(lengths, tp.batch_size, gen), desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
+        batches = length_bucketed_batches(lengths, tp.batch_size, gen) if tp.length_buckets else shuffled_batches(len(lengths), tp.batch_size, gen)
+        bar = tqdm(batches, desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
         for b in bar:
             bs, bt, bl = _trim(seq[b], ts[b], lab[b])
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):

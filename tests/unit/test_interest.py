@@ -472,3 +472,14 @@ def test_gate_init_sets_the_short_term_share_at_the_start():
     # an even start mixes short and long term about half and half; +3 starts at ~sigmoid(3) = 0.95 short-term
     assert torch.all((shares[0.0] - 0.5).abs() < 0.2)
     assert torch.all(shares[3.0] > 0.9)
+
+
+def test_shuffled_batches_cover_every_window_once_and_regroup_each_epoch():
+    from models.train import shuffled_batches
+    gen = torch.Generator().manual_seed(0)
+    first, second = shuffled_batches(1000, 128, gen), shuffled_batches(1000, 128, gen)
+    for batches in (first, second):
+        assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+        assert [len(b) for b in batches] == [128] * 7 + [104]
+    # the next epoch draws new batch compositions, not only a new order of the same batches
+    assert {frozenset(b.tolist()) for b in first}.isdisjoint({frozenset(b.tolist()) for b in second})
