@@ -90,6 +90,14 @@ class FitLog:
             f.write(json.dumps({"key": self.key, "protocol": protocol, "name": name, "seed": seed, "result": result}) + "\n")
 
 
+def fit_key(dataset: str, params: Params) -> str:
+    """The settings a logged fit must share to be reused: dataset, train and encoder params, except
+    the base seed (each line records its own seed), so that seeds run as separate processes
+    (``--set train.seed=43 --seeds 1``) can be pooled into one report with ``--resume``."""
+    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "seed"}
+    return hashlib.md5(json.dumps([dataset, train, dataclasses.asdict(params.encoder)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
                  seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None,
                  fit_log: FitLog | None = None) -> dict:
@@ -217,8 +225,7 @@ def main() -> None:
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
     out = params.path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    key = hashlib.md5(json.dumps([args.dataset, dataclasses.asdict(params.train), dataclasses.asdict(params.encoder)],
-                                 sort_keys=True, default=str).encode()).hexdigest()[:12]
+    key = fit_key(args.dataset, params)
     fit_log = FitLog(out / f"benchmark-{args.dataset}.fits.jsonl", key, args.resume)
     for proto in args.protocols.split(","):
         report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),

@@ -217,3 +217,15 @@ def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
     assert res["models"]["interest"]["all"]["coverage@10"]["mean"] > 0
     with pytest.raises(ValueError, match="unknown protocol"):
         run_protocol(params, "nope", v.interactions, v.items, text_emb, ("popularity",), [1], {}, "cpu")
+
+
+def test_fit_key_ignores_the_base_seed_but_not_other_settings():
+    """Seeds run as separate processes share one key, so their fit logs pool into one report."""
+    from features.params import load_params
+    from models.benchmark import fit_key
+
+    base = load_params("params.yaml")
+    assert fit_key("movielens-100k", base) == fit_key("movielens-100k", load_params("params.yaml", {"train.seed": 43}))
+    assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.lr": 0.01}))
+    assert fit_key("movielens-100k", base) != fit_key("movielens-1m", base)
+    assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"encoder.max_length": 64}))
