@@ -172,7 +172,7 @@ def _write_csv_source(src: Path, n_good: int, n_items: int = 10) -> tuple[int, i
         lines.append(f"u{k % 7},m{k % n_items},{1_700_000_000 + k},view,")
     bad = [
         f",m1,{1_700_000_500},view,",            # missing user id
-        f"u1,m1,not-a-date,view,",               # unparsable timestamp
+        "u1,m1,not-a-date,view,",                # unparsable timestamp
         f"u2,ghost,{1_700_000_600},click,1.5",   # unknown item
     ]
     lines[1:1] = bad[:1]  # one bad row at the top, the rest at the end
