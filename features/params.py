@@ -109,6 +109,7 @@ class TrainParams:
 class EvaluateParams:
     k: int = 10
     select_metric: str = "ndcg@10"
+    select_from: tuple[str, ...] = ()
     out: str = "reports/metrics.json"
 
 

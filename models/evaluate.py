@@ -71,6 +71,18 @@ class EvaluateResult:
         return {"selected": self.selected, "metrics": self.metrics}
 
 
+def select_model(metrics: dict[str, dict], key: str, select_from: tuple[str, ...] = ()) -> str:
+    """The model to package: best validation ``key`` among ``select_from`` (empty: every trained model).
+
+    Restricting the choice is for deployments that need a capability rather than the top score,
+    e.g. ``[interest]`` when new items arrive through ``/items`` (only it ranks items by text).
+    """
+    candidates = [m for m in metrics if not select_from or m in select_from]
+    if not candidates:
+        raise ValueError(f"evaluate.select_from {list(select_from)} names none of the trained models {sorted(metrics)}")
+    return max(candidates, key=lambda m: metrics[m]["valid"][key])
+
+
 def run(params: Params) -> EvaluateResult:
     model_dir = params.path(params.train.out_dir)
     ids = artifacts.load_item_ids(model_dir)
@@ -84,7 +96,7 @@ def run(params: Params) -> EvaluateResult:
         metrics[name] = {s: evaluate_model(model, d, k) for s, d in splits.items()}
         log.info("%-18s valid %s | test %s", name, _fmt(metrics[name]["valid"]), _fmt(metrics[name]["test"]))
     key = params.evaluate.select_metric
-    selected = max(metrics, key=lambda m: metrics[m]["valid"][key])
+    selected = select_model(metrics, key, params.evaluate.select_from)
     report = {"selected": selected, "select_metric": key, "k": k, "models": metrics,
               "data_version": artifacts.load_meta(model_dir).get("data_version")}
     out = params.path(params.evaluate.out)

@@ -34,6 +34,13 @@ class Recommender:
         fallback = models.get("recent_popularity") or models.get("popularity")
         self.cold_scores = fallback.scores if fallback is not None else torch.zeros(len(self.ids) + 1)
 
+    @property
+    def ranks_by_text(self) -> bool:
+        """Whether items known only by their text (``upsert_items``) can reach the top-k: only a model
+        with a text projection scores them; others (SASRec, item-kNN, popularity) give them nothing
+        until the next pipeline run trains on them."""
+        return getattr(self.model, "text_proj", None) is not None
+
     def upsert_items(self, item_ids: list[str], titles: list[str], text_vectors: torch.Tensor) -> list[str]:
         """Make items recommendable at once: new ids are appended (text-only representation), known
         ids get their title and text vector replaced. Returns the ids that were new.

@@ -160,7 +160,12 @@ class Recommender:
             if current.encoder_name != serving.encoder_name:  # swapped meanwhile to another encoder
                 vectors = current.encode([r["text"] for r in rows])
             new = current.upsert_items(rows, vectors, self.categories)
-        return {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new))}
+        out = {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new)),
+               "ranked_by_text_now": current.engine.ranks_by_text}
+        if not current.engine.ranks_by_text:
+            out["note"] = (f"the served model ({current.engine.model_name}) has no text representation: new items are stored and "
+                           "can be used in events, and become recommendable after the next pipeline run")
+        return out
 
     @bentoml.api
     def reload(self) -> dict:

@@ -239,3 +239,11 @@ def test_score_file_one_output_line_per_input_line(saved, tmp_path):
     assert errors[8].startswith("TypeError")
     # output order follows input order
     assert [r.get("user_id", r.get("line")) for r in rows] == ["a", "7", 4, 5, 6, 8, "c", 10]
+
+
+def test_only_a_model_with_text_ranks_items_known_by_text(saved):
+    """/items tells the client whether its new items can be recommended now: only through a text projection."""
+    out, _ = saved
+    assert Recommender(out, "interest", max_len=L).ranks_by_text is True
+    for name in ("sasrec", "item_knn", "popularity"):
+        assert Recommender(out, name, max_len=L).ranks_by_text is False

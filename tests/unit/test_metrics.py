@@ -12,7 +12,7 @@ import torch
 
 from models.baselines import StaticScores
 from models.data import EvalSet
-from models.evaluate import evaluate_model
+from models.evaluate import evaluate_model, select_model
 from models.metrics import metrics_from_ranks, ndcg_at, target_ranks
 
 
@@ -110,3 +110,12 @@ def test_evaluate_model_with_static_scores():
     # top-2: a -> {2, 3}, b -> {1, 3}, c -> {1, 2}: 3 distinct of 5 items
     assert out[f"coverage@{k}"] == pytest.approx(3 / 5)
     assert out["users"] == 3
+
+
+def test_select_model_picks_the_best_validation_score_among_the_allowed():
+    metrics = {"sasrec": {"valid": {"ndcg@10": 0.42}}, "interest": {"valid": {"ndcg@10": 0.41}},
+               "popularity": {"valid": {"ndcg@10": 0.11}}}
+    assert select_model(metrics, "ndcg@10") == "sasrec"
+    assert select_model(metrics, "ndcg@10", ("interest", "popularity")) == "interest"
+    with pytest.raises(ValueError, match="names none of the trained models"):
+        select_model(metrics, "ndcg@10", ("bert4rec",))
