@@ -89,6 +89,7 @@ class TrainParams:
     transition_recent: int = 5
     block: str = "preln"
     gate_init: float = 0.0
+    cold_neighbours: int = 10
     sasrec_reference: bool = True
     lr: float = 1e-3
     weight_decay: float = 0.01

@@ -44,6 +44,7 @@ class InterestConfig:
     block: str = "preln"          # preln (GPT-style) | sasrec (the SASRec paper's layer, as RecTools builds it)
     init: str = "normal"          # normal (N(0, 0.02) embeddings) | xavier (Xavier-normal on every matrix, as RecTools)
     gate_init: float = 0.0        # initial bias of the short/long gate (logit of the short-term share)
+    cold_neighbours: int = 10     # items added after training borrow the id embedding of this many text neighbours (0: none)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,6 +132,9 @@ class InterestModel(nn.Module):
         self.register_buffer("text_emb", text_emb.float() if text_emb is not None else torch.zeros(n, cfg.text_dim))
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.use_text else None
         self.id_emb = nn.Embedding(n, cfg.dim, padding_idx=0) if cfg.use_id_embedding else None
+        # id rows of items added after training (add_items), imputed from their text neighbours;
+        # not saved: serving re-adds those items (and so recomputes the rows) at every load
+        self.register_buffer("cold_id", torch.zeros(0, cfg.dim), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
         self.drop = nn.Dropout(cfg.dropout)
         if cfg.block not in BLOCKS:
@@ -166,8 +170,10 @@ class InterestModel(nn.Module):
         parts = []
         if self.text_proj is not None:
             parts.append(self.text_proj(text_emb))
-        if self.id_emb is not None:  # items added after training have no id row: text only
-            parts.append(F.pad(self.id_emb.weight, (0, 0, 0, text_emb.shape[0] - self.id_emb.weight.shape[0])))
+        if self.id_emb is not None:  # items added after training: imputed rows (cold_id), else none (text only)
+            cold = self.cold_id  # read once, like text_emb; add_items grows text_emb first
+            ids = torch.cat([self.id_emb.weight, cold])[: text_emb.shape[0]] if len(cold) else self.id_emb.weight
+            parts.append(F.pad(ids, (0, 0, 0, text_emb.shape[0] - ids.shape[0])))
         v = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         return torch.cat([torch.zeros_like(v[:1]), v[1:]])  # padding row stays zero
 
@@ -239,10 +245,28 @@ class InterestModel(nn.Module):
 
     def add_items(self, text_rows: torch.Tensor) -> None:
         """Append items known only by their text (cold items): they score through the text projection
-        (and have no transitions yet)."""
-        self.text_emb = torch.cat([self.text_emb, text_rows.to(self.text_emb)])
+        plus an id embedding borrowed from their nearest trained items by text (and have no
+        transitions yet). Without the borrowed part a cold item lacks the id half of every trained
+        item's vector and ranks far below items of the same kind."""
+        text_rows = text_rows.to(self.text_emb)
+        self.text_emb = torch.cat([self.text_emb, text_rows])
+        if self.id_emb is not None and self.text_proj is not None and self.cfg.cold_neighbours > 0:
+            self.cold_id = torch.cat([self.cold_id, self.borrowed_id_rows(text_rows)])
         if self.cfg.use_transition:
             self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
+
+    @torch.no_grad()
+    def borrowed_id_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
+        """(m, D) id rows for new items: the cosine-weighted mean id embedding of their
+        ``cold_neighbours`` most text-similar trained items (negative similarities count 0)."""
+        trained = self.id_emb.weight.shape[0]
+        known = F.normalize(self.text_emb[1:trained], dim=-1)
+        k = min(self.cfg.cold_neighbours, known.shape[0])
+        sims = F.normalize(text_rows, dim=-1) @ known.T  # (m, trained - 1)
+        top = sims.topk(k, dim=-1)
+        w = top.values.clamp(min=0)
+        w = w / w.sum(-1, keepdim=True).clamp(min=1e-8)
+        return (w.unsqueeze(-1) * self.id_emb.weight[1 + top.indices]).sum(1)
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""

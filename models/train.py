@@ -191,7 +191,8 @@ def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> Int
                               use_long_term=False, use_position=True, use_transition=False, **reference)
     return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
                           use_long_term=tp.use_long_term, use_position=tp.use_position, use_transition=tp.use_transition,
-                          transition_recent=tp.transition_recent, block=tp.block, gate_init=tp.gate_init)
+                          transition_recent=tp.transition_recent, block=tp.block, gate_init=tp.gate_init,
+                          cold_neighbours=tp.cold_neighbours)
 
 
 def optimizer_params(name: str, tp: TrainParams) -> TrainParams:

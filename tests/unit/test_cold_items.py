@@ -27,7 +27,7 @@ def model_dir(tmp_path):
 def test_new_item_with_the_text_of_a_known_item_scores_like_it(model_dir):
     path, text = model_dir
     rec = Recommender(path, "interest", max_len=6)
-    # a twin: same text as i3; the interest model's id part is zero for it, so compare text-only
+    # a twin: same text as i3
     new = rec.upsert_items(["twin"], ["Twin"], text[4:5].clone())
     assert new == ["twin"] and rec.ids[-1] == "twin"
     out = rec.recommend(["i1", "i2"], [1_700_000_000, 1_700_000_060], k=13, exclude_seen=True)
@@ -36,7 +36,10 @@ def test_new_item_with_the_text_of_a_known_item_scores_like_it(model_dir):
     m = rec.model
     with torch.no_grad():
         v = m.item_vectors()
-    assert torch.allclose(v[-1], m.text_proj(text[4]), atol=1e-5)  # text-only representation
+        borrowed = m.borrowed_id_rows(text[4:5])[0]
+    # its text projection plus the id embedding borrowed from its text neighbours (its twin first)
+    assert torch.allclose(v[-1], m.text_proj(text[4]) + borrowed, atol=1e-5)
+    assert torch.allclose(m.cold_id[-1], borrowed)
 
 
 def test_upsert_of_a_known_item_replaces_title_and_text(model_dir):

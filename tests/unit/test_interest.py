@@ -263,6 +263,58 @@ def test_text_only_model_scores_cold_item_through_its_text():
     assert not torch.allclose(iv[cold], iv[twin])
 
 
+def test_added_item_borrows_the_id_embedding_of_its_text_twin():
+    """An item added after training gets the id row of its nearest trained items by text, so a new
+    item with the same text as a trained one scores exactly like it."""
+    torch.manual_seed(0)
+    emb = _text_emb(3)
+    m = InterestModel(_cfg(cold_neighbours=1, n_layers=1), emb).eval()
+    twin = 7
+    m.add_items(emb[twin].unsqueeze(0).clone())
+    new = N_ITEMS + 1
+    iv = m.item_vectors()
+    assert iv.shape[0] == N_ITEMS + 2
+    torch.testing.assert_close(iv[new], iv[twin])
+    seq, ts = _batch([[3, 4, 5]])
+    scores = m.score_all(seq, ts)
+    assert scores[0, new].item() == pytest.approx(scores[0, twin].item(), rel=1e-5)
+
+
+def test_borrowed_id_row_is_the_similarity_weighted_mean_of_the_neighbours():
+    torch.manual_seed(0)
+    emb = torch.zeros(N_ITEMS + 1, TEXT_DIM)
+    emb[1:] = torch.randn(N_ITEMS, TEXT_DIM) * 0.01
+    emb[2, 0], emb[5, 1] = 1.0, 1.0  # two clear neighbours of the new text below
+    m = InterestModel(_cfg(cold_neighbours=2, n_layers=1), emb).eval()
+    text = torch.zeros(1, TEXT_DIM)
+    text[0, 0], text[0, 1] = 3.0, 1.0  # closer to item 2 than to item 5
+    row = m.borrowed_id_rows(text)[0]
+    c2 = torch.nn.functional.cosine_similarity(text[0], emb[2], dim=0)
+    c5 = torch.nn.functional.cosine_similarity(text[0], emb[5], dim=0)
+    expected = (c2 * m.id_emb.weight[2] + c5 * m.id_emb.weight[5]) / (c2 + c5)
+    torch.testing.assert_close(row, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("kw", [{"cold_neighbours": 0}, {"use_text": False}])
+def test_no_borrowed_id_rows_without_text_or_when_switched_off(kw):
+    """cold_neighbours=0 keeps the text-only vector; an ID-only model (SASRec) gets no text help."""
+    m = _model(**kw)
+    m.add_items(torch.randn(2, TEXT_DIM))
+    assert len(m.cold_id) == 0
+    iv = m.item_vectors()
+    assert iv.shape[0] == N_ITEMS + 3
+    if kw.get("use_text") is False:
+        assert torch.all(iv[N_ITEMS + 1 :] == 0)  # nothing to score a new item by
+
+
+def test_borrowed_rows_are_not_saved_with_the_weights():
+    """Serving re-adds the posted items at every load, so the rows must not be in the state dict
+    (an artifact saved before this buffer existed still loads)."""
+    m = _model()
+    m.add_items(torch.randn(2, TEXT_DIM))
+    assert "cold_id" not in m.state_dict()
+
+
 # ---------------------------------------------------------------- fit_interest and pick_device
 
 
