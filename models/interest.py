@@ -160,8 +160,8 @@ class InterestModel(nn.Module):
                 if param.dim() > 1:
                     nn.init.xavier_normal_(param)
         if cfg.use_long_term:
-            # a positive start lets the short-term interest lead: with an even gate the long-term mean
-            # dominates early training and early stopping ends the run on that "dominant interest" plateau
+            # > 0 starts with the short-term interest leading: it rescued a one-switch synthetic set
+            # from an early "dominant interest" plateau, but slowed MovieLens-100K (docs/benchmarks.md)
             nn.init.constant_(self.gate.bias, cfg.gate_init)
 
     def item_vectors(self) -> torch.Tensor:
