@@ -49,12 +49,12 @@ class Recommender:
         score tensors do, so every index a reader can score already has an id.
         """
         new = [k for k, i in enumerate(item_ids) if i not in self.pos]
-        text_emb = getattr(self.model, "text_emb", None)
+        set_text = getattr(self.model, "set_item_text", None)
         for k, i in enumerate(item_ids):
             if i in self.pos:
                 self.titles[self.pos[i] - 1] = titles[k]
-                if text_emb is not None:
-                    text_emb[self.pos[i]] = text_vectors[k].to(text_emb)
+                if set_text is not None:
+                    set_text(self.pos[i], text_vectors[k])
         if new:
             base = len(self.ids)
             for k in new:

@@ -256,6 +256,14 @@ class InterestModel(nn.Module):
             self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
 
     @torch.no_grad()
+    def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
+        """Replace one item's text vector; an item added after training also re-borrows its id row."""
+        self.text_emb[index] = text_row.to(self.text_emb)
+        cold = index - self.id_emb.weight.shape[0] if self.id_emb is not None else -1
+        if 0 <= cold < len(self.cold_id):
+            self.cold_id[cold] = self.borrowed_id_rows(self.text_emb[index : index + 1])[0]
+
+    @torch.no_grad()
     def borrowed_id_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
         """(m, D) id rows for new items: the cosine-weighted mean id embedding of their
         ``cold_neighbours`` most text-similar trained items (negative similarities count 0)."""

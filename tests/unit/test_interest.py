@@ -307,6 +307,21 @@ def test_no_borrowed_id_rows_without_text_or_when_switched_off(kw):
         assert torch.all(iv[N_ITEMS + 1 :] == 0)  # nothing to score a new item by
 
 
+def test_new_text_for_an_added_item_re_borrows_its_id_row():
+    torch.manual_seed(0)
+    emb = _text_emb(3)
+    m = InterestModel(_cfg(cold_neighbours=1, n_layers=1), emb).eval()
+    m.add_items(emb[7].unsqueeze(0).clone())
+    new = N_ITEMS + 1
+    torch.testing.assert_close(m.cold_id[0], m.id_emb.weight[7])
+    m.set_item_text(new, emb[12])  # the item's text now reads like item 12
+    torch.testing.assert_close(m.text_emb[new], emb[12])
+    torch.testing.assert_close(m.cold_id[0], m.id_emb.weight[12])
+    m.set_item_text(3, emb[5])  # a trained item: only its text changes
+    torch.testing.assert_close(m.text_emb[3], emb[5])
+    assert len(m.cold_id) == 1
+
+
 def test_borrowed_rows_are_not_saved_with_the_weights():
     """Serving re-adds the posted items at every load, so the rows must not be in the state dict
     (an artifact saved before this buffer existed still loads)."""
