@@ -103,7 +103,7 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
                  fit_log: FitLog | None = None) -> dict:
     tp, k = params.train, params.evaluate.k
     index = item_index(items)
-    cold_text = None  # cold protocol: text rows of the held-out items, added after training
+    cold = None  # cold protocol: (warm index, warm text rows, held-out text rows), added after training
     if protocol == "loo":
         seqs = user_sequences(interactions, index)
         windows = windows_from_sequences(seqs, tp.max_len, holdout=2)
@@ -113,7 +113,8 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
         pos_before = index.pos
         items, n_warm, seqs, train_df, test = cold_item_split(interactions, items, tp.max_len, seed=tp.seed)
         text_emb = text_emb[[0] + [pos_before[i] for i in items["item_id"]]]  # rows in the new order
-        index, cold_text = item_index(items), text_emb[n_warm + 1 :]
+        index = item_index(items)
+        cold = (type(index)(index.ids[:n_warm]), text_emb[: n_warm + 1], text_emb[n_warm + 1 :])
         windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
         valid = leave_one_out(seqs, "test", tp.max_len)  # last training event: early stopping only
         log.info("cold-item protocol: %d test users, every target held out of training", len(test.targets))
@@ -148,13 +149,11 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
                 continue
             tpv = dataclasses.replace(tp, seed=seed, **over)
             t0 = time.time()
-            if cold_text is None:
+            if cold is None:
                 fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k)
             else:  # train on the warm catalogue, then add the held-out items as POST /items does
-                n_warm = len(index) - len(cold_text)
-                fitted, fits = fit_models((base,), train_df, type(index)(index.ids[:n_warm]), text_emb[: n_warm + 1],
-                                          windows, valid, tpv, device, k)
-                fitted[base].add_items(cold_text)
+                fitted, fits = fit_models((base,), train_df, cold[0], cold[1], windows, valid, tpv, device, k)
+                fitted[base].add_items(cold[2])
             seconds = time.time() - t0
             ranks, top = rank_targets(fitted[base], test, k, device)
             res = _slice_metrics(ranks, top, masks, k, n_items_of(fitted[base]))

@@ -118,7 +118,7 @@ def cold_item_split(interactions: pd.DataFrame, items: pd.DataFrame, max_len: in
 
     The catalogue is reordered so the held-out items come last (indices ``n_warm + 1`` on): a
     model is trained on the first ``n_warm`` and then gets the others the way the service's
-    ``POST /items`` adds them (``add_items``: text only, no id embedding, no co-occurrence).
+    ``POST /items`` adds them (``add_items``: text plus borrowed id rows, no co-occurrence, no counts).
     Test = the users whose leave-one-out target (last event) is a held-out item, with their full
     history as input; training = every other event except each user's last, with no held-out item.
     Returns (reordered items, n_warm, training sequences, training rows, test set).

@@ -42,7 +42,7 @@ class Recommender:
         return getattr(self.model, "text_proj", None) is not None
 
     def upsert_items(self, item_ids: list[str], titles: list[str], text_vectors: torch.Tensor) -> list[str]:
-        """Make items recommendable at once: new ids are appended (text-only representation), known
+        """Make items recommendable at once: new ids are appended (represented by their text), known
         ids get their title and text vector replaced. Returns the ids that were new.
 
         Safe next to concurrent ``recommend`` calls without a lock: ids and titles grow before the

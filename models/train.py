@@ -62,8 +62,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
 
 def shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
-    """Plain shuffled batches: new batch compositions every epoch (better generalisation on
-    MovieLens-100K, where an epoch is only about 9 batches, than the bucketed ones below)."""
+    """Plain shuffled batches: new batch compositions every epoch, unlike the bucketed ones below,
+    at the cost of more padding (`train.length_buckets: false`; measured in docs/benchmarks.md)."""
     return list(torch.randperm(n, generator=gen).split(batch_size))
 
 
