@@ -74,7 +74,9 @@ class EncoderParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    models: tuple[str, ...] = ("interest", "sasrec", "item_knn", "popularity", "recent_popularity")
+    models: tuple[str, ...] = ("hybrid", "interest", "sasrec", "item_knn", "popularity", "recent_popularity")
+    hybrid_with: tuple[str, ...] = ("item_knn", "recent_popularity")
+    hybrid_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
     max_len: int = 200
     dim: int = 64
     n_layers: int = 2

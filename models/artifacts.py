@@ -5,11 +5,13 @@
     <name>.safetensors          weights of each neural model (interest, sasrec) + <name>_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
     item_knn.safetensors        item-to-item similarity matrix of the item-kNN baseline
+    hybrid.json                 the hybrid's component weights (it is built from the models above)
     meta.json                   data version, params hash, encoder, training history
     card.md                     model card (human-readable summary)
 """
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
 from models.baselines import ItemKNN, StaticScores
+from models.hybrid import Hybrid
 from models.interest import InterestConfig, InterestModel
 
 BASELINES = ("popularity", "recent_popularity")
@@ -39,6 +42,11 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             (out / f"{name}_config.json").write_text(json.dumps(m.cfg.to_dict(), indent=2))
         elif isinstance(m, ItemKNN):
             save_file({"sim": m.sim.cpu().contiguous()}, str(out / "item_knn.safetensors"))
+        elif isinstance(m, Hybrid):
+            missing = {"interest", *m.components} - set(models)
+            if missing:
+                raise ValueError(f"the hybrid is saved as weights over its components; missing {sorted(missing)}")
+            (out / "hybrid.json").write_text(json.dumps(m.config(), indent=2))
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -74,4 +82,9 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
         m = InterestModel(InterestConfig(**json.loads(cfg_file.read_text())), text_emb)
         m.load_state_dict(load_file(str(out / f"{name}.safetensors")), strict=False)
         models[name] = m
+    if (out / "hybrid.json").exists():
+        cfg = json.loads((out / "hybrid.json").read_text())
+        # own copies: adding items to the hybrid must not add them twice to a component served alone
+        models["hybrid"] = Hybrid(copy.deepcopy(models[cfg["base"]]), {c: copy.deepcopy(models[c]) for c in cfg["weights"]},
+                                  cfg["weights"], cfg["eps"])
     return {k: v.to(device).eval() for k, v in models.items()}

@@ -26,6 +26,15 @@ class StaticScores(nn.Module):
         """New items have no interactions yet: score 0."""
         self.scores = torch.cat([self.scores, self.scores.new_zeros(len(text_rows))])
 
+    def borrow_rows(self, idx: torch.Tensor, w: torch.Tensor, at: int | None = None) -> None:
+        """New items (appended, or the one at index ``at``) score the ``w``-weighted mean of their
+        neighbours ``idx`` (m, k): what the hybrid gives items it knows only by their text."""
+        rows = (w.to(self.scores) * self.scores[idx]).sum(-1)
+        if at is None:
+            self.scores = torch.cat([self.scores, rows])
+        else:
+            self.scores[at] = rows[0]
+
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """No interest model: the most recent behaviours explain, equally."""
         w = (seq > 0).float()
@@ -73,6 +82,22 @@ class ItemKNN(nn.Module):
     def add_items(self, text_rows: torch.Tensor) -> None:
         """New items co-occur with nothing yet: zero similarity."""
         self.sim = torch.nn.functional.pad(self.sim, (0, len(text_rows), 0, len(text_rows)))
+
+    def borrow_rows(self, idx: torch.Tensor, w: torch.Tensor, at: int | None = None) -> None:
+        """New items (appended, or the one at index ``at``) get the ``w``-weighted mean similarity
+        rows (and columns) of their neighbours ``idx`` (m, k); among themselves, none."""
+        n = self.sim.shape[0]
+        rows = torch.einsum("mk,mkn->mn", w.to(self.sim), self.sim[idx])  # (m, n)
+        if at is None:
+            m = len(rows)
+            sim = torch.nn.functional.pad(self.sim, (0, m, 0, m))
+            sim[n:, :n] = rows
+            sim[:n, n:] = rows.T
+            self.sim = sim
+        else:
+            rows[0, at] = 0.0
+            self.sim[at, :] = rows[0]
+            self.sim[:, at] = rows[0]
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last

@@ -10,6 +10,7 @@ Training windows come from the same pure function the Feast path is tested again
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
 import hashlib
 import json
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from features import adapters
 from features.cli import configure_logging, parse_overrides
@@ -27,7 +29,7 @@ from features.schema import validate
 from models import slices
 from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
-from models.train import NEURAL, encode_items, fit_models, pick_device
+from models.train import BASELINES, encode_items, fit_models, pick_device
 
 log = logging.getLogger(__name__)
 
@@ -133,14 +135,17 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
     masks = {"cold_item": slices.cold_item(test, train_items), "interest_shift": slices.interest_shift(test, cats),
              "short_history": slices.short_history(test)}
     per_model: dict[str, list[dict]] = {}
+    models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
     n_ablation_seeds = len(seeds) if ablation_seeds is None else ablation_seeds
+    fitted_once: dict[str, tuple[torch.nn.Module, float]] = {}  # this seed's default models: the hybrid is built from them
     for s_i, seed in enumerate(seeds):
+        fitted_once = {n: v for n, v in fitted_once.items() if n in BASELINES}  # baselines do not depend on the seed
         for name, over in variants:
             if name in ablations and s_i >= n_ablation_seeds:
                 continue
             base = "interest" if name.startswith("interest-") else name
-            if base not in NEURAL and seed != seeds[0]:
+            if base in BASELINES and seed != seeds[0]:
                 per_model[name].append(per_model[name][0])  # deterministic baselines: one fit serves all seeds
                 continue
             if fit_log is not None and (res := fit_log.get(protocol, name, seed)) is not None:
@@ -148,17 +153,28 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
                 log.info("[%s seed %d] %-24s from the fit log", protocol, seed, name)
                 continue
             tpv = dataclasses.replace(tp, seed=seed, **over)
+            reuse = {n: m for n, (m, _) in fitted_once.items()} if not over else {}
+            reuse_seconds = {n: sec for n, (_, sec) in fitted_once.items()}
             t0 = time.time()
             if cold is None:
-                fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k)
-            else:  # train on the warm catalogue, then add the held-out items as POST /items does
-                fitted, fits = fit_models((base,), train_df, cold[0], cold[1], windows, valid, tpv, device, k)
-                fitted[base].add_items(cold[2])
+                fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k, prefitted=reuse)
+            else:  # train on the warm catalogue
+                fitted, fits = fit_models((base,), train_df, cold[0], cold[1], windows, valid, tpv, device, k, prefitted=reuse)
             seconds = time.time() - t0
-            ranks, top = rank_targets(fitted[base], test, k, device)
-            res = _slice_metrics(ranks, top, masks, k, n_items_of(fitted[base]))
+            if base == "hybrid":  # its cost includes the models it is built from, fitted before or in this call
+                seconds += sum(reuse_seconds[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
+            if not over:
+                fitted_once.update({n: (m, seconds if n == base else fits[n].seconds if n in fits else 0.0) for n, m in fitted.items()})
+            model = fitted[base]
+            if cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
+                model = copy.deepcopy(model)
+                model.add_items(cold[2])
+            ranks, top = rank_targets(model, test, k, device)
+            res = _slice_metrics(ranks, top, masks, k, n_items_of(model))
             res["train_seconds"] = seconds
             res["best_epoch"] = fits[base].best_epoch if base in fits else 0
+            if base == "hybrid":
+                res["hybrid_weights"] = fitted[base].weights
             per_model.setdefault(name, []).append(res)
             if fit_log is not None:
                 fit_log.add(protocol, name, seed, res)
@@ -197,7 +213,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--protocols", default="loo,temporal", help="comma-separated: loo, temporal, cold")
-    ap.add_argument("--models", default="interest,sasrec,item_knn,popularity,recent_popularity",
+    ap.add_argument("--models", default="hybrid,interest,sasrec,item_knn,popularity,recent_popularity",
                     help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")

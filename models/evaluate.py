@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 def n_items_of(model: nn.Module) -> int:
     """Catalogue size from the model's item-sized buffer (row 0 is padding)."""
     for name, buf in model.named_buffers():
-        if name in ("scores", "text_emb", "sim"):
+        if name.rsplit(".", 1)[-1] in ("scores", "text_emb", "sim"):
             return buf.shape[0] - 1
     raise ValueError(f"cannot tell the catalogue size of {type(model).__name__}")
 

@@ -264,17 +264,22 @@ class InterestModel(nn.Module):
             self.cold_id[cold] = self.borrowed_id_rows(self.text_emb[index : index + 1])[0]
 
     @torch.no_grad()
-    def borrowed_id_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
-        """(m, D) id rows for new items: the cosine-weighted mean id embedding of their
-        ``cold_neighbours`` most text-similar trained items (negative similarities count 0)."""
-        trained = self.id_emb.weight.shape[0]
+    def text_neighbours(self, text_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``cold_neighbours`` most text-similar trained items of each new item: item indices
+        (m, k) and cosine weights (m, k) summing to 1 (negative similarities count 0)."""
+        trained = self.cfg.n_items + 1
         known = F.normalize(self.text_emb[1:trained], dim=-1)
         k = min(self.cfg.cold_neighbours, known.shape[0])
-        sims = F.normalize(text_rows, dim=-1) @ known.T  # (m, trained - 1)
+        sims = F.normalize(text_rows.to(known), dim=-1) @ known.T  # (m, trained - 1)
         top = sims.topk(k, dim=-1)
         w = top.values.clamp(min=0)
-        w = w / w.sum(-1, keepdim=True).clamp(min=1e-8)
-        return (w.unsqueeze(-1) * self.id_emb.weight[1 + top.indices]).sum(1)
+        return 1 + top.indices, w / w.sum(-1, keepdim=True).clamp(min=1e-8)
+
+    @torch.no_grad()
+    def borrowed_id_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
+        """(m, D) id rows for new items: the weighted mean id embedding of their text neighbours."""
+        idx, w = self.text_neighbours(text_rows)
+        return (w.unsqueeze(-1) * self.id_emb.weight[idx]).sum(1)
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""

@@ -25,6 +25,7 @@ from models import artifacts, baselines
 from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs
+from models.hybrid import fit_hybrid
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
 
@@ -47,7 +48,7 @@ def seed_everything(seed: int) -> None:
 
 @dataclass
 class FitResult:
-    model: InterestModel
+    model: torch.nn.Module
     history: list[dict] = field(default_factory=list)
     best_epoch: int = 0
     best_valid: float = 0.0
@@ -204,25 +205,43 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
     return tp
 
 
+BASELINES = ("popularity", "recent_popularity", "item_knn")
+
+
+def with_components(names: tuple[str, ...], tp: TrainParams) -> tuple[str, ...]:
+    """``names`` plus what the hybrid is built from (the interest model and ``tp.hybrid_with``)."""
+    if "hybrid" not in names:
+        return tuple(names)
+    return tuple(dict.fromkeys([*names, "interest", *tp.hybrid_with]))
+
+
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
                windows: tuple[np.ndarray, np.ndarray, np.ndarray] | None, valid: EvalSet | None,
-               tp: TrainParams, device: str, k: int = 10, checkpoint_dir: Path | None = None
+               tp: TrainParams, device: str, k: int = 10, checkpoint_dir: Path | None = None,
+               prefitted: dict[str, torch.nn.Module] | None = None
                ) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
-    """Every requested model on the same training data; neural ones early-stop on ``valid``."""
-    unknown = set(names) - {*NEURAL, "popularity", "recent_popularity", "item_knn"}
-    if unknown:
-        raise ValueError(f"unknown model(s) in train.models: {sorted(unknown)}")
+    """Every requested model on the same training data; neural ones early-stop on ``valid``.
+
+    ``hybrid`` also fits (and returns) its components unless they are in ``prefitted`` (models
+    already fitted on this data: the benchmark reuses them instead of training twice).
+    """
+    known = {*NEURAL, *BASELINES, "hybrid"}
+    unknown = (set(names) | (set(tp.hybrid_with) if "hybrid" in names else set())) - known
+    if unknown or "hybrid" in tp.hybrid_with:
+        raise ValueError(f"unknown model(s) in train.models / train.hybrid_with: {sorted(unknown or {'hybrid'})}")
+    prefitted = prefitted or {}
+    todo = [n for n in with_components(names, tp) if n not in prefitted]
     models: dict[str, torch.nn.Module] = {}
     fits: dict[str, FitResult] = {}
-    if "popularity" in names:
+    if "popularity" in todo:
         models["popularity"] = baselines.popularity(train, index)
-    if "recent_popularity" in names:
+    if "recent_popularity" in todo:
         models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
-    configs = {n: model_config(n, tp, len(index), text_emb.shape[1]) for n in NEURAL if n in names}
+    configs = {n: model_config(n, tp, len(index), text_emb.shape[1]) for n in NEURAL if n in todo}
     sim = None
-    if "item_knn" in names or any(c.use_transition for c in configs.values()):
+    if "item_knn" in todo or any(c.use_transition for c in configs.values()):
         sim = baselines.cooccurrence_similarity(train, index)  # one matrix for item-kNN and the transition prior
-    if "item_knn" in names:
+    if "item_knn" in todo:
         models["item_knn"] = baselines.ItemKNN(sim)
     for name, cfg in configs.items():
         assert windows is not None and valid is not None
@@ -233,6 +252,13 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
                                   sim if cfg.use_transition else None)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
+    if "hybrid" in todo:
+        assert valid is not None
+        have = {**prefitted, **models}
+        t0 = time.time()
+        models["hybrid"], search = fit_hybrid(have["interest"], {c: have[c] for c in tp.hybrid_with}, valid,
+                                              tp.hybrid_grid, k, "cpu")
+        fits["hybrid"] = FitResult(models["hybrid"], [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
     return models, fits
 
 
@@ -270,7 +296,7 @@ def run(params: Params) -> TrainResult:
     shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
     text_emb = encode_items(params, items, device, train, out / "encoder")
     windows = valid = None
-    if any(n in tp.models for n in NEURAL):
+    if any(n in with_components(tp.models, tp) for n in (*NEURAL, "hybrid")):
         entity_df = training_entity_df(interactions, tp.max_len)
         log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
@@ -280,12 +306,13 @@ def run(params: Params) -> TrainResult:
     models, fits = fit_models(tp.models, train, index, text_emb, windows, valid, tp, device,
                               params.evaluate.k, ck_dir)
     best = fits.get("interest") or next(iter(fits.values()), None)
+    hybrid = {"hybrid_weights": models["hybrid"].weights} if "hybrid" in models else {}
     meta = {
         "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
         "dataset": params.data.dataset,
         "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""), "models": sorted(models), "device": device,
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
-        "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1),
+        "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1), **hybrid,
     }
     artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist(),
                    [list(c) for c in items["categories"]])

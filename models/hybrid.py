@@ -1,0 +1,145 @@
+"""The pulse hybrid: the interest model's next-item distribution, sharpened by item-to-item evidence.
+
+Why a hybrid: on MovieLens-100K the interest model (text + ids + elapsed time, over the whole
+history) and item-kNN (co-occurrence with the last few items) are about equally good alone and
+wrong on different users. Adding their log-scores ("late fusion", a product of experts) beat
+both by about 20% NDCG@10 over 3 seeds (docs/benchmarks.md), far more than any change to the
+interest model itself did.
+
+    score(item) = log_softmax(interest)(item) + sum_c w_c * log_normalised(c)(item)
+
+where ``log_normalised(s) = log(max(s, 0) + eps)`` shifted so that it sums to one in probability
+space: each component becomes a distribution over the catalogue, and ``w_c`` says how sharp it
+is trusted to be. The weights are picked on the validation split (``fit_hybrid``); a weight of 0
+turns a component off, so the hybrid is never worse than the interest model on validation.
+
+Items added after training (``add_items``) have no co-occurrence or popularity yet; kNN would
+give them ``log(eps)``, i.e. bury them. Instead they borrow the rows of their nearest trained
+items by text, as the interest model borrows id embeddings.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.data import EvalSet
+from models.interest import InterestModel
+from models.metrics import target_ranks
+
+log = logging.getLogger(__name__)
+
+
+def log_normalised(scores: torch.Tensor, eps: float) -> torch.Tensor:
+    """(B, N+1) non-negative scores -> log-probabilities: ``log(s + eps)`` minus its logsumexp."""
+    ls = torch.log(scores.float().clamp(min=0) + eps)
+    ls[:, 0] = float("-inf")  # padding
+    return ls - torch.logsumexp(ls, -1, keepdim=True)
+
+
+def _fuse(base: torch.Tensor, parts: list[torch.Tensor], weights: tuple[float, ...]) -> torch.Tensor:
+    n = min([base.shape[1], *(p.shape[1] for p in parts)])  # items being added meanwhile: score the common prefix
+    out = base[:, :n].clone()
+    for w, p in zip(weights, parts):
+        if w:
+            out += w * p[:, :n]
+    return out
+
+
+class Hybrid(nn.Module):
+    """Behind the one model interface (``score_all``, ``interest_weights``, ``add_items``); the
+    explanation (interest weights) is the interest model's."""
+
+    def __init__(self, base: InterestModel, components: dict[str, nn.Module], weights: dict[str, float], eps: float = 1e-3) -> None:
+        super().__init__()
+        missing = set(components) - set(weights)
+        if missing:
+            raise ValueError(f"hybrid weights missing for {sorted(missing)}")
+        self.base = base
+        self.components = nn.ModuleDict(components)
+        self.weights = {c: float(weights[c]) for c in components}
+        self.eps = eps
+
+    @property
+    def text_proj(self) -> nn.Module | None:  # ranks items known only by text, as its base does
+        return self.base.text_proj
+
+    @property
+    def text_emb(self) -> torch.Tensor:
+        return self.base.text_emb
+
+    def config(self) -> dict:
+        return {"base": "interest", "weights": self.weights, "eps": self.eps}
+
+    def base_log_probs(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        s = self.base.score_all(seq, ts).float()
+        s[:, 0] = float("-inf")
+        return torch.log_softmax(s, -1)
+
+    def component_log_probs(self, seq: torch.Tensor, ts: torch.Tensor) -> list[torch.Tensor]:
+        return [log_normalised(m.score_all(seq, ts), self.eps) for m in self.components.values()]
+
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        parts = self.component_log_probs(seq, ts)
+        return _fuse(self.base_log_probs(seq, ts), parts, tuple(self.weights.values()))
+
+    def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        return self.base.interest_weights(seq, ts)
+
+    def _neighbours(self, text_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if self.base.text_proj is None or self.base.cfg.cold_neighbours <= 0:
+            return None
+        return self.base.text_neighbours(text_rows)
+
+    def add_items(self, text_rows: torch.Tensor) -> None:
+        """New items: the base model appends them (text + borrowed id rows); every component
+        borrows its evidence from the same text neighbours (zero when the base has no text)."""
+        nb = self._neighbours(text_rows.to(self.base.text_emb))
+        for m in self.components.values():  # components first: scoring reads the common prefix
+            if nb is None:
+                m.add_items(text_rows)
+            else:
+                m.borrow_rows(*nb)
+        self.base.add_items(text_rows)
+
+    @torch.no_grad()
+    def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
+        """Replace one item's text; an item added after training also re-borrows its rows."""
+        self.base.set_item_text(index, text_row)
+        if index > self.base.cfg.n_items and (nb := self._neighbours(self.base.text_emb[index : index + 1])) is not None:
+            for m in self.components.values():
+                m.borrow_rows(*nb, at=index)
+
+
+@torch.no_grad()
+def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: EvalSet, grid: tuple[float, ...],
+               k: int = 10, device: str = "cpu", eps: float = 1e-3, batch_size: int = 512) -> tuple[Hybrid, dict]:
+    """The hybrid whose component weights (every combination of ``grid`` values) give the best
+    validation NDCG@k. Each model scores the validation users once; the combinations only add.
+    Returns the model and a report of the search (validation NDCG@k per combination)."""
+    if not components:
+        raise ValueError("the hybrid needs at least one component besides the interest model (train.hybrid_with)")
+    names = list(components)
+    combos = list(itertools.product(sorted({float(g) for g in grid}), repeat=len(names)))
+    probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).to(device).eval()
+    gains = np.zeros(len(combos))
+    for i in range(0, len(valid.targets), batch_size):
+        seq = torch.as_tensor(valid.seq[i : i + batch_size], device=device)
+        ts = torch.as_tensor(valid.ts[i : i + batch_size], device=device)
+        tg = torch.as_tensor(valid.targets[i : i + batch_size], device=device)
+        lp, parts = probe.base_log_probs(seq, ts), probe.component_log_probs(seq, ts)
+        for j, w in enumerate(combos):
+            r, _ = target_ranks(_fuse(lp, parts, w), tg, valid.exclude[i : i + batch_size])
+            r = r.cpu().numpy().astype(np.float64)
+            gains[j] += np.where(r <= k, 1.0 / np.log2(r + 1), 0.0).sum()
+    ndcg = gains / max(len(valid.targets), 1)
+    best = int(np.argmax(ndcg))  # ties: the first, i.e. the smallest weights
+    weights = dict(zip(names, combos[best]))
+    log.info("hybrid weights %s: validation ndcg@%d %.4f (interest alone %.4f)", weights, k, ndcg[best],
+             ndcg[combos.index(tuple(0.0 for _ in names))] if 0.0 in {float(g) for g in grid} else float("nan"))
+    search = {"weights": weights, "valid_ndcg": float(ndcg[best]),
+              "grid": [{"weights": dict(zip(names, w)), "valid_ndcg": float(v)} for w, v in zip(combos, ndcg)]}
+    return Hybrid(base, components, weights, eps).eval(), search
