@@ -102,7 +102,61 @@ def fit_key(dataset: str, params: Params) -> str:
 
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
                  seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None,
-                 fit_log: FitLog | None = None) -> dict:
+                 fit_log: FitLog | None = None, jobs: int = 1) -> dict:
+    """Every model (and ablation row) under one protocol, mean and std over ``seeds``.
+
+    ``jobs > 1`` runs the seeds (and each ablation row) as that many worker processes, each on
+    its share of the CPU threads: fits are single-model and mostly single-thread bound, so on
+    2 cores two fits at once finish in about the time of one.
+    """
+    n_ablation_seeds = len(seeds) if ablation_seeds is None else min(ablation_seeds, len(seeds))
+    models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
+    if jobs <= 1:
+        users, slice_users, per_model = _runs(params, protocol, interactions, items, text_emb, models, seeds, ablations,
+                                              device, n_ablation_seeds, fit_log)
+    else:
+        users, slice_users, per_model = _parallel_runs(params, protocol, interactions, items, text_emb, models, seeds,
+                                                       ablations, device, n_ablation_seeds, fit_log, jobs)
+    return {"users": users, "slice_users": slice_users, "models": {n: _aggregate(r) for n, r in per_model.items()}}
+
+
+def _job(args: tuple) -> tuple[int, dict, dict]:
+    """One worker process's share of ``_parallel_runs`` (module level, so spawn can import it)."""
+    *rest, threads = args
+    configure_logging()
+    torch.set_num_threads(threads)
+    return _runs(*rest)
+
+
+def _parallel_runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb,
+                   models: tuple[str, ...], seeds: list[int], ablations: dict[str, dict], device: str,
+                   n_ablation_seeds: int, fit_log: FitLog | None, jobs: int) -> tuple[int, dict, dict]:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # the seed-independent baselines run once (first seed); every other job is a neural seed or an ablation row
+    tasks = [(models if i == 0 else tuple(m for m in models if m not in BASELINES), [seed], {})
+             for i, seed in enumerate(seeds)]
+    tasks += [((), [seed], {name: over}) for name, over in ablations.items() for seed in seeds[:n_ablation_seeds]]
+    threads = max(1, torch.get_num_threads() // jobs)
+    args = [(params, protocol, interactions, items, text_emb, m, s, a, device, 1, fit_log, threads) for m, s, a in tasks]
+    log.info("[%s] %d jobs on %d worker processes, %d thread(s) each", protocol, len(tasks), jobs, threads)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = list(pool.map(_job, args))
+    per_model: dict[str, list[dict]] = {}
+    for name in [*models, *ablations]:
+        runs = [r for _, _, pm in results for r in pm.get(name, [])]
+        if name in BASELINES:
+            runs = runs * len(seeds)  # one fit serves all seeds, as in a single process
+        per_model[name] = runs
+    users, slice_users, _ = results[0]
+    return users, slice_users, per_model
+
+
+def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
+          seeds: list[int], ablations: dict[str, dict], device: str, n_ablation_seeds: int,
+          fit_log: FitLog | None) -> tuple[int, dict, dict]:
+    """Test users, slice sizes, and every fit's metrics per model (a list over seeds)."""
     tp, k = params.train, params.evaluate.k
     index = item_index(items)
     cold = None  # cold protocol: (warm index, warm text rows, held-out text rows), added after training
@@ -135,9 +189,7 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
     masks = {"cold_item": slices.cold_item(test, train_items), "interest_shift": slices.interest_shift(test, cats),
              "short_history": slices.short_history(test)}
     per_model: dict[str, list[dict]] = {}
-    models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
-    n_ablation_seeds = len(seeds) if ablation_seeds is None else ablation_seeds
     fitted_once: dict[str, tuple[torch.nn.Module, float]] = {}  # this seed's default models: the hybrid is built from them
     for s_i, seed in enumerate(seeds):
         fitted_once = {n: v for n, v in fitted_once.items() if n in BASELINES}  # baselines do not depend on the seed
@@ -180,8 +232,7 @@ def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, item
                 fit_log.add(protocol, name, seed, res)
             log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", protocol, seed, name, k, res["all"][f"ndcg@{k}"],
                      k, res["all"][f"hr@{k}"], seconds)
-    return {"users": int(len(test.targets)), "slice_users": {n: int(m.sum()) for n, m in masks.items()},
-            "models": {n: _aggregate(r) for n, r in per_model.items()}}
+    return int(len(test.targets)), {n: int(m.sum()) for n, m in masks.items()}, per_model
 
 
 def markdown(report: dict, k: int = 10) -> str:
@@ -217,6 +268,7 @@ def main() -> None:
                     help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")
+    ap.add_argument("--jobs", type=int, default=1, help="worker processes: seeds and ablation rows run in parallel (2 on a 2-core machine)")
     ap.add_argument("--device", default="")
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -244,7 +296,7 @@ def main() -> None:
     fit_log = FitLog(out / f"benchmark-{args.dataset}.fits.jsonl", key, args.resume)
     for proto in args.protocols.split(","):
         report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),
-                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds, fit_log)
+                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds, fit_log, args.jobs)
     report["seconds"] = time.time() - t0
     (out / f"benchmark-{args.dataset}.json").write_text(json.dumps(report, indent=2))
     (out / f"benchmark-{args.dataset}.md").write_text(markdown(report, params.evaluate.k))

@@ -223,14 +223,15 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     """Every requested model on the same training data; neural ones early-stop on ``valid``.
 
     ``hybrid`` also fits (and returns) its components unless they are in ``prefitted`` (models
-    already fitted on this data: the benchmark reuses them instead of training twice).
+    already fitted on this data: the benchmark reuses them instead of training twice); the
+    models named in ``names`` are always fitted.
     """
     known = {*NEURAL, *BASELINES, "hybrid"}
     unknown = (set(names) | (set(tp.hybrid_with) if "hybrid" in names else set())) - known
     if unknown or "hybrid" in tp.hybrid_with:
         raise ValueError(f"unknown model(s) in train.models / train.hybrid_with: {sorted(unknown or {'hybrid'})}")
     prefitted = prefitted or {}
-    todo = [n for n in with_components(names, tp) if n not in prefitted]
+    todo = [n for n in with_components(names, tp) if n in names or n not in prefitted]
     models: dict[str, torch.nn.Module] = {}
     fits: dict[str, FitResult] = {}
     if "popularity" in todo:

@@ -7,9 +7,10 @@ same path as ``POST /events`` (``merge_behaviour`` + Feast ``write_to_online_sto
 state back from the online store as ``POST /recommend`` does, and count the events until at
 least half of the top-10 belongs to the new interest. Compared with a static-profile baseline
 that ignores recency (the mean text embedding of the whole history, new events included).
-Also times each event -> updated recommendation round trip (without HTTP).
+Each of ``--models`` (default: the interest model and the hybrid) is replayed on the same events.
+Also times each event -> updated recommendation round trip (without HTTP), per model.
 
-    python -m serving.shift_benchmark [--params params.yaml] [--max-events 20] [--users 100]
+    python -m serving.shift_benchmark [--params params.yaml] [--max-events 20] [--users 100] [--models interest,hybrid]
 """
 from __future__ import annotations
 
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--params", default="params.yaml")
     ap.add_argument("--max-events", type=int, default=20)
     ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--models", default="interest,hybrid", help="comma-separated models of the artifact to replay (those present)")
     ap.add_argument("--out", default="reports/interest-shift.json")
     args = ap.parse_args()
     configure_logging()
@@ -90,8 +92,13 @@ def main() -> None:
     items["categories"] = items["categories"].map(list)
     primary = dict(zip(items["item_id"], items["categories"].map(lambda c: c[0])))
     model_dir = params.path(params.train.out_dir)
-    rec = Recommender(model_dir, "interest", params.train.max_len)
-    text = artifacts.load_models(model_dir)["interest"].text_emb.numpy()
+    present = artifacts.load_models(model_dir)
+    names = [m for m in args.models.split(",") if m in present]
+    if not names:
+        raise SystemExit(f"none of --models {args.models} is in {model_dir} (has {sorted(present)})")
+    recs = {m: Recommender(model_dir, m, params.train.max_len) for m in names}
+    rec = recs[names[0]]
+    text = present["interest"].text_emb.numpy() if "interest" in present else present[names[0]].text_emb.numpy()
     cats = category_vocabulary(items)
     cat_vectors = category_matrix(items, cats)
     # a scratch copy of the Feast repo: the benchmark's simulated users never touch the real online store
@@ -100,8 +107,10 @@ def main() -> None:
     store = get_store(scratch / "repo")
     fp = params.features
     shifters = truth[truth["shifts"]].groupby("user_id", sort=True)
-    pulse_counts, static_counts, latencies = [], [], []
-    pulse_all, static_all, interests = [], [], []
+    pulse_counts: dict[str, list] = {m: [] for m in names}
+    pulse_all: dict[str, list] = {m: [] for m in names}
+    latencies: dict[str, list] = {m: [] for m in names}
+    static_counts, static_all, interests = [], [], []
     for n_user, (user, g) in enumerate(shifters):
         if n_user >= args.users:
             break
@@ -112,33 +121,36 @@ def main() -> None:
         sim_user = f"shift-bench-{user}"  # a fresh online row for the replay
         state = merge_behaviour({}, [Event(sim_user, i, int(t)) for i, t in zip(before["item_id"], unix_seconds(before["ts"]))],
                                 fp.history_len, cat_vectors, len(cats), fp.short_half_life_days, fp.long_half_life_days)
-        history, pulse_tops, static_tops = list(before["item_id"]), [], []
+        history, static_tops = list(before["item_id"]), []
+        pulse_tops: dict[str, list] = {m: [] for m in names}
         for item, t in zip(after["item_id"], unix_seconds(after["ts"])):
-            t0 = time.perf_counter()
-            state = merge_behaviour(state, [Event(sim_user, item, int(t))], fp.history_len, cat_vectors, len(cats),
-                                    fp.short_half_life_days, fp.long_half_life_days)
-            store.write_to_online_store("user_behaviour", pd.DataFrame([{"user_id": sim_user, "event_timestamp": pd.Timestamp(int(t), unit="s", tz="UTC"), **state}]))
-            online = online_user_behaviour(store, [sim_user])[0]
-            top = rec.recommend(online["hist_item_ids"], online["hist_ts"], k=10)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            pulse_tops.append([i["item_id"] for i in top.items])
+            for m in names:  # each model times the whole round trip: online write, read back, score
+                t0 = time.perf_counter()
+                state_m = merge_behaviour(state, [Event(sim_user, item, int(t))], fp.history_len, cat_vectors, len(cats),
+                                          fp.short_half_life_days, fp.long_half_life_days)
+                store.write_to_online_store("user_behaviour", pd.DataFrame([{"user_id": sim_user, "event_timestamp": pd.Timestamp(int(t), unit="s", tz="UTC"), **state_m}]))
+                online = online_user_behaviour(store, [sim_user])[0]
+                top = recs[m].recommend(online["hist_item_ids"], online["hist_ts"], k=10)
+                latencies[m].append((time.perf_counter() - t0) * 1000)
+                pulse_tops[m].append([i["item_id"] for i in top.items])
+            state = state_m
             history.append(item)
             static_tops.append(static_profile_top(text, rec.pos, rec.ids, history, 10))
-        pulse_counts.append(events_to_shift(pulse_tops, primary, new_interest))
+        for m in names:
+            pulse_counts[m].append(events_to_shift(pulse_tops[m], primary, new_interest))
+            pulse_all[m].append(pulse_tops[m])
         static_counts.append(events_to_shift(static_tops, primary, new_interest))
-        pulse_all.append(pulse_tops)
         static_all.append(static_tops)
         interests.append(new_interest)
-    lat = np.array(latencies)
-    report = {
-        "command": "python -m serving.shift_benchmark " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
-        "pulse_interest_model": {**summarize(pulse_counts, args.max_events),
-                                 "new_interest_share_after_n_events": share_curve(pulse_all, primary, interests)},
-        "static_profile_baseline": {**summarize(static_counts, args.max_events),
-                                    "new_interest_share_after_n_events": share_curve(static_all, primary, interests)},
-        "event_to_recommendation_ms": {"n": int(len(lat)), "p50": float(np.percentile(lat, 50)), "p99": float(np.percentile(lat, 99)),
-                                       "max": float(lat.max())},
-    }
+    report: dict = {"command": "python -m serving.shift_benchmark " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items())}
+    for m in names:
+        lat = np.array(latencies[m])
+        report[f"pulse_{m}_model"] = {**summarize(pulse_counts[m], args.max_events),
+                                      "new_interest_share_after_n_events": share_curve(pulse_all[m], primary, interests),
+                                      "event_to_recommendation_ms": {"n": int(len(lat)), "p50": float(np.percentile(lat, 50)),
+                                                                     "p99": float(np.percentile(lat, 99)), "max": float(lat.max())}}
+    report["static_profile_baseline"] = {**summarize(static_counts, args.max_events),
+                                         "new_interest_share_after_n_events": share_curve(static_all, primary, interests)}
     shutil.rmtree(scratch, ignore_errors=True)
     out = params.path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -229,3 +229,56 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.lr": 0.01}))
     assert fit_key("movielens-100k", base) != fit_key("movielens-1m", base)
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"encoder.max_length": 64}))
+
+
+# ---------------------------------------------------------------- the hybrid
+
+
+@pytest.mark.parametrize("proto", ["loo", "cold"])
+def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(bench, monkeypatch, proto):
+    import models.train as train_mod
+
+    v, params, _ = bench
+    g = torch.Generator().manual_seed(0)
+    text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
+    text_emb[0] = 0
+    fits: list[int] = []
+    real = train_mod.fit_interest
+
+    def counting(cfg, *a, **kw):
+        fits.append(cfg.use_text)
+        return real(cfg, *a, **kw)
+
+    monkeypatch.setattr(train_mod, "fit_interest", counting)
+    tp = dataclasses.replace(params.train, hybrid_grid=(0.0, 1.0))
+    res = run_protocol(dataclasses.replace(params, train=tp), proto, v.interactions, v.items, text_emb,
+                       ("hybrid", "interest", "item_knn", "recent_popularity"), SEEDS, {}, "cpu")
+    assert fits == [True] * len(SEEDS)  # one interest fit per seed, shared by the hybrid
+    assert list(res["models"]) == ["interest", "item_knn", "recent_popularity", "hybrid"]  # the hybrid comes last
+    h, i = res["models"]["hybrid"], res["models"]["interest"]
+    assert set(h["hybrid_weights"]) == {"item_knn", "recent_popularity"}
+    assert all(0.0 <= w["mean"] <= 1.0 for w in h["hybrid_weights"].values())
+    assert h["train_seconds"]["mean"] >= i["train_seconds"]["mean"]  # its cost includes the interest model's
+    if proto == "cold":  # the held-out items reach the hybrid through its text neighbours
+        assert h["all"]["users"]["mean"] == i["all"]["users"]["mean"] == res["users"]
+        assert h["all"]["coverage@10"]["mean"] > 0
+
+
+def test_parallel_jobs_give_the_single_process_results(bench):
+    """--jobs runs seeds and ablation rows in worker processes; the report must not change."""
+    v, params, protocols = bench
+    g = torch.Generator().manual_seed(0)
+    text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
+    text_emb[0] = 0
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        par = run_protocol(params, "loo", v.interactions, v.items, text_emb, MODELS, SEEDS, ABLATION, "cpu", jobs=2)
+    finally:
+        torch.set_num_threads(n)
+    one = protocols["loo"]
+    assert list(par["models"]) == list(one["models"]) and par["slice_users"] == one["slice_users"]
+    for name in one["models"]:
+        for key in (f"hr@{K}", f"ndcg@{K}", "mrr"):
+            assert par["models"][name]["all"][key]["mean"] == pytest.approx(one["models"][name]["all"][key]["mean"], abs=1e-6), (name, key)
+            assert par["models"][name]["all"][key]["std"] == pytest.approx(one["models"][name]["all"][key]["std"], abs=1e-6), (name, key)
