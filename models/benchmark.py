@@ -27,7 +27,7 @@ from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
 from features.schema import validate
 from models import slices
-from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.data import cold_item_split, item_index, leave_one_out, recent_targets, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.train import BASELINES, encode_items, fit_models, pick_device
 
@@ -177,7 +177,12 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
     elif protocol == "temporal":
         cutoff, seqs, test = temporal_split(interactions, index, tp.max_len)
         windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
-        valid = leave_one_out(seqs, "test", tp.max_len)  # last pre-cut-off event: early stopping only
+        valid = leave_one_out(seqs, "test", tp.max_len)  # each user's last pre-cut-off event, held out of training
+        # of those, the ones in the newest 10% of the pre-cut-off time: users active just before the
+        # cut-off, as the test users are just after it (early stopping and the hybrid's weights)
+        recent = recent_targets(valid, float(np.quantile(np.concatenate([s.ts for s in seqs.values()]), 0.9)))
+        valid = recent if len(recent.targets) else valid
+        log.info("temporal validation: the %d users whose last pre-cut-off event is in its newest 10%%", len(valid.targets))
         before = interactions[interactions["ts"] < cutoff]
         train_df = before[before.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
         log.info("temporal split at %s: %d test users", cutoff, len(test.targets))
