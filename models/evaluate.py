@@ -75,7 +75,7 @@ def select_model(metrics: dict[str, dict], key: str, select_from: tuple[str, ...
     """The model to package: best validation ``key`` among ``select_from`` (empty: every trained model).
 
     Restricting the choice is for deployments that need a capability rather than the top score,
-    e.g. ``[interest]`` when new items arrive through ``/items`` (only it ranks items by text).
+    e.g. ``[hybrid, interest]`` when new items arrive through ``/items`` (only they rank items by text).
     """
     candidates = [m for m in metrics if not select_from or m in select_from]
     if not candidates:
