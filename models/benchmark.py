@@ -260,6 +260,10 @@ def markdown(report: dict, k: int = 10) -> str:
             lines.append(f"| {name} | {f('all', f'hr@{k}')} | {f('all', f'ndcg@{k}')} | {f('all', 'mrr')} | {f('all', f'coverage@{k}')} | "
                          f"{f('cold_item', f'hr@{k}')} | {f('interest_shift', f'ndcg@{k}')} | {f('short_history', f'ndcg@{k}')} | "
                          f"{m['train_seconds']['mean']:.0f} |")
+        for name, m in p["models"].items():
+            if m.get("hybrid_weights"):
+                lines += ["", f"{name} weights picked on validation, mean over seeds: " +
+                          ", ".join(f"{c} {w['mean']:.2f}" for c, w in m["hybrid_weights"].items())]
         lines.append("")
     return "\n".join(lines)
 

@@ -259,6 +259,11 @@ def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(be
     assert set(h["hybrid_weights"]) == {"item_knn", "recent_popularity"}
     assert all(0.0 <= w["mean"] <= 1.0 for w in h["hybrid_weights"].values())
     assert h["train_seconds"]["mean"] >= i["train_seconds"]["mean"]  # its cost includes the interest model's
+    report = {"dataset": "synthetic", "command": "c", "seeds": SEEDS, "device": "cpu", "n_users": 1, "n_items": 1,
+              "n_interactions": 1, "protocols": {proto: res}, "seconds": 1.0}
+    w = h["hybrid_weights"]
+    assert (f"hybrid weights picked on validation, mean over seeds: item_knn {w['item_knn']['mean']:.2f}, "
+            f"recent_popularity {w['recent_popularity']['mean']:.2f}") in markdown(report, K)
     if proto == "cold":  # the held-out items reach the hybrid through its text neighbours
         assert h["all"]["users"]["mean"] == i["all"]["users"]["mean"] == res["users"]
         assert h["all"]["coverage@10"]["mean"] > 0
