@@ -27,8 +27,9 @@ from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
 from features.schema import validate
 from models import slices
-from models.data import cold_item_split, item_index, leave_one_out, recent_targets, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
+from models.hybrid import Hybrid
 from models.train import BASELINES, encode_items, fit_models, pick_device
 
 log = logging.getLogger(__name__)
@@ -160,6 +161,7 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
     tp, k = params.train, params.evaluate.k
     index = item_index(items)
     cold = None  # cold protocol: (warm index, warm text rows, held-out text rows), added after training
+    refit_df = None  # temporal protocol: what the seed-free models are refit on for the test
     if protocol == "loo":
         seqs = user_sequences(interactions, index)
         windows = windows_from_sequences(seqs, tp.max_len, holdout=2)
@@ -175,21 +177,24 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
         valid = leave_one_out(seqs, "test", tp.max_len)  # last training event: early stopping only
         log.info("cold-item protocol: %d test users, every target held out of training", len(test.targets))
     elif protocol == "temporal":
-        cutoff, seqs, test = temporal_split(interactions, index, tp.max_len)
-        windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
-        valid = leave_one_out(seqs, "test", tp.max_len)  # each user's last pre-cut-off event, held out of training
-        # of those, the ones in the newest 10% of the pre-cut-off time: users active just before the
-        # cut-off, as the test users are just after it (early stopping and the hybrid's weights)
-        recent = recent_targets(valid, float(np.quantile(np.concatenate([s.ts for s in seqs.values()]), 0.9)))
-        valid = recent if len(recent.targets) else valid
-        log.info("temporal validation: the %d users whose last pre-cut-off event is in its newest 10%%", len(valid.targets))
+        cutoff, _, test = temporal_split(interactions, index, tp.max_len)
         before = interactions[interactions["ts"] < cutoff]
-        train_df = before[before.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
-        log.info("temporal split at %s: %d test users", cutoff, len(test.targets))
+        # validation is the same split one level down: train before the 90th percentile of the
+        # pre-cut-off time, validate on each user's first event after it. Its users, like the test's,
+        # are those active right after a cut-off, where recent popularity is strong; every user's
+        # last event (months earlier for most) would hide that from early stopping and the hybrid
+        inner, seqs, valid = temporal_split(before, index, tp.max_len)
+        if not len(valid.targets) or not len(test.targets):
+            raise ValueError("temporal protocol: no user has events on both sides of the test or the validation cut-off")
+        windows = windows_from_sequences(seqs, tp.max_len, holdout=0)
+        train_df = before[before["ts"] < inner]
+        refit_df = before  # the test's seed-free models count everything before the cut-off (_for_test)
+        log.info("temporal split at %s: %d test users; validation split at %s: %d users", cutoff, len(test.targets),
+                 inner, len(valid.targets))
     else:
         raise ValueError(f"unknown protocol '{protocol}' (loo, temporal, cold)")
     pos = index.pos
-    train_items = {pos[i] for i in train_df["item_id"].unique() if i in pos}
+    train_items = {pos[i] for i in (train_df if refit_df is None else refit_df)["item_id"].unique() if i in pos}
     cats = {pos[i]: list(c) for i, c in zip(items["item_id"], items["categories"])}
     masks = {"cold_item": slices.cold_item(test, train_items), "interest_shift": slices.interest_shift(test, cats),
              "short_history": slices.short_history(test)}
@@ -222,7 +227,7 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
                 seconds += sum(reuse_seconds[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
             if not over:
                 fitted_once.update({n: (m, seconds if n == base else fits[n].seconds if n in fits else 0.0) for n, m in fitted.items()})
-            model = fitted[base]
+            model = fitted[base] if refit_df is None else _for_test(fitted[base], base, refit_df, index, text_emb, tpv, device)
             if cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
                 model = copy.deepcopy(model)
                 model.add_items(cold[2])
@@ -238,6 +243,19 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
             log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", protocol, seed, name, k, res["all"][f"ndcg@{k}"],
                      k, res["all"][f"hr@{k}"], seconds)
     return int(len(test.targets)), {n: int(m.sum()) for n, m in masks.items()}, per_model
+
+
+def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, text_emb, tp, device: str) -> torch.nn.Module:
+    """The temporal test's version of a model fitted up to the validation cut-off: models without
+    training or early stopping (popularity, recent popularity, item-kNN, and so the hybrid's
+    components, with its validated weights) are refit on every event before the test cut-off, so
+    that recent popularity counts the days right before it; neural models keep their weights."""
+    if name in BASELINES:
+        return fit_models((name,), train, index, text_emb, None, None, tp, device)[0][name]
+    if isinstance(model, Hybrid):
+        parts = fit_models(tuple(model.components), train, index, text_emb, None, None, tp, device)[0]
+        return Hybrid(model.base, parts, model.weights, model.eps)
+    return model
 
 
 def markdown(report: dict, k: int = 10) -> str:

@@ -112,19 +112,6 @@ def temporal_split(interactions: pd.DataFrame, index: ItemIndex, max_len: int, q
     return cutoff, train_seqs, test
 
 
-def recent_targets(data: EvalSet, since: float) -> EvalSet:
-    """The rows of ``data`` whose target happened at or after ``since`` (unix seconds).
-
-    The temporal protocol validates on these: its test users are the ones active right after the
-    cut-off, so validation should be the users active right before it, not every user's last event
-    (for most users months earlier, when other items were popular).
-    """
-    keep = np.flatnonzero(data.target_ts >= since)
-    return EvalSet([data.users[i] for i in keep], data.seq[keep], data.ts[keep], data.targets[keep],
-                   [data.exclude[i] for i in keep], data.target_ts[keep],
-                   None if data.hist_len is None else data.hist_len[keep])
-
-
 def cold_item_split(interactions: pd.DataFrame, items: pd.DataFrame, max_len: int, fraction: float = 0.1, seed: int = 0
                     ) -> tuple[pd.DataFrame, int, dict[str, UserSequence], pd.DataFrame, EvalSet]:
     """Cold-item protocol: a random ``fraction`` of the catalogue is held out of training entirely.

@@ -234,7 +234,7 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
 # ---------------------------------------------------------------- the hybrid
 
 
-@pytest.mark.parametrize("proto", ["loo", "cold"])
+@pytest.mark.parametrize("proto", ["loo", "cold", "temporal"])
 def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(bench, monkeypatch, proto):
     import models.train as train_mod
 
@@ -287,3 +287,25 @@ def test_parallel_jobs_give_the_single_process_results(bench):
         for key in (f"hr@{K}", f"ndcg@{K}", "mrr"):
             assert par["models"][name]["all"][key]["mean"] == pytest.approx(one["models"][name]["all"][key]["mean"], abs=1e-6), (name, key)
             assert par["models"][name]["all"][key]["std"] == pytest.approx(one["models"][name]["all"][key]["std"], abs=1e-6), (name, key)
+
+
+def test_temporal_protocol_validates_one_level_down_and_refits_seed_free_models_for_the_test(bench):
+    """Models train before the validation cut-off (the same split inside the pre-cut-off data); the
+    test's popularity is refit on every event before the test cut-off."""
+    from models.baselines import popularity
+    from models.data import item_index, temporal_split
+    from models.evaluate import evaluate_model
+
+    v, params, protocols = bench
+    index = item_index(v.items)
+    cutoff, _, test = temporal_split(v.interactions, index, params.train.max_len)
+    before = v.interactions[v.interactions["ts"] < cutoff]
+    inner, _, valid = temporal_split(before, index, params.train.max_len)
+    assert inner < cutoff and len(valid.targets) > 0
+    assert (valid.target_ts < test.target_ts.min()).all()  # validation never looks past the test cut-off
+    want = evaluate_model(popularity(before, index), test, K)
+    got = protocols["temporal"]["models"]["popularity"]["all"]
+    assert got[f"ndcg@{K}"]["mean"] == pytest.approx(want[f"ndcg@{K}"], abs=1e-12)
+    assert got["mrr"]["mean"] == pytest.approx(want["mrr"], abs=1e-12)
+    stale = evaluate_model(popularity(before[before["ts"] < inner], index), test, K)
+    assert stale["mrr"] != pytest.approx(want["mrr"], abs=1e-9)  # counting only up to the validation cut-off differs

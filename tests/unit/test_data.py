@@ -12,7 +12,6 @@ from models.data import (
     item_index,
     leave_one_out,
     pad_left,
-    recent_targets,
     train_interactions,
     training_entity_df,
     user_sequences,
@@ -105,18 +104,6 @@ def test_leave_one_out_valid_and_test():
     assert v.seq[1].tolist() == [0, 0, 0, 4] and v.targets[1] == 5
     with pytest.raises(KeyError):
         leave_one_out(seqs, "train", L)
-
-
-def test_recent_targets_keeps_the_rows_whose_target_is_at_or_after_the_time():
-    t = leave_one_out(user_sequences(_interleaved(), INDEX), "test", 4)
-    order = np.argsort(t.target_ts)
-    newest = t.target_ts[order[-1]]
-    r = recent_targets(t, float(newest))
-    assert r.users == [t.users[order[-1]]] and r.targets.tolist() == [t.targets[order[-1]]]
-    assert r.seq.tolist() == [t.seq[order[-1]].tolist()] and r.hist_len.tolist() == [t.hist_len[order[-1]]]
-    assert r.exclude[0].tolist() == t.exclude[order[-1]].tolist()
-    assert recent_targets(t, float(t.target_ts.min())).users == t.users  # inclusive
-    assert recent_targets(t, float(newest) + 1).users == []
 
 
 def test_leave_one_out_all_users_short():
