@@ -23,7 +23,6 @@ from models.baselines import ItemKNN, StaticScores
 from models.hybrid import Hybrid
 from models.interest import InterestConfig, InterestModel
 
-BASELINES = ("popularity", "recent_popularity")
 
 
 def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict,

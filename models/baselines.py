@@ -74,6 +74,7 @@ class ItemKNN(nn.Module):
         super().__init__()
         self.register_buffer("sim", sim.float())
         self.n_recent, self.decay = n_recent, decay
+        self.n_trained = sim.shape[0]  # items (+ padding) it was fitted on; later ones are added
 
     @property
     def scores(self) -> torch.Tensor:  # the catalogue size, as the evaluator reads it
@@ -85,19 +86,21 @@ class ItemKNN(nn.Module):
 
     def borrow_rows(self, idx: torch.Tensor, w: torch.Tensor, at: int | None = None) -> None:
         """New items (appended, or the one at index ``at``) get the ``w``-weighted mean similarity
-        rows (and columns) of their neighbours ``idx`` (m, k); among themselves, none."""
-        n = self.sim.shape[0]
-        rows = torch.einsum("mk,mkn->mn", w.to(self.sim), self.sim[idx])  # (m, n)
+        rows (and columns) of their neighbours ``idx`` (m, k) over the trained items; to items
+        added after training, none (so the result does not depend on how items were batched)."""
+        n, trained = self.sim.shape[0], self.n_trained
+        rows = torch.einsum("mk,mkn->mn", w.to(self.sim), self.sim[idx][:, :, :trained])  # (m, trained)
         if at is None:
             m = len(rows)
             sim = torch.nn.functional.pad(self.sim, (0, m, 0, m))
-            sim[n:, :n] = rows
-            sim[:n, n:] = rows.T
+            sim[n:, :trained] = rows
+            sim[:trained, n:] = rows.T
             self.sim = sim
         else:
-            rows[0, at] = 0.0
-            self.sim[at, :] = rows[0]
-            self.sim[:, at] = rows[0]
+            self.sim[at, :] = 0.0
+            self.sim[:, at] = 0.0
+            self.sim[at, :trained] = rows[0]
+            self.sim[:trained, at] = rows[0]
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last

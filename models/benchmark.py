@@ -64,6 +64,11 @@ def _aggregate(runs: list[dict]) -> dict:
     return out
 
 
+# bump when a protocol's split or evaluation changes, so --resume never mixes fits of two definitions
+# (2: the temporal protocol validates on a nested temporal split and refits seed-free models for the test)
+PROTOCOLS_VERSION = 2
+
+
 class FitLog:
     """Every finished fit, appended as one JSON line, so a long benchmark that is interrupted
     resumes (``--resume``) without redoing the fits it already has. Lines carry a key of the
@@ -98,7 +103,8 @@ def fit_key(dataset: str, params: Params) -> str:
     the base seed (each line records its own seed), so that seeds run as separate processes
     (``--set train.seed=43 --seeds 1``) can be pooled into one report with ``--resume``."""
     train = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "seed"}
-    return hashlib.md5(json.dumps([dataset, train, dataclasses.asdict(params.encoder)], sort_keys=True, default=str).encode()).hexdigest()[:12]
+    return hashlib.md5(json.dumps([dataset, train, dataclasses.asdict(params.encoder), PROTOCOLS_VERSION],
+                                  sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],

@@ -28,7 +28,7 @@ import torch.nn as nn
 
 from models.data import EvalSet
 from models.interest import InterestModel
-from models.metrics import target_ranks
+from models.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
 
@@ -123,9 +123,10 @@ def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: Eva
     if not components:
         raise ValueError("the hybrid needs at least one component besides the interest model (train.hybrid_with)")
     names = list(components)
-    combos = list(itertools.product(sorted({float(g) for g in grid}), repeat=len(names)))
-    probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).to(device).eval()
-    gains = np.zeros(len(combos))
+    # 0 always: the interest model alone is one of the candidates, so validation never ranks the hybrid below it
+    combos = list(itertools.product(sorted({0.0, *(float(g) for g in grid)}), repeat=len(names)))
+    probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).eval()  # scores on the models' own device
+    ranks: list[list[np.ndarray]] = [[] for _ in combos]
     for i in range(0, len(valid.targets), batch_size):
         seq = torch.as_tensor(valid.seq[i : i + batch_size], device=device)
         ts = torch.as_tensor(valid.ts[i : i + batch_size], device=device)
@@ -133,13 +134,11 @@ def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: Eva
         lp, parts = probe.base_log_probs(seq, ts), probe.component_log_probs(seq, ts)
         for j, w in enumerate(combos):
             r, _ = target_ranks(_fuse(lp, parts, w), tg, valid.exclude[i : i + batch_size])
-            r = r.cpu().numpy().astype(np.float64)
-            gains[j] += np.where(r <= k, 1.0 / np.log2(r + 1), 0.0).sum()
-    ndcg = gains / max(len(valid.targets), 1)
+            ranks[j].append(r.cpu().numpy())
+    ndcg = np.array([metrics_from_ranks(np.concatenate(r), k)[f"ndcg@{k}"] if r else 0.0 for r in ranks])
     best = int(np.argmax(ndcg))  # ties: the first, i.e. the smallest weights
     weights = dict(zip(names, combos[best]))
-    log.info("hybrid weights %s: validation ndcg@%d %.4f (interest alone %.4f)", weights, k, ndcg[best],
-             ndcg[combos.index(tuple(0.0 for _ in names))] if 0.0 in {float(g) for g in grid} else float("nan"))
+    log.info("hybrid weights %s: validation ndcg@%d %.4f (interest alone %.4f)", weights, k, ndcg[best], ndcg[0])
     search = {"weights": weights, "valid_ndcg": float(ndcg[best]),
               "grid": [{"weights": dict(zip(names, w)), "valid_ndcg": float(v)} for w, v in zip(combos, ndcg)]}
     return Hybrid(base, components, weights, eps).eval(), search

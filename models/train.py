@@ -226,10 +226,11 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     already fitted on this data: the benchmark reuses them instead of training twice); the
     models named in ``names`` are always fitted.
     """
-    known = {*NEURAL, *BASELINES, "hybrid"}
-    unknown = (set(names) | (set(tp.hybrid_with) if "hybrid" in names else set())) - known
-    if unknown or "hybrid" in tp.hybrid_with:
-        raise ValueError(f"unknown model(s) in train.models / train.hybrid_with: {sorted(unknown or {'hybrid'})}")
+    unknown = set(names) - {*NEURAL, *BASELINES, "hybrid"}
+    if unknown:
+        raise ValueError(f"unknown model(s) in train.models: {sorted(unknown)}")
+    if "hybrid" in names and (not tp.hybrid_with or set(tp.hybrid_with) - set(BASELINES)):
+        raise ValueError(f"train.hybrid_with {list(tp.hybrid_with)}: expected one or more of {list(BASELINES)}")
     prefitted = prefitted or {}
     todo = [n for n in with_components(names, tp) if n in names or n not in prefitted]
     models: dict[str, torch.nn.Module] = {}
