@@ -206,9 +206,11 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
              "short_history": slices.short_history(test)}
     per_model: dict[str, list[dict]] = {}
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
-    fitted_once: dict[str, tuple[torch.nn.Module, float]] = {}  # this seed's default models: the hybrid is built from them
+    fit_index, fit_text = (index, text_emb) if cold is None else cold[:2]  # cold: train on the warm catalogue
+    reusable: dict[str, torch.nn.Module] = {}  # this seed's default models: the hybrid is built from them
+    seconds_of: dict[str, float] = {}
     for s_i, seed in enumerate(seeds):
-        fitted_once = {n: v for n, v in fitted_once.items() if n in BASELINES}  # baselines do not depend on the seed
+        reusable = {n: m for n, m in reusable.items() if n in BASELINES}  # baselines do not depend on the seed
         for name, over in variants:
             if name in ablations and s_i >= n_ablation_seeds:
                 continue
@@ -221,18 +223,15 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
                 log.info("[%s seed %d] %-24s from the fit log", protocol, seed, name)
                 continue
             tpv = dataclasses.replace(tp, seed=seed, **over)
-            reuse = {n: m for n, (m, _) in fitted_once.items()} if not over else {}
-            reuse_seconds = {n: sec for n, (_, sec) in fitted_once.items()}
+            reuse = {} if over else reusable
             t0 = time.time()
-            if cold is None:
-                fitted, fits = fit_models((base,), train_df, index, text_emb, windows, valid, tpv, device, k, prefitted=reuse)
-            else:  # train on the warm catalogue
-                fitted, fits = fit_models((base,), train_df, cold[0], cold[1], windows, valid, tpv, device, k, prefitted=reuse)
+            fitted, fits = fit_models((base,), train_df, fit_index, fit_text, windows, valid, tpv, device, k, prefitted=reuse)
             seconds = time.time() - t0
             if base == "hybrid":  # its cost includes the models it is built from, fitted before or in this call
-                seconds += sum(reuse_seconds[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
+                seconds += sum(seconds_of[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
             if not over:
-                fitted_once.update({n: (m, seconds if n == base else fits[n].seconds if n in fits else 0.0) for n, m in fitted.items()})
+                reusable.update(fitted)
+                seconds_of.update({n: seconds if n == base else fits[n].seconds if n in fits else 0.0 for n in fitted})
             model = fitted[base] if refit_df is None else _for_test(fitted[base], base, refit_df, index, text_emb, tpv, device)
             if cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
                 model = copy.deepcopy(model)

@@ -83,8 +83,9 @@ class Hybrid(nn.Module):
         return [log_normalised(m.score_all(seq, ts), self.eps) for m in self.components.values()]
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        parts = self.component_log_probs(seq, ts)
-        return _fuse(self.base_log_probs(seq, ts), parts, tuple(self.weights.values()))
+        active = [(w, m) for w, m in zip(self.weights.values(), self.components.values()) if w]  # weight 0: not scored at all
+        parts = [log_normalised(m.score_all(seq, ts), self.eps) for _, m in active]
+        return _fuse(self.base_log_probs(seq, ts), parts, tuple(w for w, _ in active))
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.base.interest_weights(seq, ts)
@@ -103,13 +104,15 @@ class Hybrid(nn.Module):
                 m.add_items(text_rows)
             else:
                 m.borrow_rows(*nb)
-        self.base.add_items(text_rows)
+        self.base.add_items(text_rows, nb)
 
     @torch.no_grad()
     def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
         """Replace one item's text; an item added after training also re-borrows its rows."""
-        self.base.set_item_text(index, text_row)
-        if index > self.base.cfg.n_items and (nb := self._neighbours(self.base.text_emb[index : index + 1])) is not None:
+        cold = index > self.base.cfg.n_items
+        nb = self._neighbours(text_row.to(self.base.text_emb).unsqueeze(0)) if cold else None
+        self.base.set_item_text(index, text_row, nb)
+        if nb is not None:
             for m in self.components.values():
                 m.borrow_rows(*nb, at=index)
 

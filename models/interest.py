@@ -243,25 +243,26 @@ class InterestModel(nn.Module):
         last[:, -1] = True
         return self._scores(user[:, -1], items, seq, last)
 
-    def add_items(self, text_rows: torch.Tensor) -> None:
+    def add_items(self, text_rows: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Append items known only by their text (cold items): they score through the text projection
         plus an id embedding borrowed from their nearest trained items by text (and have no
         transitions yet). Without the borrowed part a cold item lacks the id half of every trained
-        item's vector and ranks far below items of the same kind."""
+        item's vector and ranks far below items of the same kind. ``neighbours``: their
+        ``text_neighbours``, when the caller (the hybrid) has them already."""
         text_rows = text_rows.to(self.text_emb)
         self.text_emb = torch.cat([self.text_emb, text_rows])
         if self.id_emb is not None and self.text_proj is not None and self.cfg.cold_neighbours > 0:
-            self.cold_id = torch.cat([self.cold_id, self.borrowed_id_rows(text_rows)])
+            self.cold_id = torch.cat([self.cold_id, self.borrowed_id_rows(text_rows, neighbours)])
         if self.cfg.use_transition:
             self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
 
     @torch.no_grad()
-    def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
+    def set_item_text(self, index: int, text_row: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Replace one item's text vector; an item added after training also re-borrows its id row."""
         self.text_emb[index] = text_row.to(self.text_emb)
         cold = index - self.id_emb.weight.shape[0] if self.id_emb is not None else -1
         if 0 <= cold < len(self.cold_id):
-            self.cold_id[cold] = self.borrowed_id_rows(self.text_emb[index : index + 1])[0]
+            self.cold_id[cold] = self.borrowed_id_rows(self.text_emb[index : index + 1], neighbours)[0]
 
     @torch.no_grad()
     def text_neighbours(self, text_rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -276,9 +277,9 @@ class InterestModel(nn.Module):
         return 1 + top.indices, w / w.sum(-1, keepdim=True).clamp(min=1e-8)
 
     @torch.no_grad()
-    def borrowed_id_rows(self, text_rows: torch.Tensor) -> torch.Tensor:
+    def borrowed_id_rows(self, text_rows: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """(m, D) id rows for new items: the weighted mean id embedding of their text neighbours."""
-        idx, w = self.text_neighbours(text_rows)
+        idx, w = neighbours if neighbours is not None else self.text_neighbours(text_rows)
         return (w.unsqueeze(-1) * self.id_emb.weight[idx]).sum(1)
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:

@@ -298,7 +298,7 @@ def run(params: Params) -> TrainResult:
     shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
     text_emb = encode_items(params, items, device, train, out / "encoder")
     windows = valid = None
-    if any(n in with_components(tp.models, tp) for n in (*NEURAL, "hybrid")):
+    if any(n in with_components(tp.models, tp) for n in NEURAL):
         entity_df = training_entity_df(interactions, tp.max_len)
         log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
