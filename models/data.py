@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from features.transforms import feature_timestamps, unix_seconds
 
@@ -51,6 +52,15 @@ def pad_left(values: np.ndarray, length: int) -> np.ndarray:
     if len(v):
         out[length - len(v):] = v
     return out
+
+
+def trim_padding(*arrays: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Drop the leading columns that are padding in every row of ``arrays[0]`` (left-padded
+    windows; positions count back from the newest behaviour, so a model's output at the real
+    positions does not change). Batches of similar lengths then skip most of the padding."""
+    real = (arrays[0] > 0).any(0)
+    first = int(real.nonzero()[0]) if real.any() else arrays[0].shape[1] - 1
+    return tuple(a[:, first:] for a in arrays)
 
 
 @dataclass

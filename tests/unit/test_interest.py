@@ -10,7 +10,7 @@ import torch
 
 from features.params import TrainParams
 from models.data import EvalSet, pad_left
-from models.evaluate import evaluate_model
+from models.evaluate import evaluate_model, rank_targets
 from models.interest import InterestModel, SASRecBlock, TimeAwareAttention, elapsed_hours
 from models.metrics import target_ranks
 from models.train import fit_interest, pick_device
@@ -469,7 +469,7 @@ def test_length_bucketed_batches_cover_every_window_once_with_similar_lengths():
 
 @pytest.mark.parametrize("kw", [{}, {"use_transition": True}, {"use_long_term": False}])
 def test_trimming_padding_columns_leaves_the_loss_unchanged(kw):
-    from models.train import _trim
+    from models.data import trim_padding as _trim
 
     torch.manual_seed(0)
     m = InterestModel(_cfg(**kw), _text_emb(), _transition()).eval()
@@ -550,3 +550,21 @@ def test_shuffled_batches_cover_every_window_once_and_regroup_each_epoch():
         assert [len(b) for b in batches] == [128] * 7 + [104]
     # the next epoch draws new batch compositions, not only a new order of the same batches
     assert {frozenset(b.tolist()) for b in first}.isdisjoint({frozenset(b.tolist()) for b in second})
+
+
+@pytest.mark.parametrize("kw", [{}, {"block": "sasrec", "use_text": False, "use_long_term": False}])
+def test_length_sorted_trimmed_evaluation_ranks_as_one_padded_batch(kw):
+    # rank_targets batches users by history length and trims padding; the ranks must equal those
+    # of scoring every user in one left-padded batch, in the users' own order
+    model = _model(**kw).eval()
+    rng = np.random.default_rng(3)
+    lengths = [1, L, 3, 7, 2, L - 1, 5, 4]
+    hists = [list(rng.integers(1, N_ITEMS + 1, size=n)) for n in lengths]
+    seq, ts = _batch(hists)
+    data = EvalSet([f"u{i}" for i in range(len(hists))], seq.numpy(), ts.numpy(), rng.integers(1, N_ITEMS + 1, size=len(hists)),
+                   [np.unique(h) for h in hists], np.zeros(len(hists)))
+    with torch.no_grad():
+        want, masked = target_ranks(model.score_all(seq, ts), torch.as_tensor(data.targets), data.exclude)
+    ranks, top = rank_targets(model, data, k=5, batch_size=3)
+    assert ranks.tolist() == want.tolist()
+    assert top.tolist() == masked.topk(5, dim=1).indices.tolist()
