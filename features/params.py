@@ -89,6 +89,8 @@ class TrainParams:
     use_position: bool = True
     use_transition: bool = False
     transition_recent: int = 5
+    use_trend: bool = False
+    trend_days: int = 7
     block: str = "preln"
     gate_init: float = 0.0
     cold_neighbours: int = 10

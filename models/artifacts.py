@@ -78,8 +78,10 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
         models["item_knn"] = ItemKNN(load_file(str(out / "item_knn.safetensors"))["sim"])
     for cfg_file in sorted(out.glob("*_config.json")):
         name = cfg_file.name[: -len("_config.json")]
-        m = InterestModel(InterestConfig(**json.loads(cfg_file.read_text())), text_emb)
-        m.load_state_dict(load_file(str(out / f"{name}.safetensors")), strict=False)
+        state = load_file(str(out / f"{name}.safetensors"))
+        trend = (state["trend"], int(state["trend_start"])) if "trend" in state else None  # its size is the data's span
+        m = InterestModel(InterestConfig(**json.loads(cfg_file.read_text())), text_emb, trend=trend)
+        m.load_state_dict(state, strict=False)
         models[name] = m
     if (out / "hybrid.json").exists():
         cfg = json.loads((out / "hybrid.json").read_text())

@@ -1,4 +1,4 @@
-"""Baselines behind the same interface as the interest model (``score_all(seq, ts)``).
+"""Baselines behind the same interface as the interest model (``score_all(seq, ts, now=None)``).
 
 They ignore the sequence on purpose: they are the floor any sequential model must clear.
 """
@@ -19,7 +19,7 @@ class StaticScores(nn.Module):
         super().__init__()
         self.register_buffer("scores", scores.float())
 
-    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         return self.scores.unsqueeze(0).expand(seq.shape[0], -1)
 
     def add_items(self, text_rows: torch.Tensor) -> None:
@@ -102,7 +102,7 @@ class ItemKNN(nn.Module):
             self.sim[at, :trained] = rows[0]
             self.sim[:trained, at] = rows[0]
 
-    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last
         w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
         w = w.unsqueeze(0) * (recent > 0).float()  # (B, m)

@@ -30,7 +30,9 @@ from models import slices
 from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.hybrid import Hybrid
+from models.interest import InterestModel
 from models.train import BASELINES, encode_items, fit_models, pick_device
+from models.trend import trend_table
 
 log = logging.getLogger(__name__)
 
@@ -254,12 +256,16 @@ def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, tex
     """The temporal test's version of a model fitted up to the validation cut-off: models without
     training or early stopping (popularity, recent popularity, item-kNN, and so the hybrid's
     components, with its validated weights) are refit on every event before the test cut-off, so
-    that recent popularity counts the days right before it; neural models keep their weights."""
+    that recent popularity counts the days right before it; neural models keep their weights, and
+    a trend prior's table (data, not weights) counts those days too."""
     if name in BASELINES:
         return fit_models((name,), train, index, text_emb, None, None, tp, device)[0][name]
     if isinstance(model, Hybrid):
         parts = fit_models(tuple(model.components), train, index, text_emb, None, None, tp, device)[0]
-        return Hybrid(model.base, parts, model.weights, model.eps)
+        return Hybrid(_for_test(model.base, "interest", train, index, text_emb, tp, device), parts, model.weights, model.eps)
+    if isinstance(model, InterestModel) and model.cfg.use_trend:
+        model = copy.deepcopy(model)  # the hybrid of this seed is built from the original
+        model.set_trend(*trend_table(train, index, tp.trend_days))
     return model
 
 

@@ -180,10 +180,14 @@ def training_entity_df(interactions: pd.DataFrame, max_len: int) -> pd.DataFrame
     return out
 
 
-def windows_from_features(rows: pd.DataFrame, index: ItemIndex, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(seq, ts, labels), each (B, max_len): inputs are history, labels the next item at each position."""
+Windows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+def windows_from_features(rows: pd.DataFrame, index: ItemIndex, max_len: int) -> Windows:
+    """(seq, ts, labels, label_ts), each (B, max_len): inputs are history, labels the next item at
+    each position, label_ts the labels' timestamps (the moment of each prediction)."""
     pos = index.pos
-    seqs, tss, labels = [], [], []
+    seqs, tss, labels, label_ts = [], [], [], []
     for hist, hts, target, tts in zip(rows["hist_item_ids"], rows["hist_ts"], rows["target_item"], unix_seconds(rows["target_ts"])):
         hist = [] if hist is None else list(hist)
         hts = [] if hts is None else list(hts)
@@ -192,20 +196,25 @@ def windows_from_features(rows: pd.DataFrame, index: ItemIndex, max_len: int) ->
         seqs.append(pad_left(full[:-1], max_len))
         tss.append(pad_left(full_ts[:-1], max_len))
         labels.append(pad_left(full[1:], max_len))
+        label_ts.append(pad_left(full_ts[1:], max_len))
+    return _windows(seqs, tss, labels, label_ts, max_len)
+
+
+def _windows(seqs: list, tss: list, labels: list, label_ts: list, max_len: int) -> Windows:
     lab = np.array(labels).reshape(-1, max_len)
     seq = np.array(seqs).reshape(-1, max_len)
     lab[seq == PAD] = PAD  # no input at that position: nothing to predict from
-    return seq, np.array(tss).reshape(-1, max_len), lab
+    return seq, np.array(tss).reshape(-1, max_len), lab, np.array(label_ts).reshape(-1, max_len)
 
 
-def windows_from_sequences(seqs: dict[str, UserSequence], max_len: int, holdout: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def windows_from_sequences(seqs: dict[str, UserSequence], max_len: int, holdout: int = 2) -> Windows:
     """The windows ``training_entity_df`` + Feast + ``windows_from_features`` produce, straight from sequences.
 
     Used by the benchmark (many seeds and protocols, no feature store round trip); a unit
     test proves both paths give identical arrays. ``holdout`` events per user are kept out
     (2 under leave-one-out: validation and test).
     """
-    seqs_out, ts_out, lab_out = [], [], []
+    seqs_out, ts_out, lab_out, lts_out = [], [], [], []
     for s in seqs.values():
         n = len(s.items)
         for q in range(n - 1 - holdout, 0, -max_len):
@@ -213,7 +222,5 @@ def windows_from_sequences(seqs: dict[str, UserSequence], max_len: int, holdout:
             seqs_out.append(pad_left(s.items[lo:q], max_len))
             ts_out.append(pad_left(s.ts[lo:q], max_len))
             lab_out.append(pad_left(s.items[lo + 1 : q + 1], max_len))
-    seq = np.array(seqs_out).reshape(-1, max_len)
-    lab = np.array(lab_out).reshape(-1, max_len)
-    lab[seq == PAD] = PAD
-    return seq, np.array(ts_out).reshape(-1, max_len), lab
+            lts_out.append(pad_left(s.ts[lo + 1 : q + 1], max_len))
+    return _windows(seqs_out, ts_out, lab_out, lts_out, max_len)

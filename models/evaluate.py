@@ -48,7 +48,8 @@ def rank_targets(model: nn.Module, data: EvalSet, k: int = 10, device: str = "cp
         rows = order[i : i + batch_size]
         seq, ts = trim_padding(torch.as_tensor(data.seq[rows]), torch.as_tensor(data.ts[rows]))
         tg = torch.as_tensor(data.targets[rows], device=device)
-        r, masked = target_ranks(model.score_all(seq.to(device), ts.to(device)), tg, [data.exclude[j] for j in rows])
+        now = torch.as_tensor(data.target_ts[rows], device=device)  # the request's moment (the trend prior reads it)
+        r, masked = target_ranks(model.score_all(seq.to(device), ts.to(device), now), tg, [data.exclude[j] for j in rows])
         ranks[rows] = r.cpu().numpy()
         top[rows] = masked.topk(k, dim=1).indices.cpu().numpy()
     return ranks, top

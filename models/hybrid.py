@@ -74,18 +74,18 @@ class Hybrid(nn.Module):
     def config(self) -> dict:
         return {"base": "interest", "weights": self.weights, "eps": self.eps}
 
-    def base_log_probs(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        s = self.base.score_all(seq, ts).float()
+    def base_log_probs(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
+        s = self.base.score_all(seq, ts, now).float()
         s[:, 0] = float("-inf")
         return torch.log_softmax(s, -1)
 
-    def component_log_probs(self, seq: torch.Tensor, ts: torch.Tensor) -> list[torch.Tensor]:
-        return [log_normalised(m.score_all(seq, ts), self.eps) for m in self.components.values()]
+    def component_log_probs(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> list[torch.Tensor]:
+        return [log_normalised(m.score_all(seq, ts, now), self.eps) for m in self.components.values()]
 
-    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         active = [(w, m) for w, m in zip(self.weights.values(), self.components.values()) if w]  # weight 0: not scored at all
-        parts = [log_normalised(m.score_all(seq, ts), self.eps) for _, m in active]
-        return _fuse(self.base_log_probs(seq, ts), parts, tuple(w for w, _ in active))
+        parts = [log_normalised(m.score_all(seq, ts, now), self.eps) for _, m in active]
+        return _fuse(self.base_log_probs(seq, ts, now), parts, tuple(w for w, _ in active))
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.base.interest_weights(seq, ts)
@@ -134,7 +134,8 @@ def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: Eva
         seq = torch.as_tensor(valid.seq[i : i + batch_size], device=device)
         ts = torch.as_tensor(valid.ts[i : i + batch_size], device=device)
         tg = torch.as_tensor(valid.targets[i : i + batch_size], device=device)
-        lp, parts = probe.base_log_probs(seq, ts), probe.component_log_probs(seq, ts)
+        now = torch.as_tensor(valid.target_ts[i : i + batch_size], device=device)
+        lp, parts = probe.base_log_probs(seq, ts, now), probe.component_log_probs(seq, ts, now)
         for j, w in enumerate(combos):
             r, _ = target_ranks(_fuse(lp, parts, w), tg, valid.exclude[i : i + batch_size])
             ranks[j].append(r.cpu().numpy())

@@ -8,6 +8,10 @@ Long-term    = attention pooling over all past behaviours with its own learned t
 User vector  = gate * short + (1 - gate) * long; score = user . item for every item.
 Interest weights = how much each past behaviour contributed: the gate-weighted mix of the
                last-layer attention row and the long-term pooling weights (used to explain).
+Trend prior (optional) = a learned multiple of the item's log event count in the days before
+               the moment of the request (models/trend.py), larger the longer the user has been
+               away: a user back after months takes what everyone takes now, one in the middle
+               of a session follows their own sequence. Training reads each target's own moment.
 Transition prior (optional) = a learned mix of the co-occurrence rows of the last few
                behaviours, added to the scores: short-term "what follows what" evidence that a
                small-data transformer learns slowly, fixed from the training data, with the
@@ -23,6 +27,8 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from models.trend import day_rows
 
 
 @dataclass
@@ -41,6 +47,7 @@ class InterestConfig:
     use_position: bool = True
     use_transition: bool = False  # add a learned-weight item-to-item transition prior to the scores
     transition_recent: int = 5    # behaviours (newest first) whose transition rows feed the prior
+    use_trend: bool = False       # add the learned trend prior: item counts in the days before the request (models/trend.py)
     block: str = "preln"          # preln (GPT-style) | sasrec (the SASRec paper's layer, as RecTools builds it)
     init: str = "normal"          # normal (N(0, 0.02) embeddings) | xavier (Xavier-normal on every matrix, as RecTools)
     gate_init: float = 0.0        # initial bias of the short/long gate (logit of the short-term share)
@@ -120,10 +127,17 @@ BLOCKS: dict[str, type[nn.Module]] = {"preln": Block, "sasrec": SASRecBlock}
 
 
 class InterestModel(nn.Module):
-    def __init__(self, cfg: InterestConfig, text_emb: torch.Tensor | None = None, transition: torch.Tensor | None = None) -> None:
+    def __init__(self, cfg: InterestConfig, text_emb: torch.Tensor | None = None, transition: torch.Tensor | None = None,
+                 trend: tuple[torch.Tensor, int] | None = None) -> None:
         super().__init__()
         self.cfg = cfg
         n = cfg.n_items + 1
+        if cfg.use_trend:  # (days + 1, N+1) table and the unix second of its day 0, from the training events
+            table, start = trend if trend is not None else (torch.zeros(1, n), 0)
+            self.register_buffer("trend", table.float())
+            self.register_buffer("trend_start", torch.tensor(int(start), dtype=torch.long))
+            self.trend_scale = nn.Parameter(torch.tensor(0.5))  # weight of the trend for a user active just now
+            self.trend_gap = nn.Parameter(torch.tensor(0.0))    # its change per log1p(hour) since the newest behaviour
         if cfg.use_transition:  # (N+1, N+1) item-to-item similarity from training sequences, row 0 zero
             self.register_buffer("transition", transition.float() if transition is not None else torch.zeros(n, n))
             self.transition_lag = nn.Parameter(torch.zeros(cfg.transition_recent))
@@ -218,30 +232,58 @@ class InterestModel(nn.Module):
             out = out + w[lag] * self.transition[prev[keep]]
         return self.transition_scale * out
 
-    def _scores(self, user: torch.Tensor, items: torch.Tensor, seq: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    def trend_prior(self, now: torch.Tensor | None, newest: torch.Tensor) -> torch.Tensor:
+        """(n, N+1) trend prior of n requests at the moments ``now`` (unix seconds; None: after all
+        known data, as the service asks) from users whose newest behaviour is at ``newest``."""
+        table = self.trend
+        if now is None:
+            rows = table[-1:].expand(len(newest), -1)
+            away = torch.zeros(len(newest), device=table.device)
+        else:
+            rows = table[day_rows(now, self.trend_start, len(table))]
+            away = torch.log1p((now - newest).clamp(min=0).float() / 3600.0)
+        return (self.trend_scale + self.trend_gap * away).unsqueeze(-1) * rows
+
+    def _scores(self, user: torch.Tensor, items: torch.Tensor, seq: torch.Tensor, keep: torch.Tensor,
+                now: torch.Tensor | None, newest: torch.Tensor) -> torch.Tensor:
         logits = user @ items.T
+        # items appended at serving time (add_items) may be ahead of a prior: no transitions or counts yet
         if self.cfg.use_transition:
             prior = self.transition_prior(seq, keep)
-            # items appended at serving time (add_items) may be one step ahead of the prior: no transitions yet
+            logits = logits + F.pad(prior, (0, logits.shape[1] - prior.shape[1]))
+        if self.cfg.use_trend:
+            prior = self.trend_prior(now, newest)
             logits = logits + F.pad(prior, (0, logits.shape[1] - prior.shape[1]))
         return logits
 
-    def loss(self, seq: torch.Tensor, ts: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Full-catalogue softmax cross-entropy at every position whose label is an item (> 0)."""
+    def loss(self, seq: torch.Tensor, ts: torch.Tensor, labels: torch.Tensor, label_ts: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-catalogue softmax cross-entropy at every position whose label is an item (> 0).
+        ``label_ts``: the labels' own moments, the request times the trend prior reads."""
+        if self.cfg.use_trend and label_ts is None:
+            raise ValueError("the trend prior needs the labels' timestamps (label_ts)")
         items = self.item_vectors()
         user, _ = self.encode(seq, ts, items)
         keep = labels > 0
-        logits = self._scores(user[keep], items, seq, keep)  # (n, N+1)
+        now = label_ts[keep] if label_ts is not None else None
+        logits = self._scores(user[keep], items, seq, keep, now, ts[keep])  # (n, N+1)
         logits[:, 0] = float("-inf")
         return F.cross_entropy(logits, labels[keep])
 
-    def score_all(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
-        """(B, N+1) scores of every item for the newest position of each sequence."""
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, N+1) scores of every item for the newest position of each sequence, requested at
+        ``now`` (B,) unix seconds (None: after all known data, at the newest behaviour)."""
         items = self.item_vectors()
         user, _ = self.encode(seq, ts, items)
         last = torch.zeros_like(seq, dtype=torch.bool)
         last[:, -1] = True
-        return self._scores(user[:, -1], items, seq, last)
+        return self._scores(user[:, -1], items, seq, last, now, ts[:, -1])
+
+    @torch.no_grad()
+    def set_trend(self, table: torch.Tensor, start: int) -> None:
+        """Swap in a trend table counted over newer events (no retraining: the table is data)."""
+        n = self.trend.shape[1]
+        self.trend = F.pad(table.to(self.trend), (0, n - table.shape[1])) if table.shape[1] < n else table.to(self.trend)
+        self.trend_start = torch.tensor(int(start), dtype=torch.long, device=self.trend.device)
 
     def add_items(self, text_rows: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         """Append items known only by their text (cold items): they score through the text projection
@@ -255,6 +297,8 @@ class InterestModel(nn.Module):
             self.cold_id = torch.cat([self.cold_id, self.borrowed_id_rows(text_rows, neighbours)])
         if self.cfg.use_transition:
             self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
+        if self.cfg.use_trend:
+            self.trend = F.pad(self.trend, (0, len(text_rows)))
 
     @torch.no_grad()
     def set_item_text(self, index: int, text_row: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:

@@ -22,12 +22,14 @@ from features.cli import stage_main
 from features.ingest import data_version
 from features.params import Params, TrainParams
 from models import artifacts, baselines
-from models.data import EvalSet, ItemIndex, item_index, leave_one_out, train_interactions, training_entity_df, trim_padding, user_sequences, windows_from_features
+from models.data import (EvalSet, ItemIndex, Windows, item_index, leave_one_out, train_interactions, training_entity_df, trim_padding,
+                         user_sequences, windows_from_features)
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs
 from models.hybrid import fit_hybrid
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
+from models.trend import trend_table
 
 log = logging.getLogger(__name__)
 
@@ -81,18 +83,18 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.G
     return [batches[i] for i in torch.randperm(len(batches), generator=gen)]
 
 
-def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.ndarray, np.ndarray, np.ndarray],
+def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
                  valid: EvalSet, tp: TrainParams, device: str, k: int = 10, checkpoint: Path | None = None,
-                 transition: torch.Tensor | None = None) -> FitResult:
+                 transition: torch.Tensor | None = None, trend: tuple[torch.Tensor, int] | None = None) -> FitResult:
     """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored.
 
     With ``checkpoint``, the state after every epoch is saved there and an interrupted run
     resumes from it (same config only); the file is removed once training finishes.
     """
     seed_everything(tp.seed)
-    model = InterestModel(cfg, text_emb, transition).to(device)
+    model = InterestModel(cfg, text_emb, transition, trend).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=(0.9, tp.adam_beta2), weight_decay=tp.weight_decay)
-    seq, ts, lab = (torch.as_tensor(a) for a in windows)
+    seq, ts, lab, lab_ts = (torch.as_tensor(a) for a in windows)
     lengths = (seq > 0).sum(1)
     gen = torch.Generator().manual_seed(tp.seed)
     res = FitResult(model)
@@ -119,9 +121,9 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: tuple[np.
         batches = length_bucketed_batches(lengths, tp.batch_size, gen) if tp.length_buckets else shuffled_batches(len(lengths), tp.batch_size, gen)
         bar = tqdm(batches, desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
         for b in bar:
-            bs, bt, bl = trim_padding(seq[b], ts[b], lab[b])
+            bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = model.loss(bs.to(device), bt.to(device), bl.to(device))
+                loss = model.loss(bs, bt, bl, blt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tp.grad_clip > 0:
@@ -184,7 +186,7 @@ def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> Int
                               use_long_term=False, use_position=True, use_transition=False, **reference)
     return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
                           use_long_term=tp.use_long_term, use_position=tp.use_position, use_transition=tp.use_transition,
-                          transition_recent=tp.transition_recent, block=tp.block, gate_init=tp.gate_init,
+                          transition_recent=tp.transition_recent, use_trend=tp.use_trend, block=tp.block, gate_init=tp.gate_init,
                           cold_neighbours=tp.cold_neighbours)
 
 
@@ -208,7 +210,7 @@ def with_components(names: tuple[str, ...], tp: TrainParams) -> tuple[str, ...]:
 
 
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
-               windows: tuple[np.ndarray, np.ndarray, np.ndarray] | None, valid: EvalSet | None,
+               windows: Windows | None, valid: EvalSet | None,
                tp: TrainParams, device: str, k: int = 10, checkpoint_dir: Path | None = None,
                prefitted: dict[str, torch.nn.Module] | None = None
                ) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
@@ -243,7 +245,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         t0 = time.time()
         ck = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
         fits[name] = fit_interest(cfg, text_emb, windows, valid, optimizer_params(name, tp), device, k, ck,
-                                  sim if cfg.use_transition else None)
+                                  sim if cfg.use_transition else None,
+                                  trend_table(train, index, tp.trend_days) if cfg.use_trend else None)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
     if "hybrid" in todo:

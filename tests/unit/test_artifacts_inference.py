@@ -15,6 +15,7 @@ from models.data import ItemIndex, pad_left
 from models.inference import Recommender
 from models.interest import InterestModel
 from models.train import model_config
+from models.trend import trend_table
 from serving.batch import score_file
 
 N_ITEMS, TEXT_DIM, L = 12, 8, 6
@@ -45,10 +46,10 @@ def _text_emb() -> torch.Tensor:
 
 def _models() -> dict[str, torch.nn.Module]:
     train = _train()
-    tp = TrainParams(dim=16, max_len=L, n_layers=1, n_heads=2, dropout=0.0, use_transition=True)
+    tp = TrainParams(dim=16, max_len=L, n_layers=1, n_heads=2, dropout=0.0, use_transition=True, use_trend=True)
     knn = item_knn(train, INDEX)
     torch.manual_seed(0)
-    interest = InterestModel(model_config("interest", tp, N_ITEMS, TEXT_DIM), _text_emb(), knn.sim)
+    interest = InterestModel(model_config("interest", tp, N_ITEMS, TEXT_DIM), _text_emb(), knn.sim, trend_table(train, INDEX, 1))
     with torch.no_grad():  # non-default values so a parameter left at its init would show
         for p in interest.parameters():
             p.add_(0.05 * torch.randn_like(p))
@@ -88,10 +89,16 @@ def test_save_load_round_trip_gives_identical_scores(saved):
     assert loaded["interest"].cfg == models["interest"].cfg and loaded["sasrec"].cfg == models["sasrec"].cfg
     assert not loaded["sasrec"].cfg.use_text and loaded["interest"].cfg.use_text
     assert loaded["interest"].cfg.use_transition and torch.equal(loaded["interest"].transition, models["item_knn"].sim)
+    # the trend table is as long as the data's span in days: it must come back with its own size and start
+    assert loaded["interest"].cfg.use_trend and loaded["interest"].trend.shape[0] > 1
+    assert torch.equal(loaded["interest"].trend, models["interest"].trend)
+    assert int(loaded["interest"].trend_start) == int(models["interest"].trend_start)
     seq, ts = _batch()
+    now = ts[:, -1] + 86400
     with torch.no_grad():
         for name, m in models.items():
             torch.testing.assert_close(loaded[name].score_all(seq, ts), m.score_all(seq, ts), rtol=0, atol=0, msg=name)
+            torch.testing.assert_close(loaded[name].score_all(seq, ts, now), m.score_all(seq, ts, now), rtol=0, atol=0, msg=name)
             torch.testing.assert_close(loaded[name].interest_weights(seq, ts), m.interest_weights(seq, ts), msg=name)
     # every weight came back (load_state_dict is non-strict because text_emb is stored once, separately)
     for name in ("interest", "sasrec"):

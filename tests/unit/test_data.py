@@ -184,8 +184,10 @@ def test_windows_from_features_labels_are_inputs_shifted_by_one():
         targets=["i6", "i4", "i7", "i8"],
         tts=[6, 12, 30, 21],
     )
-    seq, ts, lab = windows_from_features(rows, INDEX, L)
-    assert seq.shape == ts.shape == lab.shape == (4, L)
+    seq, ts, lab, lab_ts = windows_from_features(rows, INDEX, L)
+    assert seq.shape == ts.shape == lab.shape == lab_ts.shape == (4, L)
+    # the labels' timestamps are the inputs' shifted by one, the last one the target's
+    assert lab_ts[0].tolist() == [3, 4, 5, 6] and lab_ts[1].tolist() == [0, 0, 11, 12] and lab_ts[3].tolist() == [0, 0, 0, 21]
     # row 0: history longer than L keeps the newest L
     assert seq[0].tolist() == [2, 3, 4, 5] and lab[0].tolist() == [3, 4, 5, 6] and ts[0].tolist() == [2, 3, 4, 5]
     # row 1: left padded
@@ -203,6 +205,6 @@ def test_windows_from_features_labels_are_inputs_shifted_by_one():
 
 def test_windows_from_features_unknown_items_become_padding():
     rows = _features_rows(hists=[["i1", "nope", "i2"]], hts=[[1, 2, 3]], targets=["i3"], tts=[4])
-    seq, _, lab = windows_from_features(rows, INDEX, 4)
+    seq, _, lab, _ = windows_from_features(rows, INDEX, 4)
     assert seq[0].tolist() == [0, 1, 0, 2]
     assert lab[0].tolist() == [0, 0, 0, 3]  # label of i1 is the unknown item -> 0; no input at 'nope' -> 0

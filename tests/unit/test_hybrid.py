@@ -95,11 +95,11 @@ def test_fit_hybrid_trusts_a_component_that_knows_the_targets_and_ignores_one_th
     oracle[torch.arange(len(targets)), torch.as_tensor(targets)] = 1.0
 
     class Oracle(torch.nn.Module):  # scores each validation user's target highest (users come in order)
-        def score_all(self, seq, ts):
+        def score_all(self, seq, ts, now=None):
             return oracle[: len(seq)]
 
     class Liar(torch.nn.Module):  # scores every item but the targets
-        def score_all(self, seq, ts):
+        def score_all(self, seq, ts, now=None):
             return 1.0 - oracle[: len(seq)]
 
     h, search = fit_hybrid(base, {"oracle": Oracle(), "liar": Liar()}, valid, (0, 1, 5), k=10)
@@ -218,7 +218,8 @@ def _windows(n: int = 32):
         seq.append(pad_left(np.array(run[:-1]), L))
         lab.append(pad_left(np.array(run[1:]), L))
         ts.append(pad_left(T0 + HOUR * np.arange(4), L))
-    return np.stack(seq), np.stack(ts), np.stack(lab)
+    ts_ = np.stack(ts)
+    return np.stack(seq), ts_, np.stack(lab), np.where(ts_ > 0, ts_ + HOUR, 0)
 
 
 def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():

@@ -42,7 +42,8 @@ def _pattern_windows(n: int, length: int = L, seed: int = 0, items: int = N_ITEM
         seq.append(pad_left(np.array(run[:-1]), length))
         lab.append(pad_left(np.array(run[1:]), length))
         ts.append(pad_left(T0 + HOUR * np.arange(len(run) - 1), length))
-    return np.stack(seq), np.stack(ts), np.stack(lab)
+    ts_ = np.stack(ts)
+    return np.stack(seq), ts_, np.stack(lab), np.where(ts_ > 0, ts_ + HOUR, 0)  # each label an hour after its input
 
 
 def _pattern_eval(length: int = L, items: int = N_ITEMS, hist: int = 4) -> EvalSet:
@@ -57,7 +58,7 @@ def _pattern_eval(length: int = L, items: int = N_ITEMS, hist: int = 4) -> EvalS
 
 
 def _train_steps(model: InterestModel, steps: int, lr: float = 1e-2, seed: int = 0) -> list[float]:
-    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(64, seed=seed))
+    seq, ts, lab, _ = (torch.as_tensor(a) for a in _pattern_windows(64, seed=seed))
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     model.train()
     losses = []
@@ -239,7 +240,7 @@ def test_text_only_model_scores_cold_item_through_its_text():
     torch.manual_seed(0)
     m = InterestModel(_cfg(use_id_embedding=False, n_layers=1), emb)
     items = N_ITEMS - 1  # training pattern only ever uses items 1..19: item 20 is never seen
-    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(128, items=items))
+    seq, ts, lab, _ = (torch.as_tensor(a) for a in _pattern_windows(128, items=items))
     assert not (seq == cold).any() and not (lab == cold).any()
     opt = torch.optim.AdamW(m.parameters(), lr=1e-2)
     m.train()
@@ -439,14 +440,17 @@ def test_fit_models_shares_one_cooccurrence_matrix_with_item_knn():
     train = pd.DataFrame({"user_id": np.repeat([f"u{k}" for k in range(10)], 6),
                           "item_id": [f"i{k}" for k in rng.integers(0, N_ITEMS, 60)],
                           "ts": pd.to_datetime(T0 + HOUR * np.arange(60), unit="s", utc=True)})
-    tp = TrainParams(dim=DIM, max_len=L, epochs=1, patience=1, use_transition=True, batch_size=16)
+    tp = TrainParams(dim=DIM, max_len=L, epochs=1, patience=1, use_transition=True, use_trend=True, batch_size=16)
     windows = _pattern_windows(32)
-    valid_seq, valid_ts, _ = _pattern_windows(8, seed=1)
+    valid_seq, valid_ts, _, _ = _pattern_windows(8, seed=1)
     valid = EvalSet([f"u{k}" for k in range(8)], valid_seq, valid_ts, np.arange(1, 9), [np.array([], dtype=np.int64)] * 8, np.zeros(8))
     models, _ = fit_models(("item_knn", "interest", "sasrec"), train, index, _text_emb(), windows, valid, tp, "cpu")
     assert torch.equal(models["interest"].transition, models["item_knn"].sim)
     assert models["interest"].transition.abs().sum() > 0
     assert not models["sasrec"].cfg.use_transition and not hasattr(models["sasrec"], "transition")
+    # the trend table is counted from the same training events (60 hours: 3 or 4 days, one row past them)
+    assert models["interest"].trend.shape[0] in (4, 5) and np.expm1(models["interest"].trend[-1].numpy()).sum() > 0
+    assert not models["sasrec"].cfg.use_trend and not hasattr(models["sasrec"], "trend")
 
 
 # ---------------------------------------------------------------- length-bucketed batches
@@ -467,21 +471,22 @@ def test_length_bucketed_batches_cover_every_window_once_with_similar_lengths():
     assert not all(torch.equal(a, b) for a, b in zip(batches, other))
 
 
-@pytest.mark.parametrize("kw", [{}, {"use_transition": True}, {"use_long_term": False}])
+@pytest.mark.parametrize("kw", [{}, {"use_transition": True}, {"use_long_term": False}, {"use_trend": True}])
 def test_trimming_padding_columns_leaves_the_loss_unchanged(kw):
     from models.data import trim_padding as _trim
 
     torch.manual_seed(0)
-    m = InterestModel(_cfg(**kw), _text_emb(), _transition()).eval()
-    seq, ts, lab = (torch.as_tensor(a) for a in _pattern_windows(16, length=L))
+    trend = (torch.rand(3, N_ITEMS + 1), T0 - T0 % 86400)
+    m = InterestModel(_cfg(**kw), _text_emb(), _transition(), trend).eval()
+    seq, ts, lab, lab_ts = (torch.as_tensor(a) for a in _pattern_windows(16, length=L))
     short = seq.clone()
     short[:, : L // 2] = 0  # every row at most L/2 long: half the columns are padding
     lab2 = lab.clone()
     lab2[short == 0] = 0
-    trimmed = _trim(short, ts, lab2)
+    trimmed = _trim(short, ts, lab2, lab_ts)
     assert trimmed[0].shape[1] <= L - L // 2
     with torch.no_grad():
-        torch.testing.assert_close(m.loss(*trimmed), m.loss(short, ts, lab2))
+        torch.testing.assert_close(m.loss(*trimmed), m.loss(short, ts, lab2, lab_ts))
 
 
 # ---------------------------------------------------------------- the SASRec layer, init and gate

@@ -40,7 +40,8 @@ def _windows(n: int = 96, seed: int = 0):
         seq.append(pad_left(np.array(run[:-1]), L))
         lab.append(pad_left(np.array(run[1:]), L))
         ts.append(pad_left(T0 + HOUR * np.arange(len(run) - 1), L))
-    return np.stack(seq), np.stack(ts), np.stack(lab)
+    ts_ = np.stack(ts)
+    return np.stack(seq), ts_, np.stack(lab), np.where(ts_ > 0, ts_ + HOUR, 0)
 
 
 def _valid() -> EvalSet:

@@ -67,10 +67,9 @@ def _build_repo(tmp_path_factory, inter: pd.DataFrame, items: pd.DataFrame) -> P
     return repo
 
 
-def _rows(windows: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[tuple]:
-    seq, ts, lab = windows
-    assert seq.shape == ts.shape == lab.shape
-    return sorted((tuple(s.tolist()), tuple(t.tolist()), tuple(l.tolist())) for s, t, l in zip(seq, ts, lab))
+def _rows(windows: tuple[np.ndarray, ...]) -> list[tuple]:
+    assert len({a.shape for a in windows}) == 1
+    return sorted(tuple(tuple(a.tolist()) for a in row) for row in zip(*windows))
 
 
 @pytest.mark.parametrize("max_len", [HISTORY_LEN, 3])  # history_len == max_len, and a longer stored history
@@ -90,13 +89,14 @@ def test_feast_windows_equal_sequence_windows(feast_repo, dataset, max_len):
     assert rows_a == rows_b
 
     # the windows are sensible, not just equal: every train target (positions 1..n-3) labelled exactly once
-    seq, ts, lab = win_b
+    seq, ts, lab, lab_ts = win_b
     assert seq.shape[1] == max_len
     labelled = sorted(lab[lab > 0].tolist())
     expected = sorted(x for s in seqs.values() for x in s.items[1 : len(s.items) - 2].tolist())
     assert labelled == expected
     assert np.all(lab[seq == PAD] == PAD)
     assert np.all((ts > 0) == (seq > 0))
+    assert np.all(lab_ts[lab > 0] >= ts[lab > 0])  # a label is never before its input
     # the data exercises both cases: full windows and left-padded ones
     assert (seq[:, 0] > 0).any() and (seq[:, 0] == PAD).any()
 
