@@ -112,21 +112,32 @@ def fit_key(dataset: str, params: Params) -> str:
 def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
                  seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None,
                  fit_log: FitLog | None = None, jobs: int = 1) -> dict:
-    """Every model (and ablation row) under one protocol, mean and std over ``seeds``.
+    """Every model (and ablation row) under one protocol, mean and std over ``seeds``."""
+    return run_protocols(params, {protocol: ablations}, interactions, items, text_emb, models, seeds, device, ablation_seeds,
+                         fit_log, jobs)[protocol]
 
-    ``jobs > 1`` runs the seeds (and each ablation row) as that many worker processes, each on
-    its share of the CPU threads: fits are single-model and mostly single-thread bound, so on
-    2 cores two fits at once finish in about the time of one.
+
+def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interactions: pd.DataFrame, items: pd.DataFrame,
+                  text_emb, models: tuple[str, ...], seeds: list[int], device: str, ablation_seeds: int | None = None,
+                  fit_log: FitLog | None = None, jobs: int = 1) -> dict[str, dict]:
+    """Each protocol (name -> its ablation rows) with every model, mean and std over ``seeds``.
+
+    ``jobs > 1`` runs the seeds and ablation rows of all protocols as that many worker processes,
+    each on its share of the CPU threads: fits are single-model and mostly single-thread bound, so
+    on 2 cores two fits at once finish in about the time of one. One pool serves every protocol,
+    longest jobs first, so the short temporal fits fill the gap a worker would otherwise idle in
+    while the other finishes the last leave-one-out job.
     """
     n_ablation_seeds = len(seeds) if ablation_seeds is None else min(ablation_seeds, len(seeds))
     models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
     if jobs <= 1:
-        users, slice_users, per_model = _runs(params, protocol, interactions, items, text_emb, models, seeds, ablations,
-                                              device, n_ablation_seeds, fit_log)
+        runs = {proto: _runs(params, proto, interactions, items, text_emb, models, seeds, abl, device, n_ablation_seeds, fit_log)
+                for proto, abl in protocols.items()}
     else:
-        users, slice_users, per_model = _parallel_runs(params, protocol, interactions, items, text_emb, models, seeds,
-                                                       ablations, device, n_ablation_seeds, fit_log, jobs)
-    return {"users": users, "slice_users": slice_users, "models": {n: _aggregate(r) for n, r in per_model.items()}}
+        runs = _parallel_runs(params, protocols, interactions, items, text_emb, models, seeds, device, n_ablation_seeds,
+                              fit_log, jobs)
+    return {proto: {"users": users, "slice_users": slice_users, "models": {n: _aggregate(r) for n, r in per_model.items()}}
+            for proto, (users, slice_users, per_model) in runs.items()}
 
 
 def _job(args: tuple) -> tuple[int, dict, dict]:
@@ -137,29 +148,36 @@ def _job(args: tuple) -> tuple[int, dict, dict]:
     return _runs(*rest)
 
 
-def _parallel_runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb,
-                   models: tuple[str, ...], seeds: list[int], ablations: dict[str, dict], device: str,
-                   n_ablation_seeds: int, fit_log: FitLog | None, jobs: int) -> tuple[int, dict, dict]:
+def _parallel_runs(params: Params, protocols: dict[str, dict[str, dict]], interactions: pd.DataFrame, items: pd.DataFrame,
+                   text_emb, models: tuple[str, ...], seeds: list[int], device: str, n_ablation_seeds: int,
+                   fit_log: FitLog | None, jobs: int) -> dict[str, tuple[int, dict, dict]]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # the seed-independent baselines run once (first seed); every other job is a neural seed or an ablation row
-    tasks = [(models if i == 0 else tuple(m for m in models if m not in BASELINES), [seed], {})
-             for i, seed in enumerate(seeds)]
-    tasks += [((), [seed], {name: over}) for name, over in ablations.items() for seed in seeds[:n_ablation_seeds]]
+    # per protocol, in the given order (leave-one-out, the long one, first): the seed-independent
+    # baselines run once (first seed); every other job is a neural seed or an ablation row
+    tasks = []
+    for proto, ablations in protocols.items():
+        tasks += [(proto, models if i == 0 else tuple(m for m in models if m not in BASELINES), [seed], {})
+                  for i, seed in enumerate(seeds)]
+        tasks += [(proto, (), [seed], {name: over}) for name, over in ablations.items() for seed in seeds[:n_ablation_seeds]]
     threads = max(1, torch.get_num_threads() // jobs)
-    args = [(params, protocol, interactions, items, text_emb, m, s, a, device, 1, fit_log, threads) for m, s, a in tasks]
-    log.info("[%s] %d jobs on %d worker processes, %d thread(s) each", protocol, len(tasks), jobs, threads)
+    args = [(params, proto, interactions, items, text_emb, m, s, a, device, 1, fit_log, threads) for proto, m, s, a in tasks]
+    log.info("%d jobs (%s) on %d worker processes, %d thread(s) each", len(tasks), ", ".join(protocols), jobs, threads)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         results = list(pool.map(_job, args))
-    per_model: dict[str, list[dict]] = {}
-    for name in [*models, *ablations]:
-        runs = [r for _, _, pm in results for r in pm.get(name, [])]
-        if name in BASELINES:
-            runs = runs * len(seeds)  # one fit serves all seeds, as in a single process
-        per_model[name] = runs
-    users, slice_users, _ = results[0]
-    return users, slice_users, per_model
+    out = {}
+    for proto, ablations in protocols.items():
+        mine = [r for (p, *_), r in zip(tasks, results) if p == proto]
+        per_model: dict[str, list[dict]] = {}
+        for name in [*models, *ablations]:
+            runs = [r for _, _, pm in mine for r in pm.get(name, [])]
+            if name in BASELINES:
+                runs = runs * len(seeds)  # one fit serves all seeds, as in a single process
+            per_model[name] = runs
+        users, slice_users, _ = mine[0]
+        out[proto] = (users, slice_users, per_model)
+    return out
 
 
 def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
@@ -332,9 +350,10 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     key = fit_key(args.dataset, params)
     fit_log = FitLog(out / f"benchmark-{args.dataset}.fits.jsonl", key, args.resume)
-    for proto in args.protocols.split(","):
-        report["protocols"][proto] = run_protocol(params, proto, v.interactions, v.items, text_emb, tuple(m for m in args.models.split(",") if m),
-                                                  seeds, ablations if proto == "loo" else {}, device, args.ablation_seeds, fit_log, args.jobs)
+    protocols = {proto: ablations if proto == "loo" else {} for proto in args.protocols.split(",")}
+    report["protocols"] = run_protocols(params, protocols, v.interactions, v.items, text_emb,
+                                        tuple(m for m in args.models.split(",") if m), seeds, device, args.ablation_seeds,
+                                        fit_log, args.jobs)
     report["seconds"] = time.time() - t0
     (out / f"benchmark-{args.dataset}.json").write_text(json.dumps(report, indent=2))
     (out / f"benchmark-{args.dataset}.md").write_text(markdown(report, params.evaluate.k))

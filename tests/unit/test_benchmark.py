@@ -10,7 +10,7 @@ import torch
 from features.adapters.synthetic import generate
 from features.params import Params, SyntheticParams, TrainParams
 from features.schema import validate
-from models.benchmark import _aggregate, markdown, run_protocol
+from models.benchmark import _aggregate, markdown, run_protocol, run_protocols
 
 MODELS = ("popularity", "item_knn", "sasrec")
 ABLATION = {"interest-no_long_term": {"use_long_term": False}}
@@ -268,7 +268,8 @@ def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(be
 
 
 def test_parallel_jobs_give_the_single_process_results(bench):
-    """--jobs runs seeds and ablation rows in worker processes; the report must not change."""
+    """--jobs runs the seeds and ablation rows of every protocol in one pool of worker processes;
+    the report of each protocol must not change."""
     v, params, protocols = bench
     g = torch.Generator().manual_seed(0)
     text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
@@ -276,15 +277,19 @@ def test_parallel_jobs_give_the_single_process_results(bench):
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        par = run_protocol(params, "loo", v.interactions, v.items, text_emb, MODELS, SEEDS, ABLATION, "cpu", jobs=2)
+        par = run_protocols(params, {"loo": ABLATION, "temporal": ABLATION}, v.interactions, v.items, text_emb, MODELS, SEEDS,
+                            "cpu", jobs=2)
     finally:
         torch.set_num_threads(n)
-    one = protocols["loo"]
-    assert list(par["models"]) == list(one["models"]) and par["slice_users"] == one["slice_users"]
-    for name in one["models"]:
-        for key in (f"hr@{K}", f"ndcg@{K}", "mrr"):
-            assert par["models"][name]["all"][key]["mean"] == pytest.approx(one["models"][name]["all"][key]["mean"], abs=1e-6), (name, key)
-            assert par["models"][name]["all"][key]["std"] == pytest.approx(one["models"][name]["all"][key]["std"], abs=1e-6), (name, key)
+    assert list(par) == ["loo", "temporal"]
+    for proto, one in protocols.items():
+        got = par[proto]
+        assert list(got["models"]) == list(one["models"]) and got["slice_users"] == one["slice_users"]
+        assert got["users"] == one["users"]
+        for name in one["models"]:
+            for key in (f"hr@{K}", f"ndcg@{K}", "mrr"):
+                assert got["models"][name]["all"][key]["mean"] == pytest.approx(one["models"][name]["all"][key]["mean"], abs=1e-6), (proto, name, key)
+                assert got["models"][name]["all"][key]["std"] == pytest.approx(one["models"][name]["all"][key]["std"], abs=1e-6), (proto, name, key)
 
 
 def test_temporal_protocol_validates_one_level_down_and_refits_seed_free_models_for_the_test(bench):
