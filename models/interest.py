@@ -73,19 +73,25 @@ class TimeAwareAttention(nn.Module):
         self.decay = nn.Parameter(torch.full((cfg.n_heads,), -2.0)) if cfg.use_time_decay else None
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor,
-                kv: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``kv``: keys and values from another tensor than the queries (the SASRec layer's raw input)."""
+                kv: torch.Tensor | None = None, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """``kv``: keys and values from another tensor than the queries (the SASRec layer's raw input).
+        ``last``: only the newest position asks (scoring needs no other), output (B, 1, D)."""
         B, L, D = x.shape
         q, k, v = self.c_attn(x).split(D, dim=2)
         if kv is not None:
             w, b = self.c_attn.weight, self.c_attn.bias
             k, v = F.linear(kv, w[D:], b[D:]).split(D, dim=2)
-        q, k, v = (t.view(B, L, self.n_heads, D // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, L, hs)
-        att = (q @ k.transpose(-2, -1)) / math.sqrt(D // self.n_heads)  # (B, nh, L, L)
+        if last:
+            q, logdt, mask = q[:, -1:], logdt[:, -1:], mask[:, -1:]
+        Lq = q.shape[1]
+        hs = D // self.n_heads
+        q = q.reshape(B, Lq, self.n_heads, hs).transpose(1, 2)  # (B, nh, Lq, hs)
+        k, v = (t.reshape(B, L, self.n_heads, hs).transpose(1, 2) for t in (k, v))  # (B, nh, L, hs)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(hs)  # (B, nh, Lq, L)
         if self.decay is not None:
             att = att - F.softplus(self.decay).view(1, -1, 1, 1) * logdt.unsqueeze(1)
         att = att.masked_fill(~mask.unsqueeze(1), float("-inf")).softmax(-1)
-        y = (self.drop(att) @ v).transpose(1, 2).reshape(B, L, D)
+        y = (self.drop(att) @ v).transpose(1, 2).reshape(B, Lq, D)
         return self.c_proj(y), att
 
 
@@ -97,9 +103,9 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        a, att = self.attn(self.ln_1(x), logdt, mask)
-        x = x + self.drop(a)
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        a, att = self.attn(self.ln_1(x), logdt, mask, last=last)
+        x = x[:, -a.shape[1]:] + self.drop(a)
         return x + self.mlp(self.ln_2(x)), att
 
 
@@ -115,10 +121,10 @@ class SASRecBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Dropout(cfg.dropout),
                                  nn.Linear(cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
 
-    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.ln_1(x)
-        a, att = self.attn(q, logdt, mask, kv=x)
-        x = q + a
+        a, att = self.attn(q, logdt, mask, kv=x, last=last)
+        x = q[:, -a.shape[1]:] + a
         f = self.ln_2(x)
         return f + self.mlp(f), att
 
@@ -191,8 +197,13 @@ class InterestModel(nn.Module):
         v = parts[0] if len(parts) == 1 else parts[0] + parts[1]
         return torch.cat([torch.zeros_like(v[:1]), v[1:]])  # padding row stays zero
 
-    def encode(self, seq: torch.Tensor, ts: torch.Tensor, items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """seq, ts (B, L) -> user vectors at every position (B, L, D) and interest weights (B, L, L)."""
+    def encode(self, seq: torch.Tensor, ts: torch.Tensor, items: torch.Tensor | None = None,
+               last_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """seq, ts (B, L) -> user vectors at every position (B, L, D) and interest weights (B, L, L).
+
+        ``last_only``: the newest position only, (B, 1, D) and (B, 1, L). Scoring and explaining
+        need nothing else, and the last layer and the long-term pooling then cost one row, not L
+        (validation after every epoch, and every /recommend)."""
         B, L = seq.shape
         items = self.item_vectors() if items is None else items
         x = items[seq]  # (B, L, D)
@@ -204,20 +215,21 @@ class InterestModel(nn.Module):
         logdt = elapsed_hours(ts)
         h = self.drop(x)
         zero_padding = self.cfg.block == "sasrec"  # the SASRec layer re-zeroes padding before every block
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if zero_padding:
-                h = h * valid.unsqueeze(-1)
-            h, att = block(h, logdt, mask)
+                h = h * valid[:, -h.shape[1]:].unsqueeze(-1)
+            h, att = block(h, logdt, mask, last=last_only and i == len(self.blocks) - 1)
         if zero_padding:
-            h = h * valid.unsqueeze(-1)
-        short = self.ln_f(h)  # (B, L, D)
+            h = h * valid[:, -h.shape[1]:].unsqueeze(-1)
+        short = self.ln_f(h)  # (B, L, D), or (B, 1, D) with last_only
         weights = att.mean(1)  # (B, L, L) last layer, heads averaged
         if not self.cfg.use_long_term:
             return short, weights
-        logits = self.long_query(x).squeeze(-1).unsqueeze(1).expand(B, L, L)  # (B, L, L)
+        rows = h.shape[1]  # the query positions: L, or the newest one
+        logits = self.long_query(x).squeeze(-1).unsqueeze(1).expand(B, rows, L)  # (B, rows, L)
         if self.cfg.use_time_decay:  # the no-time-decay ablation ignores elapsed time here too
-            logits = logits - F.softplus(self.long_decay) * logdt
-        pool = logits.masked_fill(~mask, float("-inf")).softmax(-1)
+            logits = logits - F.softplus(self.long_decay) * logdt[:, -rows:]
+        pool = logits.masked_fill(~mask[:, -rows:], float("-inf")).softmax(-1)
         long = pool @ x  # (B, L, D)
         g = torch.sigmoid(self.gate(torch.cat([short, long], -1)))  # (B, L, 1)
         return g * short + (1 - g) * long, g * weights + (1 - g) * pool
@@ -273,7 +285,7 @@ class InterestModel(nn.Module):
         """(B, N+1) scores of every item for the newest position of each sequence, requested at
         ``now`` (B,) unix seconds (None: after all known data, at the newest behaviour)."""
         items = self.item_vectors()
-        user, _ = self.encode(seq, ts, items)
+        user, _ = self.encode(seq, ts, items, last_only=True)
         last = torch.zeros_like(seq, dtype=torch.bool)
         last[:, -1] = True
         return self._scores(user[:, -1], items, seq, last, now, ts[:, -1])
@@ -328,5 +340,5 @@ class InterestModel(nn.Module):
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""
-        _, w = self.encode(seq, ts)
+        _, w = self.encode(seq, ts, last_only=True)
         return w[:, -1]

@@ -573,3 +573,20 @@ def test_length_sorted_trimmed_evaluation_ranks_as_one_padded_batch(kw):
     ranks, top = rank_targets(model, data, k=5, batch_size=3)
     assert ranks.tolist() == want.tolist()
     assert top.tolist() == masked.topk(5, dim=1).indices.tolist()
+
+
+@pytest.mark.parametrize("kw", [{}, {"use_long_term": False}, {"use_time_decay": False}, {"use_position": False},
+                                {"block": "sasrec", "use_text": False, "use_long_term": False, "use_time_decay": False},
+                                {"block": "sasrec"}, {"n_layers": 1}])
+def test_newest_position_only_equals_the_full_encoding(kw):
+    # score_all and interest_weights encode the newest position only (last_only); it must be the
+    # newest row of the full encoding, for every layer type and part, with left padding
+    model = _model(**kw)
+    seq, ts = _batch([[1, 2, 3], list(range(1, L + 1)), [5], [7, 7, 2, 9, 4]])
+    with torch.no_grad():
+        full_u, full_w = model.encode(seq, ts)
+        last_u, last_w = model.encode(seq, ts, last_only=True)
+        assert last_u.shape == (4, 1, DIM) and last_w.shape == (4, 1, L)
+        torch.testing.assert_close(last_u[:, 0], full_u[:, -1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(last_w[:, 0], full_w[:, -1], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(model.score_all(seq, ts), full_u[:, -1] @ model.item_vectors().T, rtol=1e-5, atol=1e-5)
