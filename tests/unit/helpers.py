@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -28,6 +29,32 @@ def random_text_emb(seed: int = 0, n: int = N_ITEMS) -> torch.Tensor:
     emb = torch.randn(n + 1, TEXT_DIM, generator=g)
     emb[0] = 0
     return emb
+
+
+WORDS = ["the", "a", "movie", "film", "about", "love", "war", "space", "funny", "dark", "story", "of", "and", "##s", "##ing"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def write_tiny_bert(path: Path, texts: list[str] | None = None, hidden: int = 32) -> Path:
+    """A randomly initialised 2-layer BERT and its WordPiece tokenizer, saved where
+    ``encoder.model_name`` can point: the tests never download a model. ``texts``, when given,
+    must be covered by the tiny vocabulary (no [UNK])."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = path / "vocab.txt"
+    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
+    # transformers 5 builds the WordPiece tokenizer from a vocab mapping (a `vocab_file=` kwarg is ignored)
+    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab.read_text().split())}, do_lower_case=True)
+    if texts:
+        ids = tok(texts)["input_ids"]
+        assert all(tok.unk_token_id not in row for row in ids), "the tiny vocab must cover the test texts"
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(SPECIAL) + len(WORDS), hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=64, pad_token_id=0)
+    BertModel(cfg).eval().save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
 
 
 @contextmanager

@@ -311,3 +311,48 @@ def test_temporal_protocol_validates_one_level_down_and_refits_seed_free_models_
     assert got["mrr"]["mean"] == pytest.approx(want["mrr"], abs=1e-12)
     stale = evaluate_model(popularity(before[before["ts"] < inner], index), test, K)
     assert stale["mrr"] != pytest.approx(want["mrr"], abs=1e-9)  # counting only up to the validation cut-off differs
+
+
+def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch):
+    """MovieLens-1M's ratings.dat is not on this machine; the same command must still run on the
+    release's file format (``::``-separated, latin-1 titles) and write the report and the table."""
+    import json
+    import sys
+    from pathlib import Path
+
+    from models import benchmark
+    from tests.unit.helpers import write_tiny_bert
+
+    ml = tmp_path / "data" / "ml-1m"
+    ml.mkdir(parents=True)
+    genres = ["Comedy", "Drama", "Action|Thriller", "Children's|Animation"]
+    movies = [f"{i}::Movie {i} caf\xe9 ({1990 + i % 9})::{genres[i % 4]}" for i in range(1, 31)]
+    (ml / "movies.dat").write_bytes(("\n".join(movies) + "\n").encode("latin-1"))
+    rng = np.random.default_rng(0)
+    t0, day = 956_703_932, 86_400  # the release's first day, 2000-04-25
+    ratings = [f"{u}::{m}::{rng.integers(1, 6)}::{t0 + (4 * k + u % 4) * day + u}"
+               for u in range(1, 26) for k, m in enumerate(rng.choice(np.arange(1, 31), size=14, replace=False))]
+    (ml / "ratings.dat").write_text("\n".join(ratings) + "\n")
+    bert = write_tiny_bert(tmp_path / "bert")
+    out = tmp_path / "reports"
+    sets = {"data.source_dir": str(tmp_path / "data"), "data.download": "false", "encoder.model_name": str(bert),
+            "encoder.max_length": 32, "encoder.cache_dir": str(tmp_path / "emb"), "train.epochs": 1, "train.patience": 1,
+            "train.dim": 16, "train.max_len": 10, "train.n_layers": 1, "train.batch_size": 64}
+    argv = ["models.benchmark", "--dataset", "movielens-1m", "--seeds", "1", "--protocols", "loo,temporal", "--no-ablations",
+            "--params", str(Path(__file__).resolve().parents[2] / "params.yaml"), "--out", str(out)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    benchmark.main()
+
+    report = json.loads((out / "benchmark-movielens-1m.json").read_text())
+    assert (report["dataset"], report["n_items"], report["n_users"], report["n_interactions"]) == ("movielens-1m", 30, 25, 350)
+    models = {"hybrid", "interest", "sasrec", "item_knn", "popularity", "recent_popularity"}
+    for proto in ("loo", "temporal"):
+        assert set(report["protocols"][proto]["models"]) == models
+        assert report["protocols"][proto]["users"] > 0
+    assert report["protocols"]["loo"]["users"] == 25
+    table = (out / "benchmark-movielens-1m.md").read_text()
+    assert "## Leave-one-out, full ranking" in table and "## Global temporal split" in table
+    assert all(f"| {m} |" in table for m in models)
+    assert len((out / "benchmark-movielens-1m.fits.jsonl").read_text().splitlines()) == 2 * len(models)

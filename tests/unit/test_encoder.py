@@ -8,37 +8,15 @@ import pytest
 import torch
 
 from models.encoder import TextEncoder, mean_pool, resolve_model_path, text_hash
+from tests.unit.helpers import write_tiny_bert
 
-WORDS = ["the", "a", "movie", "film", "about", "love", "war", "space", "funny", "dark", "story", "of", "and", "##s", "##ing"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 HIDDEN = 32
 TEXTS = ["a funny movie about love", "the dark war film", "space story", "a funny movie about love"]
 
 
 @pytest.fixture(scope="module")
 def tiny_bert(tmp_path_factory) -> Path:
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    path = tmp_path_factory.mktemp("tiny_bert")
-    vocab = path / "vocab.txt"
-    vocab.write_text("\n".join(SPECIAL + WORDS) + "\n")
-    # transformers 5 builds the WordPiece tokenizer from a vocab mapping (a `vocab_file=` kwarg is ignored)
-    tok = BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab.read_text().split())}, do_lower_case=True)
-    ids = tok(TEXTS)["input_ids"]
-    assert all(tok.unk_token_id not in row for row in ids), "the tiny vocab must cover the test texts"
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(SPECIAL) + len(WORDS),
-        hidden_size=HIDDEN,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
-    BertModel(cfg).eval().save_pretrained(str(path))
-    tok.save_pretrained(str(path))
-    return path
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), TEXTS, HIDDEN)
 
 
 @pytest.fixture
