@@ -125,8 +125,8 @@ def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interac
     ``jobs > 1`` runs the seeds and ablation rows of all protocols as that many worker processes,
     each on its share of the CPU threads: fits are single-model and mostly single-thread bound, so
     on 2 cores two fits at once finish in about the time of one. One pool serves every protocol,
-    longest jobs first, so the short temporal fits fill the gap a worker would otherwise idle in
-    while the other finishes the last leave-one-out job.
+    in the order given (leave-one-out, the long one, first by default), so the short temporal fits
+    fill the gap a worker would otherwise idle in while the other finishes the last long job.
     """
     n_ablation_seeds = len(seeds) if ablation_seeds is None else min(ablation_seeds, len(seeds))
     models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
@@ -256,7 +256,7 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
             if cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
                 model = copy.deepcopy(model)
                 model.add_items(cold[2])
-            ranks, top = rank_targets(model, test, k, device)
+            ranks, top = rank_targets(model, test, k)  # on the model's device: fit_models returns them on the CPU
             res = _slice_metrics(ranks, top, masks, k, n_items_of(model))
             res["train_seconds"] = seconds
             res["best_epoch"] = fits[base].best_epoch if base in fits else 0

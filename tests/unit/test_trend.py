@@ -120,3 +120,49 @@ def test_set_trend_and_added_items():
     seq, ts = _user(12.0)
     with torch.no_grad():
         assert copy_.score_all(seq, ts).shape == (1, N_ITEMS + 3)
+
+
+def test_evaluation_scores_at_each_targets_own_moment():
+    # the target trends on day 1; the same user and target rank better when the request is on day 2
+    # (the evaluator must pass target_ts as `now`) than when it is before the data
+    from models.data import EvalSet
+    from models.evaluate import rank_targets
+    from models.metrics import target_ranks
+
+    m = _model(trend_table(_events([("i1", 1.5)]), INDEX, 2))
+    seq, ts = _user(0.0)
+    with torch.no_grad():  # the target: the item the model ranks last without the trend
+        plain = m.score_all(seq, ts, torch.tensor([MIDNIGHT - 10 * DAY]))[0]
+    plain[[0, 3, 4]] = float("inf")
+    target = int(plain.argmin())
+    m.set_trend(*trend_table(_events([(f"i{target}", 1.5)] * 20), INDEX, 2))
+    data = EvalSet(["a", "b"], np.repeat(seq.numpy(), 2, 0), np.repeat(ts.numpy(), 2, 0), np.array([target, target]),
+                   [np.array([3, 4])] * 2, np.array([MIDNIGHT + 2 * DAY, MIDNIGHT - 10 * DAY]))
+    ranks, _ = rank_targets(m, data, k=5)
+    with torch.no_grad():
+        want, _ = target_ranks(m.score_all(torch.as_tensor(data.seq), torch.as_tensor(data.ts), torch.as_tensor(data.target_ts)),
+                               torch.as_tensor(data.targets), data.exclude)
+    assert ranks.tolist() == want.tolist()
+    assert ranks[0] < ranks[1] == N_ITEMS - 2  # last of the 18 rankable items without the trend
+
+
+def test_temporal_test_recounts_the_trend_up_to_the_cut_off():
+    # the benchmark's temporal protocol keeps the neural weights but recounts the table (data) over
+    # every pre-cut-off event; the fitted model, which its seed's hybrid reuses, keeps its own
+    from features.params import TrainParams
+    from models.baselines import popularity
+    from models.benchmark import _for_test
+    from models.hybrid import Hybrid
+
+    early = _events([("i1", 0.5)])
+    later = _events([("i1", 0.5), ("i2", 6.5), ("i2", 7.5)])
+    m = _model(trend_table(early, INDEX, 2))
+    tp = TrainParams(trend_days=2)
+    fresh = _for_test(m, "interest", later, INDEX, random_text_emb(), tp, "cpu")
+    want, start = trend_table(later, INDEX, 2)
+    assert fresh is not m and torch.equal(fresh.trend, want) and int(fresh.trend_start) == start
+    assert m.trend.shape[0] == 2  # unchanged
+    hybrid = Hybrid(m, {"popularity": popularity(early, INDEX)}, {"popularity": 1.0})
+    for_test = _for_test(hybrid, "hybrid", later, INDEX, random_text_emb(), tp, "cpu")
+    assert torch.equal(for_test.base.trend, want) and torch.equal(hybrid.base.trend, m.trend)
+    assert for_test.components["popularity"].scores[2] == 2  # the components are refit on the later events too
