@@ -15,6 +15,8 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
+import threading
 import time
 from pathlib import Path
 
@@ -140,6 +142,18 @@ def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interac
             for proto, (users, slice_users, per_model) in runs.items()}
 
 
+def exit_with_parent(parent: int, every: float = 2.0) -> None:
+    """Worker initializer: exit once the benchmark process that started this worker is gone
+    (killed, out of memory). A pool's workers outlive a parent that dies without shutting the pool
+    down, and would otherwise train on for many minutes with nobody to collect the result."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 def _job(args: tuple) -> tuple[int, dict, dict]:
     """One worker process's share of ``_parallel_runs`` (module level, so spawn can import it)."""
     *rest, threads = args
@@ -164,7 +178,8 @@ def _parallel_runs(params: Params, protocols: dict[str, dict[str, dict]], intera
     threads = max(1, torch.get_num_threads() // jobs)
     args = [(params, proto, interactions, items, text_emb, m, s, a, device, 1, fit_log, threads) for proto, m, s, a in tasks]
     log.info("%d jobs (%s) on %d worker processes, %d thread(s) each", len(tasks), ", ".join(protocols), jobs, threads)
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                             initargs=(os.getpid(),)) as pool:
         results = list(pool.map(_job, args))
     out = {}
     for proto, ablations in protocols.items():

@@ -356,3 +356,51 @@ def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch)
     assert "## Leave-one-out, full ranking" in table and "## Global temporal split" in table
     assert all(f"| {m} |" in table for m in models)
     assert len((out / "benchmark-movielens-1m.fits.jsonl").read_text().splitlines()) == 2 * len(models)
+
+
+def test_workers_stop_when_the_benchmark_process_dies(tmp_path):
+    """--jobs workers must not train on for minutes after their parent was killed."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pidfile = tmp_path / "worker.pid"
+    script = tmp_path / "parent.py"
+    script.write_text(f"""
+import os, sys, time
+from concurrent.futures import ProcessPoolExecutor
+import multiprocessing
+sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+from models.benchmark import exit_with_parent
+
+def work(path):
+    open(path + ".tmp", "w").write(str(os.getpid()))
+    os.replace(path + ".tmp", path)
+    time.sleep(120)  # a long fit
+
+if __name__ == "__main__":
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
+                               initargs=(os.getpid(), 0.2))
+    pool.submit(work, {str(pidfile)!r})
+    while not os.path.exists({str(pidfile)!r}):
+        time.sleep(0.1)
+    os._exit(0)  # dies without shutting the pool down, as a killed process does
+""")
+    subprocess.run([sys.executable, str(script)], check=True, timeout=120)
+    pid = int(pidfile.read_text())
+
+    def alive() -> bool:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+        except FileNotFoundError:
+            return False
+        return state != "Z"  # a zombie has exited; its new parent reaps it
+
+    deadline = time.time() + 30
+    while alive() and time.time() < deadline:
+        time.sleep(0.2)
+    if alive():
+        os.kill(pid, 9)
+        raise AssertionError("the worker kept running after its parent died")
