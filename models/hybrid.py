@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.data import EvalSet
+from models.data import EvalSet, eval_batches
 from models.interest import InterestModel
 from models.metrics import metrics_from_ranks, target_ranks
 
@@ -129,15 +129,12 @@ def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: Eva
     # 0 always: the interest model alone is one of the candidates, so validation never ranks the hybrid below it
     combos = list(itertools.product(sorted({0.0, *(float(g) for g in grid)}), repeat=len(names)))
     probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).eval()  # scores on the models' own device
-    ranks: list[list[np.ndarray]] = [[] for _ in combos]
-    for i in range(0, len(valid.targets), batch_size):
-        seq = torch.as_tensor(valid.seq[i : i + batch_size], device=device)
-        ts = torch.as_tensor(valid.ts[i : i + batch_size], device=device)
-        tg = torch.as_tensor(valid.targets[i : i + batch_size], device=device)
-        now = torch.as_tensor(valid.target_ts[i : i + batch_size], device=device)
-        lp, parts = probe.base_log_probs(seq, ts, now), probe.component_log_probs(seq, ts, now)
+    ranks: list[list[np.ndarray]] = [[] for _ in combos]  # users in batch order: NDCG is a mean, order-free
+    for _, x, exclude in eval_batches(valid, batch_size, device):
+        lp = probe.base_log_probs(x["seq"], x["ts"], x["now"])
+        parts = probe.component_log_probs(x["seq"], x["ts"], x["now"])
         for j, w in enumerate(combos):
-            r, _ = target_ranks(_fuse(lp, parts, w), tg, valid.exclude[i : i + batch_size])
+            r, _ = target_ranks(_fuse(lp, parts, w), x["targets"], exclude)
             ranks[j].append(r.cpu().numpy())
     ndcg = np.array([metrics_from_ranks(np.concatenate(r), k)[f"ndcg@{k}"] if r else 0.0 for r in ranks])
     best = int(np.argmax(ndcg))  # ties: the first, i.e. the smallest weights

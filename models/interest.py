@@ -248,13 +248,10 @@ class InterestModel(nn.Module):
         """(n, N+1) trend prior of n requests at the moments ``now`` (unix seconds; None: after all
         known data, as the service asks) from users whose newest behaviour is at ``newest``."""
         table = self.trend
-        if now is None:
-            rows = table[-1:].expand(len(newest), -1)
-            away = torch.zeros(len(newest), device=table.device)
-        else:
-            rows = table[day_rows(now, self.trend_start, len(table))]
-            away = torch.log1p((now - newest).clamp(min=0).float() / 3600.0)
-        return (self.trend_scale + self.trend_gap * away).unsqueeze(-1) * rows
+        if now is None:  # the newest window, no time away
+            return self.trend_scale * table[-1:].expand(len(newest), -1)
+        away = torch.log1p((now - newest).clamp(min=0).float() / 3600.0)
+        return (self.trend_scale + self.trend_gap * away).unsqueeze(-1) * table[day_rows(now, self.trend_start, len(table))]
 
     def _scores(self, user: torch.Tensor, items: torch.Tensor, seq: torch.Tensor, keep: torch.Tensor,
                 now: torch.Tensor | None, newest: torch.Tensor) -> torch.Tensor:
@@ -293,8 +290,7 @@ class InterestModel(nn.Module):
     @torch.no_grad()
     def set_trend(self, table: torch.Tensor, start: int) -> None:
         """Swap in a trend table counted over newer events (no retraining: the table is data)."""
-        n = self.trend.shape[1]
-        self.trend = F.pad(table.to(self.trend), (0, n - table.shape[1])) if table.shape[1] < n else table.to(self.trend)
+        self.trend = F.pad(table.to(self.trend), (0, self.trend.shape[1] - table.shape[1]))  # items added since: no counts
         self.trend_start = torch.tensor(int(start), dtype=torch.long, device=self.trend.device)
 
     def add_items(self, text_rows: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
