@@ -299,7 +299,7 @@ def run(params: Params) -> TrainResult:
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
         windows = windows_from_features(rows, index, tp.max_len)
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
-    ck_dir = params.path(tp.checkpoint_dir) / params.section_hash("features", "encoder", "train")
+    ck_dir = params.path(tp.checkpoint_dir) / f"{params.data.dataset}-{data_version(raw)}-{params.section_hash('features', 'encoder', 'train')}"
     models, fits = fit_models(tp.models, train, index, text_emb, windows, valid, tp, device,
                               params.evaluate.k, ck_dir)
     best = fits.get("interest") or next(iter(fits.values()), None)
