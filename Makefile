@@ -5,7 +5,12 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
-export PREFECT_LOGGING_EXTRA_LOGGERS ?= features,models,serving
+export PREFECT_LOGGING_EXTRA_LOGGERS ?= features,models,serving,flows
+# a loaded machine starts the ephemeral Prefect server slowly (default wait: 20 s); local runs send no telemetry
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export BENTOML_DO_NOT_TRACK ?= true
 
 .PHONY: run test serve repro clean
 

@@ -16,10 +16,14 @@ from features import features as features_stage
 from features import ingest as ingest_stage
 from features.params import Params, load_params
 from flows import versioning
+from flows.console import show_project_logs
 from models import evaluate as evaluate_stage
 from models import monitor as monitor_stage
 from models import train as train_stage
 from serving import package as package_stage
+
+
+show_project_logs()  # every flow (pipeline, deployments) shows the stages' INFO logs in the terminal and the UI
 
 
 def _summary(result: Any) -> dict:

@@ -61,7 +61,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, isolated_homes: dict) -> t
 @pytest.fixture(scope="session")
 def pipeline_run(project: tuple[Path, dict]) -> dict:
     dst, env = project
-    proc = run([sys.executable, "-m", "flows.pipeline"], dst, env, timeout=900)
+    proc = run([sys.executable, "-m", "flows.pipeline", "--json"], dst, env, timeout=900)
     out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     return out
 
