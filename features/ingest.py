@@ -19,7 +19,7 @@ import pandas as pd
 from features import adapters
 from features.cli import stage_main
 from features.params import Params
-from features.schema import validate
+from features.schema import DataError, validate
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,8 @@ def read_items_log(path: Path) -> pd.DataFrame:
     return df.drop_duplicates("item_id", keep="last").reindex(columns=["item_id", "title", "text", "categories"])
 
 
-class IngestError(ValueError):
-    """Too many bad rows: the data needs a look before anything trains on it."""
+class IngestError(DataError):
+    """Too many bad rows: the data needs a look before anything trains on it (not retried)."""
 
 
 @dataclass

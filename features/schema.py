@@ -5,10 +5,14 @@ with a reason: nothing is dropped silently.
 """
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+
+log = logging.getLogger(__name__)
 
 INTERACTION_COLUMNS = ["user_id", "item_id", "ts", "event", "value"]
 ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
@@ -20,6 +24,41 @@ BAD_TIMESTAMP = "unparsable_timestamp"
 UNKNOWN_ITEM = "unknown_item"
 DUPLICATE = "exact_duplicate"
 DUPLICATE_ITEM = "duplicate_item_id"
+
+REQUIRED_COLUMNS = {"interactions": ("user_id", "item_id", "ts"), "items": ("item_id",)}
+# column names other sources often use for a canonical one: named in the error as the likely fix
+COMMON_NAMES = {
+    "ts": ("timestamp", "time", "datetime", "date", "event_time", "created_at"),
+    "user_id": ("user", "userid", "userId", "uid", "customer_id"),
+    "item_id": ("item", "itemid", "itemId", "movieId", "movie_id", "product_id", "sku"),
+}
+OWN_DATA_DOC = "README.md, section 'Your own data'"
+
+
+class DataError(ValueError):
+    """The input itself is wrong: a person has to fix the data, so retrying the stage cannot help
+    (the Prefect flows do not retry these)."""
+
+
+class SchemaError(DataError):
+    """A table lacks a canonical column or holds a value in a format ingest cannot read."""
+
+
+def require_columns(df: pd.DataFrame, table: str, where: str) -> None:
+    """Fail with the file, the column and the fix when ``df`` lacks a required canonical column.
+
+    ``table`` is "interactions" or "items"; ``where`` names the source (a file path) for the message.
+    """
+    for col in REQUIRED_COLUMNS[table]:
+        if col in df.columns:
+            continue
+        alias = next((c for c in df.columns if c in COMMON_NAMES.get(col, ()) or c.lower() in COMMON_NAMES.get(col, ())), None)
+        fix = f"rename its column '{alias}' to '{col}'" if alias else f"add a '{col}' column"
+        raise SchemaError(
+            f"{where}: no '{col}' column (it has {list(map(str, df.columns))}). {table} needs the columns "
+            f"{', '.join(INTERACTION_COLUMNS if table == 'interactions' else ITEM_COLUMNS)} "
+            f"(required: {', '.join(REQUIRED_COLUMNS[table])}); {fix}. See {OWN_DATA_DOC}."
+        )
 
 
 @dataclass
@@ -50,12 +89,41 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
     return from_num.fillna(from_text).astype("datetime64[ns, UTC]")
 
 
-def _categories(v: object) -> list[str]:
+def parse_categories(v: object) -> list[str]:
+    """An item's categories: a list, a JSON list (``'["jazz", "rock"]'``) or ``|``-separated text
+    (``'jazz|rock'``), the two forms a CSV cell can hold. Anything else in brackets is an error,
+    not one category named ``["jazz"``."""
     if isinstance(v, (list, tuple, np.ndarray)):
-        return [str(c) for c in v if str(c)]
+        return [str(c).strip() for c in v if str(c).strip()]
     if v is None or (isinstance(v, float) and np.isnan(v)):
         return []
-    return [c.strip() for c in str(v).split("|") if c.strip()]
+    text = str(v).strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SchemaError(f"categories value {text!r} starts with '[' but is not a JSON list ({e}); "
+                              f"write it as '[\"jazz\", \"rock\"]' or 'jazz|rock'. See {OWN_DATA_DOC}.") from None
+        if not isinstance(parsed, list):
+            raise SchemaError(f"categories value {text!r} is not a JSON list. See {OWN_DATA_DOC}.")
+        return [str(c).strip() for c in parsed if str(c).strip()]
+    return [c.strip() for c in text.split("|") if c.strip()]
+
+
+def _item_categories(item_id: str, v: object) -> list[str]:
+    """parse_categories, with the item named in the error: the row to fix in the source file."""
+    try:
+        return parse_categories(v)
+    except SchemaError as e:
+        raise SchemaError(f"items: item '{item_id}': {e}") from None
+
+
+def _warn_other_separators(categories: pd.Series) -> None:
+    """A ',' or ';' inside one category is most often a separator ingest does not split on."""
+    odd = [c for cats in categories for c in cats if "," in c or ";" in c]
+    if odd:
+        log.warning("%d categories contain ',' or ';' (e.g. %r) and are kept whole: separate categories with '|' "
+                    "or write a JSON list (%s)", len(odd), odd[0], OWN_DATA_DOC)
 
 
 def _quarantine_rows(df: pd.DataFrame, mask: pd.Series, reason: str, table: str) -> pd.DataFrame:
@@ -73,6 +141,8 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame) -> Validated:
     unparsable timestamp, unknown item, exact duplicate. Clean interactions keep the original
     row order inside equal timestamps, which the evaluation protocol uses to break ties.
     """
+    require_columns(interactions, "interactions", "interactions table")
+    require_columns(items, "items", "items table")
     quarantined: list[pd.DataFrame] = []
     counts: dict[str, int] = {}
 
@@ -89,7 +159,9 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame) -> Validated:
     it = take(it, it["item_id"].duplicated(keep="first"), DUPLICATE_ITEM, "items")
     it["title"] = it.get("title", pd.Series("", index=it.index)).fillna("").astype(str)
     it["text"] = it.get("text", it["title"]).fillna("").astype(str)
-    it["categories"] = it.get("categories", pd.Series([[]] * len(it), index=it.index)).map(_categories)
+    raw_cats = it.get("categories", pd.Series([[]] * len(it), index=it.index))
+    it["categories"] = [_item_categories(i, c) for i, c in zip(it["item_id"], raw_cats)]
+    _warn_other_separators(it["categories"])
     extra = [c for c in ("published_ts",) if c in it.columns]
     it = it[ITEM_COLUMNS + extra].reset_index(drop=True)
 

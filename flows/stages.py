@@ -11,10 +11,12 @@ from typing import Any, Callable
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import State
 
 from features import features as features_stage
 from features import ingest as ingest_stage
 from features.params import Params, load_params
+from features.schema import DataError
 from flows import versioning
 from flows.console import show_project_logs
 from models import evaluate as evaluate_stage
@@ -61,8 +63,19 @@ def _publish_params(params: Params, stage: str) -> None:
         create_table_artifact(key=f"{stage}-params", table=rows, description=f"params of stage {stage}")
 
 
+def retry_unless_data_error(task: Any, task_run: Any, state: State) -> bool:
+    """Prefect's retry_condition_fn: retry transient failures (I/O, downloads), never a DataError.
+
+    A schema or validation error fails the same way on every try; retrying only repeats the
+    traceback and buries the message that says which file and column to fix.
+    """
+    exc = state.data if isinstance(state.data, BaseException) else None
+    return not isinstance(exc, DataError)
+
+
 def _task(name: str, fn: Callable[[Params], Any], retries: int = 0) -> Any:
-    return task(name=name, retries=retries, retry_delay_seconds=[2, 5, 15][:retries] or 0)(fn)
+    return task(name=name, retries=retries, retry_delay_seconds=[2, 5, 15][:retries] or 0,
+                retry_condition_fn=retry_unless_data_error if retries else None)(fn)
 
 
 ingest_task = _task("ingest", ingest_stage.run, retries=2)       # I/O: downloads can fail transiently
