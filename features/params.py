@@ -131,6 +131,8 @@ class MonitorParams:
 @dataclass(frozen=True)
 class PackageParams:
     model_name: str = "pulse-recommender"
+    candidate_name: str = "pulse-recommender-candidates"
+    promote: str = "auto"
     out: str = "reports/package.json"
 
 

@@ -35,9 +35,10 @@ def pipeline(params_path: str = "params.yaml", overrides: dict[str, Any] | None 
         key="pipeline-summary",
         markdown=(
             f"## pipeline\n\n- data version: `{out['ingest'].get('data_version', 'n/a')}`\n"
-            f"- selected model: `{out['evaluate']['selected']}`\n- packaged: `{out['package']['tag']}`\n"
+            f"- selected model: `{out['evaluate']['selected']}`\n- packaged: `{out['package']['tag']}` "
+            f"({'served' if out['package'].get('promoted', True) else 'candidate'}: {out['package'].get('reason', '')})\n"
             f"- drift share: {out['monitor']['drift_share']:.2f} (retrain: {out['monitor']['retrain']})\n"
-            f"- serve: `PULSE_MODEL_TAG={out['package']['tag']} bentoml serve serving.service:Recommender`\n"
+            f"- serve: `{out['package'].get('serve') or 'make serve'}`\n"
         ),
     )
     return out

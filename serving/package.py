@@ -1,17 +1,24 @@
 """Stage `package`: put the selected model into the BentoML model store with its metrics.
 
-The store lives in $BENTOML_HOME (default ~/bentoml). The service then serves
-``<package.model_name>:latest`` (or the tag in $PULSE_MODEL_TAG).
+The store lives in $BENTOML_HOME (default ~/bentoml). The service serves
+``<package.model_name>:latest`` (or the tag in $PULSE_MODEL_TAG). Only the default run packages
+under that name (``serving.promotion.should_promote``); a run with overrides or inside
+``dvc exp run`` packages under ``package.candidate_name``, so BentoML's "latest" of the served
+name never moves to an experiment. Every version is labelled with its data version, params
+hash and git commit.
 """
 from __future__ import annotations
 
 import json
 import logging
 import shutil
+import subprocess
 from dataclasses import dataclass
+from pathlib import Path
 
 from features.cli import stage_main
 from features.params import Params
+from serving.promotion import should_promote
 
 log = logging.getLogger(__name__)
 
@@ -21,9 +28,22 @@ class PackageResult:
     tag: str
     selected: str
     metadata: dict
+    promoted: bool = True
+    reason: str = ""
+    serve: str = ""
 
     def summary(self) -> dict:
         return self.__dict__
+
+
+def git_commit(root: Path) -> str:
+    """Short commit of the code that packaged the model ('none' outside git): with the data version
+    and params hash, what is needed to reproduce a candidate."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "none"
+    return sha.stdout.strip() if sha.returncode == 0 and sha.stdout.strip() else "none"
 
 
 def run(params: Params) -> PackageResult:
@@ -49,16 +69,25 @@ def run(params: Params) -> PackageResult:
     for split in ("valid", "test"):
         for k, v in report["models"][selected][split].items():
             metadata[f"{split}_{k}"] = v
-    with bentoml.models.create(params.package.model_name, labels={"model": selected, "dataset": meta["dataset"]}, metadata=metadata) as ref:
+    promoted, reason = should_promote(params)
+    name = params.package.model_name if promoted else params.package.candidate_name
+    labels = {"model": selected, "dataset": str(meta["dataset"]), "data_version": str(meta["data_version"]),
+              "params_hash": str(meta["params_hash"]), "git_commit": git_commit(Path(params.root)),
+              "role": "served" if promoted else "candidate"}
+    with bentoml.models.create(name, labels=labels, metadata=metadata) as ref:
         shutil.copytree(model_dir, ref.path, dirs_exist_ok=True)
         shutil.copy(params.path(params.evaluate.out), ref.path_of("metrics.json"))
     tag = str(ref.tag)
+    serve = "make serve" if promoted else f"PULSE_MODEL_TAG={tag} make serve"
     out = params.path(params.package.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"tag": tag, "selected": selected, "metadata": metadata,
-                               "serve": f"PULSE_MODEL_TAG={tag} bentoml serve serving.service:Recommender"}, indent=2))
-    log.info("packaged %s as %s", selected, tag)
-    return PackageResult(tag, selected, metadata)
+    out.write_text(json.dumps({"tag": tag, "selected": selected, "promoted": promoted, "reason": reason,
+                               "labels": labels, "metadata": metadata, "serve": serve}, indent=2))
+    if promoted:
+        log.info("packaged %s as %s (%s): %s:latest now serves it", selected, tag, reason, params.package.model_name)
+    else:
+        log.info("packaged %s as candidate %s (%s); %s:latest is unchanged", selected, tag, reason, params.package.model_name)
+    return PackageResult(tag, selected, metadata, promoted, reason, serve)
 
 
 def main() -> None:

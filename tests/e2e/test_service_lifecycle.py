@@ -90,7 +90,8 @@ def test_reload_swaps_the_model_under_load_without_failing_a_request(project, pi
             assert broken.status_code == 200, broken.text
             assert broken.json()["reloaded"] is False and broken.json()["model_tag"] == old and broken.json()["reason"]
 
-            _run([sys.executable, "-m", "serving.package", "--set", "package.out=reports/package-reload.json"], dst, env)
+            _run([sys.executable, "-m", "serving.package", "--set", "package.out=reports/package-reload.json",
+                  "--set", "package.promote=always"], dst, env)  # an override: a candidate unless asked to promote
             new = json.loads((dst / "reports/package-reload.json").read_text())["tag"]
             assert new != old
             t0 = time.monotonic()

@@ -151,3 +151,49 @@ def test_changed_catalogue_uses_the_stored_metric(tmp_path, _store):
         assert dec.challenger == pytest.approx(new)
         assert dec.champion_tag == tag
         assert dec.promote is promote
+
+
+def test_only_the_default_run_moves_the_served_latest(tmp_path, _store, monkeypatch):
+    """After an experiment (an override, or dvc exp run), <model_name>:latest, what `make serve`
+    serves, is still the default run's model; the experiment is a labelled candidate."""
+    import bentoml
+
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    name = _name()
+    _setup(tmp_path, name)
+    cfg = yaml.safe_load((tmp_path / "params.yaml").read_text())
+    cfg["package"]["candidate_name"] = f"{name}-candidates"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    params = load_params(tmp_path / "params.yaml")
+    served = package.run(params)
+    assert served.promoted is True and served.serve == "make serve"
+    assert str(bentoml.models.get(f"{name}:latest").tag) == served.tag
+
+    experiment = load_params(tmp_path / "params.yaml", {"package.out": "reports/package-exp.json"})
+    cand = package.run(experiment)
+    assert cand.promoted is False and "package.out" in cand.reason
+    assert cand.tag.startswith(f"{name}-candidates:") and cand.tag in cand.serve
+    model = bentoml.models.get(cand.tag)
+    assert model.info.labels["role"] == "candidate"
+    assert model.info.labels["data_version"] == "v1" and model.info.labels["params_hash"] == "p1"
+    assert model.info.labels["git_commit"]  # a short sha, or 'none' outside git
+    assert str(bentoml.models.get(f"{name}:latest").tag) == served.tag  # unchanged
+
+    monkeypatch.setenv("DVC_EXP_NAME", "exp-abc")  # `dvc exp run` with params.yaml edited in place
+    in_exp = package.run(params)  # the very params of the default run: only the environment differs
+    assert in_exp.promoted is False and "DVC experiment" in in_exp.reason
+    assert str(bentoml.models.get(f"{name}:latest").tag) == served.tag
+
+    forced = load_params(tmp_path / "params.yaml", {"package.promote": "always"})
+    again = package.run(forced)
+    assert again.promoted is True and str(bentoml.models.get(f"{name}:latest").tag) == again.tag
+
+
+def test_promote_mode_is_checked(tmp_path):
+    from serving.promotion import should_promote
+
+    (tmp_path / "params.yaml").write_text("{}\n")
+    assert should_promote(load_params(tmp_path / "params.yaml"), {})[0] is True
+    assert should_promote(load_params(tmp_path / "params.yaml", {"package.promote": "never"}), {})[0] is False
+    with pytest.raises(ValueError, match="package.promote"):
+        should_promote(load_params(tmp_path / "params.yaml", {"package.promote": "yes"}), {})
