@@ -28,7 +28,7 @@ run: $(STAMP)  ## the whole pipeline on the default dataset, as a Prefect flow (
 test: $(STAMP)  ## the test suite (unit, data, model, end-to-end)
 	$(PY) -m pytest
 
-serve: $(STAMP)  ## serve the latest packaged model on port 3000
+serve: $(STAMP)  ## serve the default run's model (pulse-recommender:latest; never a candidate) on port 3000; PULSE_MODEL_TAG=... for another
 	$(VENV)/bin/bentoml serve serving.service:Recommender -p 3000
 
 repro: $(STAMP)  ## the same pipeline through DVC
