@@ -43,7 +43,7 @@ def run(params: Params) -> FeaturesResult:
     categories = transforms.category_vocabulary(items)
     log.info("computing user_behaviour for %d events", len(interactions))
     timeline = transforms.user_behaviour_timeline(
-        interactions, items, categories, fp.history_len, fp.short_half_life_days, fp.long_half_life_days
+        interactions, items, categories, fp.history_len, fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events
     )
     profile = transforms.item_profile(interactions, items, now, fp.recent_days)
     repo = params.path(fp.repo_dir)
@@ -72,7 +72,7 @@ def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str],
     if not path.exists():
         return 0
     spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
-                                fp.short_half_life_days, fp.long_half_life_days)
+                                fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events)
     with online.log_lock(path):  # a running service appends and writes online rows under the same lock
         n = online.replay_events(store.get_store(repo), online.read_logged_events(path), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)

@@ -19,7 +19,7 @@ import pandas as pd
 from feast import FeatureStore
 
 from features.store import online_user_behaviour
-from features.transforms import SECONDS_PER_DAY, decayed_shares
+from features.transforms import SECONDS_PER_DAY, decayed_shares, recent_shares
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,8 @@ def unapplied(state: dict, events: list[Event], history_len: int | None = None) 
 
 
 def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vectors: dict[str, np.ndarray],
-                    n_categories: int, short_half_life_days: float, long_half_life_days: float) -> dict:
+                    n_categories: int, short_half_life_days: float, long_half_life_days: float,
+                    recent_half_life_events: float = 2.0) -> dict:
     """A user's behaviour state after new events, inserted in timestamp order.
 
     The category shares are recomputed over the kept history with the same
@@ -116,6 +117,7 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
     t = np.array(tss, dtype=np.float64)
     short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
     long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
+    recent = recent_shares(vecs, recent_half_life_events)
     return {
         "hist_item_ids": ids,
         "hist_ts": tss,
@@ -123,6 +125,7 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
         "last_event_ts": max(tss) if tss else 0,
         "cat_share_short": (short[-1] if len(short) else zero).astype(np.float32).tolist(),
         "cat_share_long": (long_[-1] if len(long_) else zero).astype(np.float32).tolist(),
+        "cat_share_recent": (recent[-1] if len(recent) else zero).astype(np.float32).tolist(),
     }
 
 
@@ -135,6 +138,7 @@ class BehaviourSpec:
     n_categories: int
     short_half_life_days: float
     long_half_life_days: float
+    recent_half_life_events: float = 2.0
 
 
 def apply_events(store: FeatureStore, by_user: dict[str, list[Event]], spec: BehaviourSpec, replay: bool = False) -> int:
@@ -147,7 +151,7 @@ def apply_events(store: FeatureStore, by_user: dict[str, list[Event]], spec: Beh
         if not evs:
             continue
         new = merge_behaviour(state, evs, spec.history_len, spec.cat_vectors, spec.n_categories,
-                              spec.short_half_life_days, spec.long_half_life_days)
+                              spec.short_half_life_days, spec.long_half_life_days, spec.recent_half_life_events)
         rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
         applied += len(evs)
     if rows:

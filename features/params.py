@@ -42,6 +42,9 @@ class SyntheticParams:
     max_switches: int = 3
     days: int = 120
     seed: int = 7
+    switch_in_training: bool = True
+    held_out_events: int = 20
+    vocabulary: str = "media"
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class FeaturesParams:
     history_len: int = 200
     short_half_life_days: float = 3.0
     long_half_life_days: float = 60.0
+    recent_half_life_events: float = 2.0
     recent_days: int = 30
     out_dir: str = "data/features"
     repo_dir: str = "features/repo"
@@ -73,8 +77,26 @@ class EncoderParams:
 
 
 @dataclass(frozen=True)
+class SwitchParams:
+    windows: tuple[int, ...] = (3, 10)
+    horizon: int = 4
+    discount: float = 0.7
+    text_weight: float = 0.0
+    text_temp: float = 20.0
+    half_life: float = 1.0
+    clip: float = 5.0
+    category_window: int = 10
+    category_half_life: float = 2.0
+    tolerance: float = 0.01
+    augment: float = 0.0
+    shift_users: int = 500
+    shift_fed: int = 5
+
+
+@dataclass(frozen=True)
 class TrainParams:
-    models: tuple[str, ...] = ("hybrid", "interest", "sasrec", "item_knn", "popularity", "recent_popularity")
+    models: tuple[str, ...] = ("hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "popularity",
+                               "recent_popularity")
     hybrid_with: tuple[str, ...] = ("item_knn", "recent_popularity")
     hybrid_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
     max_len: int = 200
@@ -108,6 +130,7 @@ class TrainParams:
     seed: int = 42
     out_dir: str = "artifacts/model"
     checkpoint_dir: str = ".cache/checkpoints"
+    switch: SwitchParams = field(default_factory=SwitchParams)
 
 
 @dataclass(frozen=True)
@@ -115,6 +138,7 @@ class EvaluateParams:
     k: int = 10
     select_metric: str = "ndcg@10"
     select_from: tuple[str, ...] = ()
+    stationary_tolerance: float = 0.02
     out: str = "reports/metrics.json"
 
 

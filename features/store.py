@@ -21,6 +21,7 @@ USER_BEHAVIOUR_FEATURES = [
     "user_behaviour:last_event_ts",
     "user_behaviour:cat_share_short",
     "user_behaviour:cat_share_long",
+    "user_behaviour:cat_share_recent",
 ]
 
 

@@ -62,6 +62,14 @@ def decayed_shares(times: np.ndarray, vectors: np.ndarray, half_life_s: float) -
     return out
 
 
+def recent_shares(vectors: np.ndarray, half_life_events: float) -> np.ndarray:
+    """Category shares after each event, decayed per *event* (the k-th newest weighs
+    0.5 ** (k / half_life_events)): the classic ``interest <- decay * interest + (1 - decay) * item``
+    update. It needs no training and no time scale, so two or three events of a new interest move
+    it whatever the data's clock (synthetic, order-only, seconds or months between events)."""
+    return decayed_shares(np.arange(len(vectors), dtype=np.float64), vectors, half_life_events)
+
+
 def user_behaviour_timeline(
     interactions: pd.DataFrame,
     items: pd.DataFrame,
@@ -69,6 +77,7 @@ def user_behaviour_timeline(
     history_len: int,
     short_half_life_days: float,
     long_half_life_days: float,
+    recent_half_life_events: float = 2.0,
 ) -> pd.DataFrame:
     """One row per event: the user's behaviour state right after that event.
 
@@ -85,6 +94,7 @@ def user_behaviour_timeline(
         vecs = np.stack([cat_vec.get(i, zero) for i in ids]) if ids else np.zeros((0, len(categories)))
         short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
         long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
+        recent = recent_shares(vecs, recent_half_life_events)
         lo = [max(0, k + 1 - history_len) for k in range(len(ids))]
         rows.append(
             pd.DataFrame(
@@ -97,6 +107,7 @@ def user_behaviour_timeline(
                     "last_event_ts": t.astype(np.int64),
                     "cat_share_short": list(short.astype(np.float32)),
                     "cat_share_long": list(long_.astype(np.float32)),
+                    "cat_share_recent": list(recent.astype(np.float32)),
                 }
             )
         )

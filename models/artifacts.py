@@ -6,6 +6,7 @@
     baselines.safetensors       popularity, recent_popularity score vectors
     item_knn.safetensors        item-to-item similarity matrix of the item-kNN baseline
     hybrid.json                 the hybrid's component weights (it is built from the models above)
+    switch_<name>.json          a switch-gated model: its base model's name and the gate's settings (models/switch.py)
     meta.json                   data version, params hash, encoder, training history
     card.md                     model card (human-readable summary)
 """
@@ -22,6 +23,7 @@ from safetensors.torch import load_file, save_file
 from models.baselines import ItemKNN, StaticScores
 from models.hybrid import Hybrid
 from models.interest import InterestConfig, InterestModel
+from models.switch import GateConfig, SwitchGate
 
 
 
@@ -46,6 +48,13 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             if missing:
                 raise ValueError(f"the hybrid is saved as weights over its components; missing {sorted(missing)}")
             (out / "hybrid.json").write_text(json.dumps(m.config(), indent=2))
+        elif isinstance(m, SwitchGate):
+            if m.base_name not in models:
+                raise ValueError(f"the switch-gated {name} is saved as settings over its base; missing {m.base_name}")
+            (out / f"switch_{name}.json").write_text(json.dumps(m.config(), indent=2))
+            if m.item_cat is not None:  # the category-mix expert's counts: its P(item | category)
+                save_file({"item_cat": m.item_cat.cpu().contiguous(), "cat_item": m.cat_item.cpu().contiguous()},
+                          str(out / f"switch_{name}.safetensors"))
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
 
@@ -63,13 +72,17 @@ def load_item_categories(out: Path) -> list[list[str]]:
     return d.get("categories") or [[] for _ in d["ids"]]
 
 
+def load_text_embeddings(out: Path) -> torch.Tensor:
+    return load_file(str(out / "text_embeddings.safetensors"))["text_emb"]
+
+
 def load_meta(out: Path) -> dict:
     return json.loads((out / "meta.json").read_text())
 
 
 def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
     """Every model in the artifact, in eval mode."""
-    text_emb = load_file(str(out / "text_embeddings.safetensors"))["text_emb"]
+    text_emb = load_text_embeddings(out)
     models: dict[str, nn.Module] = {}
     if (out / "baselines.safetensors").exists():
         for name, v in load_file(str(out / "baselines.safetensors")).items():
@@ -88,4 +101,12 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
         # own copies: adding items to the hybrid must not add them twice to a component served alone
         models["hybrid"] = Hybrid(copy.deepcopy(models[cfg["base"]]), {c: copy.deepcopy(models[c]) for c in cfg["weights"]},
                                   cfg["weights"], cfg["eps"])
+    for path in sorted(out.glob("switch_*.json")):  # after their bases; own copies, as the hybrid's
+        cfg = json.loads(path.read_text())
+        base = cfg.pop("base")
+        gate = SwitchGate(copy.deepcopy(models[base]), GateConfig(**cfg), base)
+        if path.with_suffix(".safetensors").exists():
+            for key, value in load_file(str(path.with_suffix(".safetensors"))).items():
+                setattr(gate, key, value)
+        models[path.stem[len("switch_"):]] = gate
     return {k: v.to(device).eval() for k, v in models.items()}

@@ -29,11 +29,12 @@ from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
 from features.schema import validate
 from models import slices
-from models.data import cold_item_split, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.data import cold_item_split, item_category_matrix, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.hybrid import Hybrid
 from models.interest import InterestModel
-from models.train import BASELINES, encode_items, fit_models, pick_device
+from models.switch import SwitchGate
+from models.train import BASELINES, SWITCHED, encode_items, fit_models, pick_device, shift_validation
 from models.trend import trend_table
 
 log = logging.getLogger(__name__)
@@ -131,7 +132,8 @@ def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interac
     fill the gap a worker would otherwise idle in while the other finishes the last long job.
     """
     n_ablation_seeds = len(seeds) if ablation_seeds is None else min(ablation_seeds, len(seeds))
-    models = tuple(sorted(models, key=lambda m: m == "hybrid"))  # last: built from the others of its seed
+    # last: built from the others of its seed (the hybrid, then the switch-gated models over it)
+    models = tuple(sorted(models, key=lambda m: (m in SWITCHED, m == "hybrid")))
     if jobs <= 1:
         runs = {proto: _runs(params, proto, interactions, items, text_emb, models, seeds, abl, device, n_ablation_seeds, fit_log)
                 for proto, abl in protocols.items()}
@@ -234,6 +236,9 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
                  inner, len(valid.targets))
     else:
         raise ValueError(f"unknown protocol '{protocol}' (loo, temporal, cold)")
+    fit_index, fit_text = (index, text_emb) if cold is None else cold[:2]  # cold: train on the warm catalogue
+    shift_valid = shift_validation(seqs, fit_text, tp) if any(m in SWITCHED for m in models) else None
+    fit_categories = item_category_matrix([list(c) for c in items["categories"]][: len(fit_index)])  # cold: the warm items
     pos = index.pos
     train_items = {pos[i] for i in (train_df if refit_df is None else refit_df)["item_id"].unique() if i in pos}
     cats = {pos[i]: list(c) for i, c in zip(items["item_id"], items["categories"])}
@@ -241,7 +246,6 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
              "short_history": slices.short_history(test)}
     per_model: dict[str, list[dict]] = {}
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
-    fit_index, fit_text = (index, text_emb) if cold is None else cold[:2]  # cold: train on the warm catalogue
     reusable: dict[str, torch.nn.Module] = {}  # this seed's default models: the hybrid is built from them
     seconds_of: dict[str, float] = {}
     for s_i, seed in enumerate(seeds):
@@ -260,10 +264,13 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
             tpv = dataclasses.replace(tp, seed=seed, **over)
             reuse = {} if over else reusable
             t0 = time.time()
-            fitted, fits = fit_models((base,), train_df, fit_index, fit_text, windows, valid, tpv, device, k, prefitted=reuse)
+            fitted, fits = fit_models((base,), train_df, fit_index, fit_text, windows, valid, tpv, device, k, prefitted=reuse,
+                                      shift_valid=shift_valid, item_categories=fit_categories)
             seconds = time.time() - t0
             if base == "hybrid":  # its cost includes the models it is built from, fitted before or in this call
                 seconds += sum(seconds_of[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
+            if base in SWITCHED and SWITCHED[base] in reuse:  # and a gated model the cost of its base
+                seconds += seconds_of[SWITCHED[base]]
             if not over:
                 reusable.update(fitted)
                 seconds_of.update({n: seconds if n == base else fits[n].seconds if n in fits else 0.0 for n in fitted})
@@ -277,6 +284,8 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
             res["best_epoch"] = fits[base].best_epoch if base in fits else 0
             if base == "hybrid":
                 res["hybrid_weights"] = fitted[base].weights
+            if base in SWITCHED:
+                res["switch_prior"] = fitted[base].cfg.prior
             per_model.setdefault(name, []).append(res)
             if fit_log is not None:
                 fit_log.add(protocol, name, seed, res)
@@ -293,6 +302,8 @@ def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, tex
     a trend prior's table (data, not weights) counts those days too."""
     if name in BASELINES:
         return fit_models((name,), train, index, text_emb, None, None, tp, device)[0][name]
+    if isinstance(model, SwitchGate):
+        return SwitchGate(_for_test(model.base, model.base_name, train, index, text_emb, tp, device), model.cfg, model.base_name)
     if isinstance(model, Hybrid):
         parts = fit_models(tuple(model.components), train, index, text_emb, None, None, tp, device)[0]
         return Hybrid(_for_test(model.base, "interest", train, index, text_emb, tp, device), parts, model.weights, model.eps)
@@ -335,7 +346,7 @@ def main() -> None:
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--protocols", default="loo,temporal", help="comma-separated: loo, temporal, cold")
-    ap.add_argument("--models", default="hybrid,interest,sasrec,item_knn,popularity,recent_popularity",
+    ap.add_argument("--models", default="hybrid_switch,interest_switch,hybrid,interest,sasrec,item_knn,popularity,recent_popularity",
                     help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")

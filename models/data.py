@@ -35,6 +35,19 @@ def item_index(items: pd.DataFrame) -> ItemIndex:
     return ItemIndex(tuple(items["item_id"].astype(str)))
 
 
+def item_category_matrix(categories: list[list[str]]) -> torch.Tensor:
+    """(N+1, C) each item's categories, weighted 1/len (rows sum to 1; row 0, padding, and items
+    without a category are zero), categories in sorted order."""
+    names = sorted({c for cats in categories for c in cats})
+    col = {c: j for j, c in enumerate(names)}
+    out = torch.zeros(len(categories) + 1, len(names))
+    for i, cats in enumerate(categories, 1):
+        known = [col[c] for c in cats if c in col]
+        if known:
+            out[i, known] = 1.0 / len(known)
+    return out
+
+
 @dataclass
 class UserSequence:
     items: np.ndarray  # (n,) item indices, oldest first
@@ -240,3 +253,35 @@ def windows_from_sequences(seqs: dict[str, UserSequence], max_len: int, holdout:
             lab_out.append(pad_left(s.items[lo + 1 : q + 1], max_len))
             lts_out.append(pad_left(s.ts[lo + 1 : q + 1], max_len))
     return _windows(seqs_out, ts_out, lab_out, lts_out, max_len)
+
+
+def splice_windows(windows: Windows, fraction: float, seed: int) -> Windows:
+    """Switch augmentation: ``fraction`` x rows more, each the prefix of one training window spliced
+    at a random point onto the continuation of another's, re-timed to follow on at the second
+    window's own pace. Stationary training data then shows the model users who switch, so it
+    learns to let the newest behaviours lead when they disagree with the rest.
+
+    Rows are (seq, ts, labels, label_ts) as ``windows_from_features`` makes them; a window's full
+    sequence is its real inputs plus its last label."""
+    seq, ts, lab, lab_ts = windows
+    B, L = seq.shape
+    n_new = int(round(fraction * B))
+    if n_new == 0 or B < 2:
+        return windows
+    rng = np.random.default_rng(seed)
+    full = [(np.append(s[s > PAD], lb[-1]), np.append(t[s > PAD], lt[-1])) for s, t, lb, lt in zip(seq, ts, lab, lab_ts)]
+    usable = [i for i, (f, _) in enumerate(full) if len(f) >= 3 and f[-1] > PAD]
+    if len(usable) < 2:
+        return windows
+    rows = []
+    for _ in range(n_new):
+        i, j = rng.choice(usable, size=2, replace=False)
+        (fi, ti), (fj, tj) = full[i], full[j]
+        c = int(rng.integers(1, len(fi) - 1))  # prefix length kept from the first window
+        d = int(rng.integers(0, len(fj) - 2))  # the second window continues from here (>= 2 events)
+        gap = max(int(tj[d] - tj[d - 1]) if d > 0 else 3600, 1)
+        items = np.concatenate([fi[:c], fj[d:]])[-(L + 1):]
+        times = np.concatenate([ti[:c], ti[c - 1] + gap + (tj[d:] - tj[d])])[-(L + 1):]
+        rows.append((pad_left(items[:-1], L), pad_left(times[:-1], L), pad_left(items[1:], L), pad_left(times[1:], L)))
+    extra = [np.stack(a) for a in zip(*rows)]
+    return tuple(np.concatenate([a, e]) for a, e in zip(windows, extra))  # type: ignore[return-value]

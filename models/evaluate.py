@@ -16,6 +16,9 @@ import torch.nn as nn
 from features.cli import stage_main
 from features.params import Params
 from models import artifacts
+from models.hybrid import Hybrid
+from models.shift import spliced_switch_set
+from models.switch import SwitchGate
 from models.data import EvalSet, ItemIndex, eval_batches, leave_one_out, user_sequences
 from models.metrics import metrics_from_ranks, target_ranks
 
@@ -23,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def n_items_of(model: nn.Module) -> int:
-    """Catalogue size from the model's item-sized buffer (row 0 is padding)."""
+    """Catalogue size: the model's ``n_items`` when it says, else its item-sized buffer (row 0 is padding)."""
+    if isinstance(getattr(model, "n_items", None), int):
+        return model.n_items
     for name, buf in model.named_buffers():
         if name.rsplit(".", 1)[-1] in ("scores", "text_emb", "sim"):
             return buf.shape[0] - 1
@@ -73,16 +78,34 @@ class EvaluateResult:
         return {"selected": self.selected, "metrics": self.metrics}
 
 
-def select_model(metrics: dict[str, dict], key: str, select_from: tuple[str, ...] = ()) -> str:
-    """The model to package: best validation ``key`` among ``select_from`` (empty: every trained model).
-
-    Restricting the choice is for deployments that need a capability rather than the top score,
-    e.g. ``[hybrid, interest]`` when new items arrive through ``/items`` (only they rank items by text).
+def select_model(metrics: dict[str, dict], key: str, select_from: tuple[str, ...] = (), tolerance: float = 0.0,
+                 shift_key: str | None = None) -> str:
+    """The model to package, chosen for both jobs: the models whose validation ``key`` is within
+    ``tolerance`` (relative) of the best are candidates, and the best validation shift score
+    (``shift_key`` of ``valid_shift``, the spliced switches of ``models.shift``) among them wins.
+    Without ``shift_key``, the best validation ``key``. Degenerate models (a hybrid whose weights
+    are all 0 is the interest model) are never chosen; ``select_from`` (empty: all) restricts the
+    choice for deployments that need a capability rather than the top score, e.g.
+    ``[hybrid_switch, hybrid, interest]`` when new items arrive through ``/items``.
     """
-    candidates = [m for m in metrics if not select_from or m in select_from]
+    candidates = [m for m in metrics if (not select_from or m in select_from) and not metrics[m].get("degenerate")]
     if not candidates:
         raise ValueError(f"evaluate.select_from {list(select_from)} names none of the trained models {sorted(metrics)}")
-    return max(candidates, key=lambda m: metrics[m]["valid"][key])
+    best = max(metrics[m]["valid"][key] for m in candidates)
+    near = [m for m in candidates if metrics[m]["valid"][key] >= (1 - tolerance) * best]
+    if shift_key is None:
+        return max(near, key=lambda m: metrics[m]["valid"][key])
+    return max(near, key=lambda m: (metrics[m].get("valid_shift", {}).get(shift_key, 0.0), metrics[m]["valid"][key]))
+
+
+def degenerate(name: str, model: nn.Module) -> str | None:
+    """Why a model is not a distinct model (None: it is). A hybrid whose weights all came out 0 is
+    its interest model; a switch gate over it is the gated interest model."""
+    hybrid = model.base if isinstance(model, SwitchGate) else model
+    if isinstance(hybrid, Hybrid) and not any(hybrid.weights.values()):
+        twin = "interest_switch" if isinstance(model, SwitchGate) else "interest"
+        return f"every hybrid weight is 0 on validation: {name} is {twin}"
+    return None
 
 
 def run(params: Params) -> EvaluateResult:
@@ -93,13 +116,21 @@ def run(params: Params) -> EvaluateResult:
     seqs = user_sequences(interactions, index)
     L, k = params.train.max_len, params.evaluate.k
     splits = {s: leave_one_out(seqs, s, L) for s in ("valid", "test")}
+    sp = params.train.switch
+    splits["valid_shift"] = spliced_switch_set(seqs, artifacts.load_text_embeddings(model_dir), L, sp.shift_fed, sp.shift_users,
+                                               seed=params.train.seed)
     metrics: dict[str, dict] = {}
     for name, model in artifacts.load_models(model_dir).items():
         metrics[name] = {s: evaluate_model(model, d, k) for s, d in splits.items()}
-        log.info("%-18s valid %s | test %s", name, _fmt(metrics[name]["valid"]), _fmt(metrics[name]["test"]))
-    key = params.evaluate.select_metric
-    selected = select_model(metrics, key, params.evaluate.select_from)
-    report = {"selected": selected, "select_metric": key, "k": k, "models": metrics,
+        if (why := degenerate(name, model)) is not None:
+            metrics[name]["degenerate"] = why
+        log.info("%-18s valid %s | shift %s | test %s", name, _fmt(metrics[name]["valid"]), _fmt(metrics[name]["valid_shift"]),
+                 _fmt(metrics[name]["test"]))
+    key, shift_key = params.evaluate.select_metric, f"hr@{k}"
+    selected = select_model(metrics, key, params.evaluate.select_from, params.evaluate.stationary_tolerance, shift_key)
+    report = {"selected": selected, "select_metric": key, "select_rule": (
+                  f"best validation shift {shift_key} among the models within {params.evaluate.stationary_tolerance:.0%} of the best "
+                  f"validation {key}; degenerate models excluded"), "k": k, "models": metrics,
               "data_version": artifacts.load_meta(model_dir).get("data_version")}
     out = params.path(params.evaluate.out)
     out.parent.mkdir(parents=True, exist_ok=True)

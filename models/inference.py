@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models import artifacts
-from models.data import pad_left
+from models.switch import SwitchGate
 
 
 @dataclass
@@ -20,6 +20,7 @@ class Recommendation:
     items: list[dict]
     because: list[dict] = field(default_factory=list)
     cold_start: bool = False
+    switch: dict | None = None  # a switch-gated model's view of the user: {in_switch, gate, evidence}
 
 
 class Recommender:
@@ -80,14 +81,16 @@ class Recommender:
         if not pairs:
             scores = self.cold_scores.clone().float()
             seq = np.zeros(0, dtype=np.int64)
-            weights = None
+            weights, switch = None, None
         else:
             seq = np.array([p for p, _ in pairs])[-self.max_len :]
             ts = np.array([t for _, t in pairs])[-self.max_len :]
-            s = torch.as_tensor(pad_left(seq, self.max_len), device=self.device).unsqueeze(0)
-            t = torch.as_tensor(pad_left(ts, self.max_len), device=self.device).unsqueeze(0)
-            scores = self.model.score_all(s, t)[0].float().cpu().clone()
-            weights = self.model.interest_weights(s, t)[0, -len(seq) :].cpu().numpy()
+            # no padding columns: positions count back from the newest behaviour, so the scores are
+            # those of a max_len window (models.data.trim_padding), at a fraction of the work
+            s = torch.as_tensor(seq, device=self.device).unsqueeze(0)
+            t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
+            scores, weights, switch = self._score(s, t)
+            weights = weights[-len(seq):]
         scores[0] = float("-inf")
         if exclude_seen and pairs:  # the whole known history, as the evaluation excludes it, not only the newest max_len
             scores[torch.as_tensor(np.unique([p for p, _ in pairs]))] = float("-inf")
@@ -98,4 +101,20 @@ class Recommender:
         if weights is not None:
             for j in np.argsort(-weights, kind="stable")[:n_because]:
                 because.append({"item_id": self.ids[seq[j] - 1], "title": self.titles[seq[j] - 1], "weight": round(float(weights[j]), 4)})
-        return Recommendation(items=items, because=because, cold_start=not pairs)
+        if switch is not None:  # the behaviours the short-term expert read: what moved the interest, newest first
+            switch["recent_items"] = [self.ids[i - 1] for i in seq[-switch["window"]:][::-1]]
+        return Recommendation(items=items, because=because, cold_start=not pairs, switch=switch)
+
+    def _score(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, dict | None]:
+        """(scores (N+1,), interest weights (L,), switch view) of one left-padded history: one
+        pass through the switch gate's experts serves the scores and the explanation."""
+        if isinstance(self.model, SwitchGate):
+            experts, evidence, scores = self.model.switch_state(s, t)
+            weights = self.model.interest_weights(s, t, experts)[0]
+            g = 1 - float(experts[0, 0])
+            lead = int(experts[0, 1:].argmax())  # the short expert that leads: its window moved the interest
+            switch = {"in_switch": g >= 0.5, "gate": round(g, 4), "evidence": round(float(evidence[0, lead]), 3),
+                      "expert": self.model.expert_names[lead], "window": self.model.expert_window(lead)}
+            return scores[0].float().cpu().clone(), weights.cpu().numpy(), switch
+        scores = self.model.score_all(s, t)[0].float().cpu().clone()
+        return scores, self.model.interest_weights(s, t)[0].cpu().numpy(), None

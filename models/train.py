@@ -22,13 +22,15 @@ from features.cli import stage_main
 from features.ingest import data_version
 from features.params import Params, TrainParams
 from models import artifacts, baselines
-from models.data import (EvalSet, ItemIndex, Windows, item_index, leave_one_out, train_interactions, training_entity_df, trim_padding,
-                         user_sequences, windows_from_features)
+from models.data import (EvalSet, ItemIndex, Windows, item_category_matrix, item_index, leave_one_out, splice_windows, train_interactions, training_entity_df,
+                         trim_padding, user_sequences, windows_from_features)
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs
 from models.hybrid import fit_hybrid
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
+from models.shift import spliced_switch_set
+from models.switch import GateConfig, fit_gate
 from models.trend import trend_table
 
 log = logging.getLogger(__name__)
@@ -200,27 +202,45 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
 
 
 BASELINES = ("popularity", "recent_popularity", "item_knn")
+SWITCHED = {"interest_switch": "interest", "hybrid_switch": "hybrid"}  # model behind the switch gate -> its base
 
 
 def with_components(names: tuple[str, ...], tp: TrainParams) -> tuple[str, ...]:
-    """``names`` plus what the hybrid is built from (the interest model and ``tp.hybrid_with``)."""
-    if "hybrid" not in names:
-        return tuple(names)
-    return tuple(dict.fromkeys([*names, "interest", *tp.hybrid_with]))
+    """``names`` plus what they are built from: a switch-gated model's base, the hybrid's interest
+    model and ``tp.hybrid_with``."""
+    out = list(dict.fromkeys([*names, *(SWITCHED[n] for n in names if n in SWITCHED)]))
+    if "hybrid" not in out:
+        return tuple(out)
+    return tuple(dict.fromkeys([*out, "interest", *tp.hybrid_with]))
+
+
+def gate_config(tp: TrainParams) -> GateConfig:
+    """The switch gate's settings from ``train.switch`` (its prior is fitted, see ``fit_gate``)."""
+    sp = tp.switch
+    return GateConfig(windows=sp.windows, horizon=sp.horizon, discount=sp.discount, text_weight=sp.text_weight,
+                      text_temp=sp.text_temp, half_life=sp.half_life, clip=sp.clip, category_window=sp.category_window,
+                      category_half_life=sp.category_half_life)
+
+
+def shift_validation(seqs: dict, text_emb: torch.Tensor, tp: TrainParams) -> EvalSet:
+    """The validation shift set (``models.shift.spliced_switch_set``) with ``train.switch``'s sizes."""
+    return spliced_switch_set(seqs, text_emb, tp.max_len, tp.switch.shift_fed, tp.switch.shift_users, seed=tp.seed)
 
 
 def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, text_emb: torch.Tensor,
                windows: Windows | None, valid: EvalSet | None,
                tp: TrainParams, device: str, k: int = 10, checkpoint_dir: Path | None = None,
-               prefitted: dict[str, torch.nn.Module] | None = None
-               ) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
+               prefitted: dict[str, torch.nn.Module] | None = None, shift_valid: EvalSet | None = None,
+               item_categories: torch.Tensor | None = None) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
     """Every requested model on the same training data; neural ones early-stop on ``valid``.
 
-    ``hybrid`` also fits (and returns) its components unless they are in ``prefitted`` (models
-    already fitted on this data: the benchmark reuses them instead of training twice); the
-    models named in ``names`` are always fitted.
+    ``hybrid`` (and a switch-gated model) also fits (and returns) its components unless they are
+    in ``prefitted`` (models already fitted on this data: the benchmark reuses them instead of
+    training twice); the models named in ``names`` are always fitted. Switch gates are fitted on
+    ``valid`` and ``shift_valid`` (``shift_validation``); with ``item_categories`` (``item_category_matrix``)
+    they have the category-mix expert too.
     """
-    unknown = set(names) - {*NEURAL, *BASELINES, "hybrid"}
+    unknown = set(names) - {*NEURAL, *BASELINES, "hybrid", *SWITCHED}
     if unknown:
         raise ValueError(f"unknown model(s) in train.models: {sorted(unknown)}")
     if "hybrid" in names and (not tp.hybrid_with or set(tp.hybrid_with) - set(BASELINES)):
@@ -244,7 +264,12 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
         t0 = time.time()
         ck = checkpoint_dir / f"{name}.pt" if checkpoint_dir else None
-        fits[name] = fit_interest(cfg, text_emb, windows, valid, optimizer_params(name, tp), device, k, ck,
+        if name == "interest" and tp.switch.augment > 0:
+            windows_n = splice_windows(windows, tp.switch.augment, tp.seed)
+            log.info("switch augmentation: %d spliced windows added to %d", len(windows_n[0]) - len(windows[0]), len(windows[0]))
+        else:
+            windows_n = windows
+        fits[name] = fit_interest(cfg, text_emb, windows_n, valid, optimizer_params(name, tp), device, k, ck,
                                   sim if cfg.use_transition else None,
                                   trend_table(train, index, tp.trend_days) if cfg.use_trend else None)
         fits[name].seconds = round(time.time() - t0, 1)
@@ -256,6 +281,15 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         models["hybrid"], search = fit_hybrid(have["interest"], {c: have[c] for c in tp.hybrid_with}, valid,
                                               tp.hybrid_grid, k, "cpu")
         fits["hybrid"] = FitResult(models["hybrid"], [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
+    for name in (n for n in todo if n in SWITCHED):
+        if valid is None or shift_valid is None:
+            raise ValueError(f"{name}: the switch gate is fitted on the validation split and the validation shift set (shift_valid)")
+        have = {**prefitted, **models}
+        t0 = time.time()
+        models[name], report = fit_gate(have[SWITCHED[name]], valid, shift_valid, gate_config(tp), SWITCHED[name],
+                                        tp.switch.tolerance, k=k, item_categories=item_categories,
+                                        popularity=baselines.popularity(train, index).scores)
+        fits[name] = FitResult(models[name], [report], 0, report["valid_ndcg"], round(time.time() - t0, 1))
     return models, fits
 
 
@@ -292,18 +326,22 @@ def run(params: Params) -> TrainResult:
     out = params.path(tp.out_dir)
     shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
     text_emb = encode_items(params, items, device, train, out / "encoder")
-    windows = valid = None
+    windows = valid = shift_valid = None
     if any(n in with_components(tp.models, tp) for n in NEURAL):
         entity_df = training_entity_df(interactions, tp.max_len)
         log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
         rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
         windows = windows_from_features(rows, index, tp.max_len)
-        valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
+        seqs = user_sequences(interactions, index)
+        valid = leave_one_out(seqs, "valid", tp.max_len)
+        shift_valid = shift_validation(seqs, text_emb, tp)
     ck_dir = params.path(tp.checkpoint_dir) / f"{params.data.dataset}-{data_version(raw)}-{params.section_hash('features', 'encoder', 'train')}"
     models, fits = fit_models(tp.models, train, index, text_emb, windows, valid, tp, device,
-                              params.evaluate.k, ck_dir)
+                              params.evaluate.k, ck_dir, shift_valid=shift_valid,
+                              item_categories=item_category_matrix([list(c) for c in items["categories"]]))
     best = fits.get("interest") or next(iter(fits.values()), None)
     hybrid = {"hybrid_weights": models["hybrid"].weights} if "hybrid" in models else {}
+    hybrid.update({f"{n}_gate": fits[n].history[0] for n in SWITCHED if n in fits})
     meta = {
         "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
         "dataset": params.data.dataset,

@@ -65,6 +65,7 @@ def run(params: Params) -> PackageResult:
         "event_log": str(params.path(params.data.event_log).resolve()),
         "short_half_life_days": params.features.short_half_life_days,
         "long_half_life_days": params.features.long_half_life_days,
+        "recent_half_life_events": params.features.recent_half_life_events,
     }
     for split in ("valid", "test"):
         for k, v in report["models"][selected][split].items():

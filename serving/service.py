@@ -33,6 +33,17 @@ MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
 
 
+def interest_view(switch: dict | None, recent_shares: list[float] | None, categories: list[str], top: int = 3) -> dict:
+    """The user's short-term interest as the response shows it: whether the switch gate sees a
+    change of interest (``in_switch``, its ``gate`` and ``evidence``, the ``recent_items`` that
+    moved it; null for a model without the gate) and the top categories of the recent category mix
+    (the online store's ``cat_share_recent``, decayed per event)."""
+    shares = list(recent_shares or [])
+    order = sorted(range(len(shares)), key=lambda i: -shares[i])[:top] if len(shares) == len(categories) else []
+    return {**(switch or {"in_switch": None}),
+            "recent_categories": [{"category": categories[i], "share": round(float(shares[i]), 3)} for i in order if shares[i] > 0]}
+
+
 @bentoml.service(traffic={"timeout": 30})
 class Recommender:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
@@ -46,7 +57,8 @@ class Recommender:
         self.event_log = EventLog(Path(os.environ.get("PULSE_EVENT_LOG", meta["event_log"])))
         self.items_log = EventLog(items_log_path(self.event_log.path))
         self.history_len = int(meta.get("history_len", 50))
-        self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)))
+        self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
+                           float(meta.get("recent_half_life_events", 2.0)))
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
         self.state: ServingState = load_state(model, self.categories, self.items_log.path)
         self._reload_lock = threading.Lock()
@@ -108,7 +120,8 @@ class Recommender:
         state = online_user_behaviour(self.store, [user_id])[0]
         rec = serving.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
         return {"user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
-                "cold_start": rec.cold_start, "items": rec.items, "because": rec.because}
+                "cold_start": rec.cold_start, "items": rec.items, "because": rec.because,
+                "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)}
 
     @bentoml.api
     def events(

@@ -8,6 +8,16 @@ have something to find, and a model has more than one switch per user to learn f
 Item text is built from a per-category vocabulary, so a text encoder can tell categories
 apart; consumption follows "series" inside a category (item -> its sequel), so sequence
 models have order to learn.
+
+Two options keep a benchmark from being tuned to this one generator:
+
+- ``switch_in_training: false`` keeps every history on one main interest (plus exploration noise)
+  and generates each switching user's switch episode *after* their history, as held-out rows of
+  ``ground_truth`` (``held_out``) that never reach the interactions. A model trained on such data
+  has never seen a switch; the shift benchmark replays the held-out episodes one event at a time.
+- ``vocabulary: shop`` is a second generator: product words instead of media words, and other
+  dynamics (each item has a fixed complement bought after it instead of a sequel, sharper
+  popularity, more multi-category items).
 """
 from __future__ import annotations
 
@@ -35,13 +45,41 @@ CATEGORY_WORDS: dict[str, list[str]] = {
     "politics": ["election", "senate", "policy", "campaign", "vote", "parliament", "debate", "minister"],
 }
 FILLER = ["story", "guide", "tale", "notes", "chronicle", "diary", "review", "episode"]
+
+SHOP_WORDS: dict[str, list[str]] = {
+    "garden": ["hose", "shovel", "seeds", "planter", "compost", "trowel", "sprinkler", "pruner"],
+    "kitchenware": ["skillet", "whisk", "blender", "kettle", "spatula", "grater", "saucepan", "colander"],
+    "electronics": ["charger", "headphones", "adapter", "battery", "speaker", "cable", "monitor", "router"],
+    "toys": ["puzzle", "doll", "blocks", "kite", "marbles", "yo-yo", "figurine", "plush"],
+    "pets": ["leash", "kibble", "collar", "litter", "aquarium", "birdcage", "chew", "harness"],
+    "office": ["stapler", "binder", "envelope", "notebook", "highlighter", "folder", "printer", "desk"],
+    "beauty": ["lipstick", "shampoo", "serum", "mascara", "lotion", "perfume", "nail", "conditioner"],
+    "automotive": ["tyre", "wiper", "antifreeze", "spark", "brake", "headlight", "jack", "dashcam"],
+    "outdoor": ["tent", "backpack", "lantern", "compass", "sleeping-bag", "canteen", "hammock", "stove"],
+    "baby": ["diaper", "stroller", "pacifier", "bottle", "crib", "bib", "rattle", "onesie"],
+    "tools": ["drill", "wrench", "hammer", "screwdriver", "sander", "clamp", "chisel", "level"],
+    "grocery": ["coffee", "tea", "cereal", "olive-oil", "pasta", "honey", "granola", "spices"],
+    "fitness": ["dumbbell", "treadmill", "mat", "kettlebell", "resistance-band", "jump-rope", "bench", "rower"],
+    "crafts": ["yarn", "glue", "beads", "easel", "stencil", "fabric", "needle", "scissors"],
+    "lighting": ["lamp", "bulb", "chandelier", "sconce", "dimmer", "lantern-light", "spotlight", "strip-light"],
+    "bedding": ["pillow", "duvet", "sheet", "blanket", "mattress", "quilt", "comforter", "pillowcase"],
+}
+BRANDS = ["Acme", "Norder", "Velto", "Kiraku", "Brumm", "Osprey Lane", "Tallis", "Quorra"]
 EVENT_TYPES = ["view", "click", "purchase"]
 
 
+VOCABULARIES = {"media": CATEGORY_WORDS, "shop": SHOP_WORDS}
+
+
 def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    if p.vocabulary not in VOCABULARIES:
+        raise ValueError(f"synthetic.vocabulary {p.vocabulary!r}: expected one of {sorted(VOCABULARIES)}")
+    words_of = VOCABULARIES[p.vocabulary]
+    if p.n_categories > len(words_of):
+        raise ValueError(f"synthetic.n_categories must be <= {len(words_of)}")
+    if p.vocabulary == "shop":
+        return _shop_catalogue(p, rng)
     cats = list(CATEGORY_WORDS)[: p.n_categories]
-    if p.n_categories > len(CATEGORY_WORDS):
-        raise ValueError(f"synthetic.n_categories must be <= {len(CATEGORY_WORDS)}")
     primary = np.arange(p.n_items) % p.n_categories  # balanced categories
     rows = []
     for i in range(p.n_items):
@@ -53,6 +91,24 @@ def _catalogue(p: SyntheticParams, rng: np.random.Generator) -> tuple[pd.DataFra
         item_cats = [c] + ([second] if second and second != c else [])
         title = f"{words[0].title()} {rng.choice(FILLER)} {i}"
         text = f"{title}. A {c} {rng.choice(FILLER)} about " + ", ".join(words[1:]) + "."
+        rows.append({"item_id": f"i{i:05d}", "title": title, "text": text, "categories": item_cats})
+    return pd.DataFrame(rows), cats, primary
+
+
+def _shop_catalogue(p: SyntheticParams, rng: np.random.Generator) -> tuple[pd.DataFrame, list[str], np.ndarray]:
+    """Product listings: brand, product words and a category path, 40% of items in two categories."""
+    cats = list(SHOP_WORDS)[: p.n_categories]
+    primary = rng.permutation(np.arange(p.n_items) % p.n_categories)  # balanced, not in index order
+    rows = []
+    for i in range(p.n_items):
+        c = cats[primary[i]]
+        words = rng.choice(SHOP_WORDS[c], size=3, replace=False).tolist()
+        second = cats[rng.integers(p.n_categories)] if rng.random() < 0.4 else None
+        item_cats = [c] + ([second] if second and second != c else [])
+        extra = f" with {rng.choice(SHOP_WORDS[second])}" if second and second != c else ""
+        brand = BRANDS[int(rng.integers(len(BRANDS)))]
+        title = f"{brand} {words[0]} {words[1]} #{i}"
+        text = f"{title}{extra} | Home > {c.title()} > {words[2]} | brand: {brand}"
         rows.append({"item_id": f"i{i:05d}", "title": title, "text": text, "categories": item_cats})
     return pd.DataFrame(rows), cats, primary
 
@@ -73,13 +129,34 @@ def _later_switches(rng: np.random.Generator, p: SyntheticParams, n: int, switch
     return out
 
 
+def _next_item(rng: np.random.Generator, p: SyntheticParams, interest: int, last_item: int, primary: np.ndarray,
+               by_cat: list[np.ndarray], pop: np.ndarray, follow: np.ndarray | None) -> int:
+    """One consumption: the item that follows the last one (media: its sequel; shop: its fixed
+    complement) when it was in the current interest, else a popular item of the interest, else
+    (15%) exploration anywhere in the catalogue."""
+    r = rng.random()
+    if last_item >= 0 and r < 0.3 and primary[last_item] == interest:
+        if follow is not None:
+            return int(follow[last_item])
+        pool = by_cat[interest]
+        return int(pool[(np.searchsorted(pool, last_item) + 1) % len(pool)])  # the sequel
+    if r < 0.85:
+        pool = by_cat[interest]
+        return int(rng.choice(pool, p=pop[pool] / pop[pool].sum()))
+    return int(rng.choice(p.n_items, p=pop / pop.sum()))  # exploration outside the current interest
+
+
 def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(interactions, items, ground_truth): same params, byte-identical output."""
     rng = np.random.default_rng(p.seed)
     items, cats, primary = _catalogue(p, rng)
     by_cat = [np.flatnonzero(primary == c) for c in range(p.n_categories)]
-    # Zipf-like popularity inside each category: a few hits, a long tail
-    pop = 1.0 / (1.0 + rng.permutation(p.n_items)) ** 0.8
+    shop = p.vocabulary == "shop"
+    # Zipf-like popularity inside each category: a few hits, a long tail (sharper in the shop)
+    pop = 1.0 / (1.0 + rng.permutation(p.n_items)) ** (1.1 if shop else 0.8)
+    follow = None
+    if shop:  # each item's complement: a fixed other item of its category
+        follow = np.array([int(rng.choice(by_cat[primary[i]])) for i in range(p.n_items)])
     t0 = pd.Timestamp("2026-01-01", tz="UTC").value // 10**9
     span = p.days * 86400
     ev_rows, gt_rows = [], []
@@ -88,35 +165,36 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
         first, second = rng.choice(p.n_categories, size=2, replace=False)
         shifts = rng.random() < p.shift_fraction
         switch_at = int(n * rng.uniform(0.4, 0.7)) if shifts else n
-        later = _later_switches(rng, p, n, switch_at, int(second)) if shifts and p.max_switches > 1 else []
+        if not p.switch_in_training:
+            switch_at = n  # the history stays on `first`; the switch comes after it, held out
+        later = _later_switches(rng, p, n, switch_at, int(second)) if shifts and p.max_switches > 1 and p.switch_in_training else []
         start = rng.uniform(0, span * 0.5)
-        times = start + np.cumsum(rng.exponential((span - start) / (n + 1), size=n))
+        gaps = rng.exponential((span - start) / (n + 1), size=n)
+        times = start + np.cumsum(gaps)
         if times[-1] > span:  # the random walk can overshoot: squeeze it back inside `days`
             times = start + (times - start) * ((span - start) / (times[-1] - start))
+        held = p.held_out_events if shifts and not p.switch_in_training else 0
+        if held:  # the held-out episode continues the user's clock at their own pace, past `days` if need be
+            times = np.concatenate([times, times[-1] + np.cumsum(rng.exponential(max(float(np.mean(np.diff(times))) if n > 1 else 86400.0, 600.0), size=held))])
         last_item = -1
-        for k in range(n):
+        for k in range(n + held):
             interest = first if k < switch_at else second
             for at, category in later:
                 if k >= at:
                     interest = category
             episode = 0 if k < switch_at else 1 + sum(k >= at for at, _ in later)
-            r = rng.random()
-            if last_item >= 0 and r < 0.3 and primary[last_item] == interest:
-                pool = by_cat[interest]
-                nxt = pool[(np.searchsorted(pool, last_item) + 1) % len(pool)]  # the sequel
-            elif r < 0.85:
-                pool = by_cat[interest]
-                nxt = rng.choice(pool, p=pop[pool] / pop[pool].sum())
-            else:  # exploration outside the current interest
-                nxt = rng.choice(p.n_items, p=pop / pop.sum())
-            last_item = int(nxt)
+            last_item = _next_item(rng, p, interest, last_item, primary, by_cat, pop, follow)
             ts = int(t0 + times[k])
-            ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, EVENT_TYPES[int(rng.integers(3))], None))
-            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first], bool(shifts), k >= switch_at, episode))
+            event = EVENT_TYPES[int(rng.integers(3))]
+            if k < n:
+                ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, event, None))
+            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first],
+                            bool(shifts), k >= switch_at, episode, k >= n))
     interactions = pd.DataFrame(ev_rows, columns=["user_id", "item_id", "ts", "event", "value"])
     truth = pd.DataFrame(
         gt_rows,
-        columns=["user_id", "item_id", "ts", "true_interest", "interest_before", "interest_after", "shifts", "after_switch", "episode"],
+        columns=["user_id", "item_id", "ts", "true_interest", "interest_before", "interest_after", "shifts", "after_switch", "episode",
+                 "held_out"],
     )
     truth["ts"] = pd.to_datetime(truth["ts"], unit="s", utc=True)
     return interactions, items, truth

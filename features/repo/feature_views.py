@@ -21,6 +21,8 @@ user_behaviour = FeatureView(
         Field(name="last_event_ts", dtype=Int64, description="unix time of the latest event"),
         Field(name="cat_share_short", dtype=Array(Float32), description="category shares, short half-life (order: categories.json)"),
         Field(name="cat_share_long", dtype=Array(Float32), description="category shares, long half-life (order: categories.json)"),
+        Field(name="cat_share_recent", dtype=Array(Float32),
+              description="category mix of the newest events, decayed per event: the training-free short-term interest (order: categories.json)"),
     ],
     source=user_behaviour_push,
     online=True,

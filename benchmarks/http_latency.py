@@ -1,0 +1,109 @@
+"""Event -> updated recommendation over HTTP: the latency of pulse's central promise, end to end.
+
+Each step posts one event (``POST /events``, a known user, a random catalogue item, now) and then
+asks for that user's recommendations (``POST /recommend``, k=10), timing the pair. ``--concurrency``
+clients each run ``--requests / --concurrency`` steps back to back (a bounded load: a closed loop,
+not an open firehose). Also counts how often the response already shows the event (the gated
+model's ``interest.recent_items`` starts with it). Figures go to ``--out`` (JSON).
+
+    make serve &   # or --start, which runs `bentoml serve` on --port itself and stops it after
+    python -m benchmarks.http_latency [--url http://127.0.0.1:3000] [--requests 500] [--concurrency 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from features.params import load_params
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} not ready after {timeout_s:.0f} s")
+
+
+def client(url: str, users: list[str], items: list[str], steps: int, seed: int, headers: dict, out: list) -> None:
+    """One closed-loop client: event, then recommend, ``steps`` times; appends (ms, reflected)."""
+    rng = np.random.default_rng(seed)
+    with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
+        for _ in range(steps):
+            user, item = users[int(rng.integers(len(users)))], items[int(rng.integers(len(items)))]
+            t0 = time.perf_counter()
+            r1 = http.post("/events", json={"user_id": user, "item_id": item, "ts": int(time.time())})
+            r2 = http.post("/recommend", json={"user_id": user, "k": 10})
+            ms = (time.perf_counter() - t0) * 1000
+            if r1.status_code != 200 or r2.status_code != 200:
+                out.append((ms, None))
+                continue
+            recent = (r2.json().get("interest") or {}).get("recent_items") or []
+            out.append((ms, bool(recent) and recent[0] == item))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="event -> updated recommendation latency over HTTP")
+    ap.add_argument("--url", default="http://127.0.0.1:3000")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--requests", type=int, default=500, help="event + recommend pairs in all")
+    ap.add_argument("--concurrency", type=int, default=1)
+    ap.add_argument("--start", action="store_true", help="start `bentoml serve` on the --url port for the run")
+    ap.add_argument("--out", default="reports/http-latency.json")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    raw = params.path(params.data.raw_dir)
+    users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
+    items = pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
+    headers = {"authorization": f"Bearer {os.environ['PULSE_API_KEY']}"} if os.environ.get("PULSE_API_KEY") else {}
+    server = None
+    if args.start:
+        port = args.url.rsplit(":", 1)[-1]
+        server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Recommender", "--host",
+                                   "127.0.0.1", "-p", port], cwd=params.root, start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(args.url)
+        # warm-up: the first requests load lazily built parts
+        client(args.url, users, items, 10, 0, headers, [])
+        results: list = []
+        per = max(1, args.requests // args.concurrency)
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(args.url, users, items, per, i + 1, headers, results)) for i in range(args.concurrency)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+    ms = np.array([m for m, ok in results if ok is not None])
+    report = {"command": "python -m benchmarks.http_latency " + " ".join(sys.argv[1:]), "url": args.url, "concurrency": args.concurrency,
+              "pairs": len(results), "errors": sum(ok is None for _, ok in results), "pairs_per_s": round(len(results) / wall, 1),
+              "event_to_recommendation_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(ms.max()), 2)},
+              "reflected_in_next_response": round(float(np.mean([ok for _, ok in results if ok is not None])), 4)}
+    out = params.path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,279 @@
+"""Following a change of interest that the training data never showed: a training-free
+short-term state and a switch gate around any trained model.
+
+A sequence model trained on stationary histories learns to follow the majority of whatever it
+reads: with 200 behaviours of one interest, ten new ones never win. Nothing in its weights says
+"the user has just changed". So the gate does not learn *that*; it measures it, per request,
+with the classic Bayesian answer to "did the source change?", a mixture of experts that read
+different spans of the history, weighted by how well each predicted what the user just did:
+
+    long expert   L   = the trained model on the whole history (what it learned)
+    short experts S_w = the same model on the newest w behaviours only, for each w in
+                        ``windows`` (3 reacts within events; 10 holds a switch once it has
+                        lasted), optionally times a training-free text prior: the cosine of every
+                        item's text to the decayed mean text embedding of those behaviours
+                        (``interest <- decay * interest + (1 - decay) * item``, decay per event)
+                  C   = when items have categories, a training-free expert: the per-event decayed
+                        category mix of the newest behaviours (the online ``cat_share_recent``)
+                        times each item's share of its category's training events
+    evidence      E_w = sum over the newest ``horizon`` events t of discount**(t-1) *
+                        clip(log p_S_w(event_t) - log p_L(event_t)): how much better S_w
+                        predicted what the user actually did, from what came before each event
+    weights           softmax over experts of (0 for L, prior - log(#windows) + E_w for S_w)
+    prediction    p   = the weighted sum of the experts' next-item distributions
+    gate          g   = the total weight of the short experts: the user is in a switch when g >= 0.5
+
+A user who keeps their interest is predicted best by the long expert, so every E_w < 0 and the
+trained model answers alone. Two or three events of a new, coherent interest are predicted far
+better by a short expert, its E_w jumps, and the recommendations follow within those events,
+whatever the kind of change. ``prior`` is fitted on validation (``fit_gate``), but the gate opens
+on evidence alone: it needs no switch in the training data.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class GateConfig:
+    windows: tuple[int, ...] = (3, 10)  # newest behaviours each short-term expert reads
+    horizon: int = 4           # recent events whose likelihoods are the evidence
+    discount: float = 0.7      # weight of the event t steps back: discount ** (t - 1)
+    prior: float = -2.0        # log-odds of a switch before any evidence (fitted on validation)
+    text_weight: float = 0.0   # weight of the text-centroid prior in the short experts (0: the model alone)
+    text_temp: float = 20.0    # sharpness of that prior: cosine * text_temp
+    half_life: float = 1.0     # of the decayed text centroid, in events
+    clip: float = 5.0          # cap of one event's log-likelihood ratio (one odd event cannot decide)
+    category_window: int = 10  # behaviours the category-mix expert reads (0: no such expert)
+    category_half_life: float = 2.0  # its per-event decay, as the online store's cat_share_recent
+
+    def __post_init__(self) -> None:
+        self.windows = tuple(int(w) for w in self.windows)  # from JSON: a list
+        if not self.windows or min(self.windows) < 1:
+            raise ValueError(f"switch windows must be positive integers, got {self.windows}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def shift_back(x: torch.Tensor, t: int) -> torch.Tensor:
+    """(B, L) left-padded rows without their newest ``t`` entries (still left-padded, same width)."""
+    if t == 0:
+        return x
+    return torch.cat([x.new_zeros(x.shape[0], t), x[:, :-t]], 1)
+
+
+def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) -> torch.Tensor:
+    """(B, d) decay-weighted mean of the text rows (unit rows: ``text`` is normalised by the caller)
+    of ``seq`` (B, w), normalised, the newest weighing 1,
+    the one before 0.5 ** (1 / half_life), ...: the training-free short-term interest vector."""
+    w = seq.shape[1]
+    age = torch.arange(w - 1, -1, -1, device=seq.device, dtype=torch.float32)
+    weights = 0.5 ** (age / half_life) * (seq > 0).float()  # (B, w)
+    return F.normalize((weights.unsqueeze(-1) * text[seq]).sum(1), dim=-1)
+
+
+class SwitchGate(nn.Module):
+    """Any model with ``score_all`` (the interest model, the hybrid) behind the switch gate; the
+    one model interface again (``score_all``, ``interest_weights``, ``add_items``)."""
+
+    def __init__(self, base: nn.Module, cfg: GateConfig, base_name: str = "interest", item_categories: torch.Tensor | None = None,
+                 popularity: torch.Tensor | None = None) -> None:
+        """``item_categories`` (N+1, C) category weights per item (rows sum to 1, row 0 zero) and
+        ``popularity`` (N+1,) training counts enable the category-mix expert."""
+        super().__init__()
+        self.base, self.cfg, self.base_name = base, cfg, base_name
+        self.register_buffer("item_cat", None)  # (N+1, C) category weights per item
+        self.register_buffer("cat_item", None)  # (N+1, C) P(item | category)
+        if item_categories is not None and cfg.category_window > 0 and item_categories.shape[1] > 0:
+            cats = item_categories.float()
+            pop = (popularity.float() if popularity is not None else torch.ones(len(cats))).clamp(min=0) + 1.0  # add-one: unseen items too
+            within = cats * pop.unsqueeze(1)
+            self.item_cat, self.cat_item = cats, within / within.sum(0, keepdim=True).clamp(min=1e-12)
+
+    @property
+    def text_emb(self) -> torch.Tensor:
+        return self.base.text_emb
+
+    @property
+    def n_items(self) -> int:
+        return self.base.text_emb.shape[0] - 1
+
+    @property
+    def text_proj(self) -> nn.Module | None:  # ranks items known only by text, as its base does
+        return getattr(self.base, "text_proj", None)
+
+    def config(self) -> dict:
+        return {"base": self.base_name, **self.cfg.to_dict()}
+
+    def _long(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None) -> torch.Tensor:
+        s = self.base.score_all(seq, ts, now).float()
+        s[:, 0] = float("-inf")
+        return torch.log_softmax(s, -1)
+
+    def _short(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None, text: torch.Tensor, w: int) -> torch.Tensor:
+        s = self._long(seq[:, -w:], ts[:, -w:], now)
+        if self.cfg.text_weight:
+            sims = decayed_centroid(text, seq[:, -w:], self.cfg.half_life) @ text.T  # (B, N+1)
+            sims[:, 0] = float("-inf")
+            prior = torch.log_softmax(self.cfg.text_temp * sims, -1)
+            n = min(s.shape[1], prior.shape[1])  # items being added meanwhile: the common prefix
+            s = torch.log_softmax(s[:, :n] + self.cfg.text_weight * prior[:, :n], -1)
+        return s
+
+    def _category(self, seq: torch.Tensor) -> torch.Tensor:
+        """The category-mix expert, training-free: P(item) = sum_c mix_c P(item | c), with mix the
+        per-event decayed category mix of the newest ``category_window`` behaviours (the online
+        store's ``cat_share_recent``) and P(item | c) the item's share of its category's training
+        events. It knows nothing the data did not count, so it follows a switch to any category."""
+        w = seq[:, -self.cfg.category_window:]
+        age = torch.arange(w.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
+        decay = (0.5 ** (age / self.cfg.category_half_life) * (w > 0).float()).unsqueeze(-1)  # (B, w, 1)
+        n = self.item_cat.shape[0]
+        known = (w < n).float().unsqueeze(-1)  # items added after training (add_items) have no categories here
+        mix = (decay * known * self.item_cat[w.clamp(max=n - 1)]).sum(1)  # (B, C)
+        mix = mix / mix.sum(1, keepdim=True).clamp(min=1e-12)
+        p = F.pad(mix @ self.cat_item.T, (0, self.n_items + 1 - n))  # (B, N+1): no count of added items, P 0
+        lp = torch.log(p + 1e-9)
+        lp[:, 0] = float("-inf")
+        return torch.log_softmax(lp, -1)
+
+    def _short_experts(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None, text: torch.Tensor) -> list[torch.Tensor]:
+        out = [self._short(seq, ts, now, text, w) for w in self.cfg.windows]
+        if self.item_cat is not None:
+            out.append(self._category(seq))
+        return out
+
+    @property
+    def expert_names(self) -> list[str]:
+        """The short experts, in ``experts`` order (after the long one)."""
+        return [f"recent {w}" for w in self.cfg.windows] + (["category mix"] if self.item_cat is not None else [])
+
+    def expert_window(self, e: int) -> int:
+        """Behaviours short expert ``e`` (0-based, ``expert_names`` order) reads."""
+        return self.cfg.windows[e] if e < len(self.cfg.windows) else self.cfg.category_window
+
+    def experts(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """([log p_L, log p_S_w for each window] (B, N+1) each, evidence (B, len(windows))): the
+        experts' next-item log-probabilities and the switch evidence of each short expert from
+        the newest ``horizon`` events (see the module docstring)."""
+        text = F.normalize(self.base.text_emb.float(), dim=-1)
+        logps = [self._long(seq, ts, now)] + self._short_experts(seq, ts, now, text)
+        evidence = torch.zeros(seq.shape[0], len(logps) - 1, device=seq.device)
+        L = seq.shape[1]
+        for t in range(1, min(self.cfg.horizon, L - 1) + 1):
+            target, moment = seq[:, L - t], ts[:, L - t]
+            prev_seq, prev_ts = shift_back(seq, t), shift_back(ts, t)
+            valid = ((target > 0) & (prev_seq[:, -1] > 0)).unsqueeze(1)  # an event, with at least one before it
+            if not valid.any():
+                break
+            idx = target.clamp(min=0).unsqueeze(1)
+            ll_long = self._long(prev_seq, prev_ts, moment).gather(1, idx)  # (B, 1)
+            ll_short = torch.cat([lp.gather(1, idx) for lp in self._short_experts(prev_seq, prev_ts, moment, text)], 1)
+            ratio = (ll_short - ll_long).clamp(-self.cfg.clip, self.cfg.clip)
+            evidence = evidence + self.cfg.discount ** (t - 1) * torch.where(valid, ratio, torch.zeros_like(ratio))
+        return logps, evidence
+
+    def expert_weights(self, evidence: torch.Tensor, prior: float | None = None) -> torch.Tensor:
+        """(B, 1 + len(windows)) posterior weight of each expert, the long one first."""
+        prior = self.cfg.prior if prior is None else prior
+        # the prior odds of a switch are shared by the short experts: their total is e**prior, whatever their number
+        logits = torch.cat([torch.zeros_like(evidence[:, :1]), evidence + prior - float(np.log(evidence.shape[1]))], 1)
+        return logits.softmax(1)
+
+    @staticmethod
+    def mix(logps: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+        """log sum_e weights_e p_e, over the items every expert scores."""
+        n = min(lp.shape[1] for lp in logps)
+        stacked = torch.stack([lp[:, :n] for lp in logps], 1)  # (B, E, n)
+        return torch.logsumexp(stacked + torch.log(weights.clamp(min=1e-12)).unsqueeze(-1), 1)
+
+    def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
+        logps, evidence = self.experts(seq, ts, now)
+        return self.mix(logps, self.expert_weights(evidence))
+
+    def switch_state(self, seq: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(expert weights (B, 1 + windows), evidence (B, windows), mixed log-probabilities (B, N+1)).
+        The gate, the probability that the user is in a switch, is ``1 - weights[:, 0]``."""
+        logps, evidence = self.experts(seq, ts)
+        weights = self.expert_weights(evidence)
+        return weights, evidence, self.mix(logps, weights)
+
+    def window_weights(self, seq: torch.Tensor, w: int) -> torch.Tensor:
+        """(B, L) a short expert's weight on each behaviour: the per-event decay weights of its window."""
+        L, w = seq.shape[1], min(w, seq.shape[1])
+        age = torch.arange(w - 1, -1, -1, device=seq.device, dtype=torch.float32)
+        out = torch.zeros(seq.shape, device=seq.device)
+        out[:, L - w:] = 0.5 ** (age / self.cfg.half_life) * (seq[:, L - w:] > 0).float()
+        return out / out.sum(1, keepdim=True).clamp(min=1e-8)
+
+    def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, L) weight of each behaviour: the base model's and the short windows', mixed by the experts' weights."""
+        if weights is None:
+            weights = self.expert_weights(self.experts(seq, ts)[1])
+        out = weights[:, :1] * self.base.interest_weights(seq, ts).float()
+        for e in range(weights.shape[1] - 1):
+            out = out + weights[:, e + 1:e + 2] * self.window_weights(seq, self.expert_window(e))
+        return out
+
+    def add_items(self, text_rows: torch.Tensor) -> None:
+        """New items: the base appends them; the category-mix expert has no count of them (P 0)."""
+        self.base.add_items(text_rows)
+
+    @torch.no_grad()
+    def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
+        self.base.set_item_text(index, text_row)
+
+
+PRIOR_GRID = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)  # -8: the gate all but closed (the base model alone)
+
+
+@torch.no_grad()
+def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: int) -> list[np.ndarray]:
+    """Target ranks of ``data`` under each prior: the experts score once, the priors only re-mix."""
+    from models.data import eval_batches
+    from models.metrics import target_ranks
+
+    ranks: list[list[np.ndarray]] = [[] for _ in priors]
+    device = str(next(gate.base.buffers()).device)
+    for _, x, exclude in eval_batches(data, batch_size, device):
+        logps, evidence = gate.experts(x["seq"], x["ts"], x["now"])
+        for j, p in enumerate(priors):
+            r, _ = target_ranks(gate.mix(logps, gate.expert_weights(evidence, p)), x["targets"], exclude)
+            ranks[j].append(r.cpu().numpy())
+    return [np.concatenate(r) if r else np.zeros(0) for r in ranks]
+
+
+@torch.no_grad()
+def fit_gate(base: nn.Module, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
+             priors: tuple[float, ...] = PRIOR_GRID, k: int = 10, batch_size: int = 256, item_categories: torch.Tensor | None = None,
+             popularity: torch.Tensor | None = None) -> tuple[SwitchGate, dict]:
+    """The gate's ``prior`` from ``priors``: the best validation shift score (HR@k on the spliced
+    switches, ``models.shift.spliced_switch_set``) among the priors whose validation NDCG@k stays
+    within ``tolerance`` (relative) of the base model's. Both jobs count: following a switch may
+    not cost the users who did not switch more than that."""
+    from models.metrics import metrics_from_ranks
+
+    gate = SwitchGate(base, cfg, base_name, item_categories, popularity).eval()
+    stationary = [metrics_from_ranks(r, k)[f"ndcg@{k}"] for r in _gated_ranks(gate, valid, priors, batch_size)]
+    from models.evaluate import evaluate_model
+
+    base_ndcg = evaluate_model(base, valid, k)[f"ndcg@{k}"]
+    shifted = [metrics_from_ranks(r, k)[f"hr@{k}"] if len(r) else 0.0 for r in _gated_ranks(gate, shift_valid, priors, batch_size)]
+    allowed = [j for j, v in enumerate(stationary) if v >= (1 - tolerance) * base_ndcg] or [int(np.argmax(stationary))]
+    best = max(allowed, key=lambda j: (shifted[j], stationary[j]))
+    gate.cfg.prior = float(priors[best])
+    log.info("switch gate on %s: prior %.1f, validation ndcg@%d %.4f (base %.4f), validation shift hr@%d %.4f",
+             base_name, gate.cfg.prior, k, stationary[best], base_ndcg, k, shifted[best])
+    report = {"prior": gate.cfg.prior, "valid_ndcg": stationary[best], "base_valid_ndcg": base_ndcg, "valid_shift_hr": shifted[best],
+              "grid": [{"prior": p, "valid_ndcg": a, "valid_shift_hr": b} for p, a, b in zip(priors, stationary, shifted)]}
+    return gate, report
