@@ -137,6 +137,11 @@ class PackageParams:
 
 
 @dataclass(frozen=True)
+class TrackingParams:
+    metrics_dir: str = "metrics"
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     ingest: IngestParams = field(default_factory=IngestParams)
@@ -146,6 +151,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     package: PackageParams = field(default_factory=PackageParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
     root: str = "."  # repository root every relative path is resolved against
 
     def path(self, relative: str) -> Path:

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from features import tracking
 from features.cli import stage_main
 from features.params import Params
 from features.transforms import category_vocabulary
@@ -87,6 +88,8 @@ def run(params: Params) -> MonitorResult:
     drifted = sorted(c for c, v in summary["columns"].items() if v["drifted"])
     params.path(mp.summary).write_text(json.dumps({"drift_share": summary["drift_share"], "retrain": retrain,
                                                    "drifted_columns": len(drifted), "n_columns": summary["n_columns"]}, indent=2))
+    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "monitor"),
+                           tracking.monitor_metrics({**summary, "retrain": retrain, "drifted_columns": len(drifted)}))
     log.info("drift share %.2f (%d/%d columns) -> retrain=%s", summary["drift_share"], len(drifted), summary["n_columns"], retrain)
     return MonitorResult(summary["drift_share"], bool(summary["dataset_drift"]), retrain, drifted, len(ref), len(cur))
 

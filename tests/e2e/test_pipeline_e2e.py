@@ -32,6 +32,13 @@ def test_pipeline_produces_reports_model_and_versions(project, pipeline_run):
     assert any((dst / ".dvc-storage").rglob("*")), "dvc push left the remote empty"
     pkg = json.loads((dst / "reports/package.json").read_text())
     assert pkg["tag"] == pipeline_run["package"]
+    # compact metrics in git-tracked files, readable by `dvc metrics show`; curves for `dvc plots`
+    compact = json.loads((dst / "metrics/evaluate.json").read_text())
+    assert compact["selected"] == metrics["selected"]
+    assert compact["test_ndcg@10"] == round(metrics["models"][metrics["selected"]]["test"]["ndcg@10"], 4)
+    shown = _run([str(BIN / "dvc"), "metrics", "show", "--json"], dst, env, timeout=180).stdout
+    assert "test_ndcg@10" in shown and "drift_share" in shown and "rows_clean" in shown, shown
+    assert "interest_valid_ndcg@10" in (dst / "metrics/train_history.csv").read_text().splitlines()[0]
 
 
 def test_prefect_artifact_records_data_version(project, pipeline_run):
