@@ -123,6 +123,10 @@ class MonitorParams:
     reference_fraction: float = 0.3
     current_fraction: float = 0.3
     drift_threshold: float = 0.5
+    control_repeats: int = 2
+    control_margin: float = 0.1
+    control_seed: int = 0
+    mix_freq: str = "W"
     html: str = "reports/drift.html"
     json: str = "reports/drift.json"
     summary: str = "reports/monitor.json"
