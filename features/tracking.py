@@ -102,10 +102,14 @@ def history_rows(history: Mapping[str, list[Mapping[str, Any]]]) -> list[dict[st
     model's cells are empty after its last epoch (Vega-Lite drops empty values, it does not
     draw them as 0).
     """
-    models = list(dict.fromkeys([*PLOTTED_MODELS, *sorted(history)]))
+    def per_epoch(rows: Any) -> list[Mapping[str, Any]]:
+        # the hybrid's "history" is its weight search, not epochs: only epoch rows are curves
+        return [r for r in rows or [] if isinstance(r, Mapping) and "epoch" in r]
+
+    models = list(dict.fromkeys([*PLOTTED_MODELS, *sorted(m for m in history if per_epoch(history[m]))]))
     by_epoch: dict[int, dict[str, Any]] = {}
     for model in models:
-        for row in history.get(model, []) or []:
+        for row in per_epoch(history.get(model)):
             epoch = int(row["epoch"])
             cells = by_epoch.setdefault(epoch, {"epoch": epoch})
             for f in HISTORY_FIELDS:

@@ -125,10 +125,12 @@ def test_plots_point_at_columns_the_train_stage_writes(tmp_path):
     spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     history = {"interest": [{"epoch": 1, "loss": 5.0, "valid_ndcg@10": 0.1, "valid_hr@10": 0.2},
                             {"epoch": 2, "loss": 4.0, "valid_ndcg@10": 0.2, "valid_hr@10": 0.3}],
-               "sasrec": [{"epoch": 1, "loss": 6.0, "valid_ndcg@10": 0.05, "valid_hr@10": 0.1}]}
+               "sasrec": [{"epoch": 1, "loss": 6.0, "valid_ndcg@10": 0.05, "valid_hr@10": 0.1}],
+               "hybrid": [{"weights": {"item_knn": 1.0}, "valid_ndcg": 0.3}]}  # a weight search, not epochs
     path = tracking.write_train_history(tmp_path, {"history": history})
     rows = list(csv.DictReader(path.open()))
     assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert not any(c.startswith("hybrid_") for c in rows[0])
     assert rows[1]["sasrec_loss"] == ""  # stopped early: empty, not 0
     assert float(rows[1]["interest_valid_ndcg@10"]) == pytest.approx(0.2)
     assert spec["plots"], "dvc.yaml declares no plots"
