@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import adapters
+from features import adapters, tracking
 from features.cli import stage_main
 from features.params import Params
 from features.schema import DataError, validate
@@ -111,6 +111,7 @@ def run(params: Params) -> IngestResult:
     report = params.path(REPORT)
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(json.dumps({k: v for k, v in result.summary().items() if k != "raw_dir"}, indent=2))
+    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "ingest"), tracking.ingest_metrics(result.summary()))
     log.info("ingest: %d clean rows, %d quarantined (%s)", result.rows_clean, n_bad, v.counts or "none")
     if result.bad_fraction > params.ingest.max_bad_fraction:
         raise IngestError(

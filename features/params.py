@@ -147,6 +147,10 @@ class MonitorParams:
     reference_fraction: float = 0.3
     current_fraction: float = 0.3
     drift_threshold: float = 0.5
+    control_repeats: int = 2
+    control_margin: float = 0.1
+    control_seed: int = 0
+    mix_freq: str = "W"
     html: str = "reports/drift.html"
     json: str = "reports/drift.json"
     summary: str = "reports/monitor.json"
@@ -161,6 +165,11 @@ class PackageParams:
 
 
 @dataclass(frozen=True)
+class TrackingParams:
+    metrics_dir: str = "metrics"
+
+
+@dataclass(frozen=True)
 class Params:
     data: DataParams = field(default_factory=DataParams)
     ingest: IngestParams = field(default_factory=IngestParams)
@@ -170,6 +179,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     package: PackageParams = field(default_factory=PackageParams)
+    tracking: TrackingParams = field(default_factory=TrackingParams)
     root: str = "."  # repository root every relative path is resolved against
 
     def path(self, relative: str) -> Path:

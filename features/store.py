@@ -14,6 +14,10 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 OFFLINE_DIR = "data/offline"  # relative to the Feast repo, as in data_sources.py
+# Retrieval goes through Feast feature services (features/repo/feature_services.py), so what a
+# model reads is declared, versioned and visible in `feast ui`, not a list hidden in code.
+USER_SERVICE = "user_online_v1"
+# the feature list of USER_SERVICE, for readers of this module and the tests; Feast reads the service
 USER_BEHAVIOUR_FEATURES = [
     "user_behaviour:hist_item_ids",
     "user_behaviour:hist_ts",
@@ -86,11 +90,19 @@ def historical_user_behaviour(repo_dir: Path, entity_df: pd.DataFrame) -> pd.Dat
     Callers pass the target's feature timestamp minus one microsecond, so the row never sees
     the target event itself nor anything after it.
     """
-    job = get_store(repo_dir).get_historical_features(entity_df=entity_df, features=USER_BEHAVIOUR_FEATURES)
+    fs = get_store(repo_dir)
+    job = fs.get_historical_features(entity_df=entity_df, features=user_service(fs))
     return job.to_df()
 
 
+def user_service(store):
+    """The registered ``user_online_v1`` feature service (from the registry cache: no file read
+    per request on the serving path)."""
+    return store.get_feature_service(USER_SERVICE, allow_cache=True)
+
+
 def online_user_behaviour(store, user_ids: list[str]) -> list[dict]:
-    """Current behaviour of each user from the online store (None values for unknown users)."""
-    resp = store.get_online_features(features=USER_BEHAVIOUR_FEATURES, entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    """Current behaviour of each user from the online store, through the ``user_online_v1``
+    feature service (None values for unknown users)."""
+    resp = store.get_online_features(features=user_service(store), entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
     return [{k: resp[k][i] for k in resp} for i in range(len(user_ids))]

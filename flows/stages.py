@@ -173,9 +173,11 @@ def retrain_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | N
 
 @flow(name="monitor-and-retrain")
 def monitor_and_retrain_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | None = None) -> dict:
-    """The scheduled check: drift report, and a retrain when the drift share crosses monitor.drift_threshold."""
+    """The scheduled check: drift report, and a retrain when the drift share reaches the no-drift
+    control's plus monitor.control_margin (and monitor.drift_threshold); see models/monitor.py."""
     summary = {"monitor": monitor_flow(params_path, overrides)}
     if summary["monitor"]["retrain"]:
-        get_run_logger().info("drift share %.2f crossed the threshold: retraining", summary["monitor"]["drift_share"])
+        get_run_logger().info("drift share %.2f reached the retrain threshold %.2f: retraining", summary["monitor"]["drift_share"],
+                              summary["monitor"]["retrain_threshold"])
         summary["retrain"] = retrain_flow(params_path, overrides)
     return summary

@@ -135,6 +135,9 @@ def run(params: Params) -> EvaluateResult:
     out = params.path(params.evaluate.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
+    from features import tracking  # the compact metrics `dvc metrics show` / `dvc exp show` compare
+
+    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "evaluate"), tracking.evaluate_metrics(report, k))
     log.info("selected '%s' by validation %s", selected, key)
     return EvaluateResult(metrics=metrics, selected=selected)
 

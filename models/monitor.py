@@ -2,33 +2,45 @@
 
 Compares, per active user, the category-share profile, the popularity mix of what they
 consume and the selected model's top recommendation score, reference window vs current
-window, with an Evidently data-drift report (HTML + JSON). The summary's ``retrain`` flag is
-what a scheduler acts on.
+window, with an Evidently data-drift report, and writes a page a product owner reads
+(``models/drift_page.py``): the dated category mix week by week, per-interest drift, the
+recommendation mix and the decision in words, with Evidently's statistics beneath.
+
+The summary's ``retrain`` flag is what a scheduler acts on. It is calibrated on a no-drift
+control: the same windows with the events' time order shuffled show how many columns Evidently
+flags by chance (most of them, on windows of unequal activity); a retrain needs the real drift
+share to reach that plus ``monitor.control_margin`` (and ``monitor.drift_threshold``).
 """
 from __future__ import annotations
 
 import json
 import logging
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from features import tracking
 from features.cli import stage_main
-from features.params import Params
+from features.params import MonitorParams, Params
 from features.transforms import category_vocabulary
 from models import artifacts
 from models.data import ItemIndex, pad_left
-from models.drift import drift_report, share_column, split_windows, window_profiles
+from models import drift_page
+from models.drift import (category_mix, category_mix_over_time, drift_report, interest_drift_table, retrain_threshold, share_column,
+                          shuffle_time, split_windows, window_profiles)
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def top_scores(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIndex, users: list[str],
-               end: pd.Timestamp, max_len: int) -> np.ndarray:
-    """Each user's best recommendation score (history up to ``end``, seen items excluded)."""
+def recommend(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIndex, users: list[str],
+              end: pd.Timestamp, max_len: int, k: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Each user's best recommendation score and top-``k`` item indices (history up to ``end``,
+    seen items excluded): the score feeds the drift columns, the items the recommendation mix."""
     pos = index.pos
     past = interactions[interactions["ts"] < end]
     groups = dict(list(past.groupby("user_id", sort=False)))
@@ -43,7 +55,21 @@ def top_scores(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIn
     scores[:, 0] = float("-inf")
     for b, s in enumerate(seen):
         scores[b, torch.as_tensor(s)] = float("-inf")
-    return scores.max(1).values.numpy()
+    top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
+    return top.values[:, 0].numpy(), top.indices.numpy()
+
+
+def top_scores(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIndex, users: list[str],
+               end: pd.Timestamp, max_len: int) -> np.ndarray:
+    """Each user's best recommendation score (history up to ``end``, seen items excluded)."""
+    return recommend(model, interactions, index, users, end, max_len, k=1)[0]
+
+
+def recommendation_mix(top_items: np.ndarray, index: ItemIndex, items: pd.DataFrame, categories: list[str]) -> pd.Series:
+    """Share of the recommendation slots per category (an item in k categories counts 1/k each)."""
+    ids = [index.ids[i - 1] for i in top_items.ravel() if i > 0]
+    recs = pd.DataFrame({"item_id": ids, "ts": pd.Timestamp(0, tz="UTC")})
+    return category_mix(recs, items, categories)
 
 
 @dataclass
@@ -54,9 +80,49 @@ class MonitorResult:
     drifted_columns: list[str]
     n_reference: int
     n_current: int
+    control_drift_share: float | None = None
+    retrain_threshold: float = 0.0
 
     def summary(self) -> dict:
         return self.__dict__
+
+
+@dataclass
+class Windowed:
+    """One drift comparison: per-user profiles of both windows, with the model's top scores."""
+    ref: pd.DataFrame
+    cur: pd.DataFrame
+    ref_top: np.ndarray
+    cur_top: np.ndarray
+
+
+def profiles(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[str], windows: tuple, model: torch.nn.Module,
+             index: ItemIndex, max_len: int, k: int) -> Windowed:
+    """Profiles of the reference and current windows plus each user's top score and top-k items."""
+    ref_start, ref_end, cur_start, cur_end = windows
+    ref = window_profiles(interactions, items, ref_start, ref_end, categories)
+    cur = window_profiles(interactions, items, cur_start, cur_end, categories)
+    ref["top_score"], ref_top = recommend(model, interactions, index, ref["user_id"].tolist(), ref_end, max_len, k)
+    cur["top_score"], cur_top = recommend(model, interactions, index, cur["user_id"].tolist(), cur_end, max_len, k)
+    return Windowed(ref, cur, ref_top, cur_top)
+
+
+def control_share(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[str], windows: tuple, model: torch.nn.Module,
+                  index: ItemIndex, mp: MonitorParams, max_len: int, numerical: list[str]) -> float | None:
+    """The largest drift share of ``mp.control_repeats`` no-drift controls (event times shuffled
+    within the windows, :func:`models.drift.shuffle_time`): the noise level of these windows."""
+    if mp.control_repeats <= 0:
+        return None
+    ref_start, ref_end, cur_start, cur_end = windows
+    shares = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(mp.control_repeats):
+            shuffled = shuffle_time(interactions, [(ref_start, ref_end), (cur_start, cur_end)], mp.control_seed + r)
+            w = profiles(shuffled, items, categories, windows, model, index, max_len, 1)
+            s = drift_report(w.ref, w.cur, Path(tmp) / "c.html", Path(tmp) / "c.json", numerical, ["dominant_category"], mp.drift_threshold)
+            shares.append(float(s["drift_share"]))
+    log.info("no-drift control (time order shuffled, %d repeats): drift shares %s", len(shares), [round(x, 2) for x in shares])
+    return max(shares)
 
 
 def run(params: Params) -> MonitorResult:
@@ -66,29 +132,59 @@ def run(params: Params) -> MonitorResult:
     items = pd.read_parquet(raw / "items.parquet")
     items["categories"] = items["categories"].map(list)
     categories = category_vocabulary(items)
-    ref_start, ref_end, cur_start, cur_end = split_windows(interactions, mp.reference_fraction, mp.current_fraction)
-    ref = window_profiles(interactions, items, ref_start, ref_end, categories)
-    cur = window_profiles(interactions, items, cur_start, cur_end, categories)
+    windows = split_windows(interactions, mp.reference_fraction, mp.current_fraction)
+    ref_start, ref_end, cur_start, cur_end = windows
     model_dir = params.path(params.train.out_dir)
     selected = json.loads(params.path(params.evaluate.out).read_text())["selected"]
     model = artifacts.load_models(model_dir)[selected]
     index = ItemIndex(tuple(artifacts.load_item_ids(model_dir)))
-    ref["top_score"] = top_scores(model, interactions, index, ref["user_id"].tolist(), ref_end, params.train.max_len)
-    cur["top_score"] = top_scores(model, interactions, index, cur["user_id"].tolist(), cur_end, params.train.max_len)
+    L, k = params.train.max_len, params.evaluate.k
+    w = profiles(interactions, items, categories, windows, model, index, L, k)
+    ref, cur = w.ref, w.cur
     numerical = [share_column(c) for c in categories] + ["popularity_pct", "top_score"]
     log.info("drift: reference %s..%s (%d users) vs current %s..%s (%d users)", ref_start, ref_end, len(ref), cur_start, cur_end, len(cur))
-    summary = drift_report(ref, cur, params.path(mp.html), params.path(mp.json), numerical, ["dominant_category"], mp.drift_threshold)
-    retrain = summary["drift_share"] >= mp.drift_threshold
-    # the retrain decision is written beside Evidently's own results, for schedulers to read
-    report = json.loads(params.path(mp.json).read_text())
-    report["summary"].update({"retrain": retrain, "model": selected,
-                              "windows": {"reference": [str(ref_start), str(ref_end)], "current": [str(cur_start), str(cur_end)]}})
-    params.path(mp.json).write_text(json.dumps(report, indent=2, default=str))
+    with tempfile.TemporaryDirectory() as tmp:
+        evidently_html = Path(tmp) / "evidently.html"
+        summary = drift_report(ref, cur, evidently_html, params.path(mp.json), numerical, ["dominant_category"], mp.drift_threshold)
+        evidently_page = evidently_html.read_text()
+    control = control_share(interactions, items, categories, windows, model, index, mp, L, numerical)
+    threshold = retrain_threshold(mp.drift_threshold, control, mp.control_margin)
+    retrain = summary["drift_share"] >= threshold
     drifted = sorted(c for c, v in summary["columns"].items() if v["drifted"])
-    params.path(mp.summary).write_text(json.dumps({"drift_share": summary["drift_share"], "retrain": retrain,
-                                                   "drifted_columns": len(drifted), "n_columns": summary["n_columns"]}, indent=2))
-    log.info("drift share %.2f (%d/%d columns) -> retrain=%s", summary["drift_share"], len(drifted), summary["n_columns"], retrain)
-    return MonitorResult(summary["drift_share"], bool(summary["dataset_drift"]), retrain, drifted, len(ref), len(cur))
+    decision = {"drift_share": summary["drift_share"], "control_drift_share": control, "retrain_threshold": threshold,
+                "control_margin": mp.control_margin, "drift_threshold": mp.drift_threshold, "retrain": retrain,
+                "drifted_columns": len(drifted), "n_columns": summary["n_columns"]}
+
+    # the readable page: dated category mix, per-interest drift, recommendation mix, Evidently beneath
+    ref_mix = category_mix(interactions, items, categories, ref_start, ref_end)
+    cur_mix = category_mix(interactions, items, categories, cur_start, cur_end)
+    timeline = category_mix_over_time(interactions, items, categories, windows, mp.mix_freq)
+    interests = interest_drift_table(ref_mix, cur_mix, ref, cur, summary["columns"])
+    rec_mix = pd.DataFrame({"category": categories,
+                            "recommended (reference users)": recommendation_mix(w.ref_top, index, items, categories).to_numpy(),
+                            "recommended (current users)": recommendation_mix(w.cur_top, index, items, categories).to_numpy(),
+                            "consumed (current window)": cur_mix.to_numpy()})
+    ts = pd.to_datetime(interactions["ts"], utc=True)
+    window_info = {name: {"start": s, "end": e, "users": len(p), "events": int(((ts >= s) & (ts < e)).sum())}
+                   for name, s, e, p in (("reference", ref_start, ref_end, ref), ("current", cur_start, cur_end, cur))}
+    page = drift_page.render(window_info, decision, timeline, categories, interests, rec_mix, evidently_page)
+    params.path(mp.html).parent.mkdir(parents=True, exist_ok=True)
+    params.path(mp.html).write_text(page)
+
+    # the retrain decision and the readable tables are written beside Evidently's own results, for schedulers to read
+    report = json.loads(params.path(mp.json).read_text())
+    report["summary"].update({**decision, "model": selected,
+                              "windows": {"reference": [str(ref_start), str(ref_end)], "current": [str(cur_start), str(cur_end)]},
+                              "category_mix": {"reference": ref_mix.round(4).to_dict(), "current": cur_mix.round(4).to_dict()},
+                              "timeline": timeline.round(4).to_dict(orient="records"),
+                              "recommendation_mix": rec_mix.round(4).to_dict(orient="records")})
+    params.path(mp.json).write_text(json.dumps(report, indent=2, default=str))
+    params.path(mp.summary).write_text(json.dumps(decision, indent=2))
+    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "monitor"), tracking.monitor_metrics(decision))
+    log.info("drift share %.2f (%d/%d columns), no-drift control %s, retrain at %.2f -> retrain=%s", summary["drift_share"],
+             len(drifted), summary["n_columns"], "off" if control is None else f"{control:.2f}", threshold, retrain)
+    return MonitorResult(summary["drift_share"], bool(summary["dataset_drift"]), retrain, drifted, len(ref), len(cur),
+                         control, threshold)
 
 
 def main() -> None:

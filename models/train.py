@@ -352,6 +352,9 @@ def run(params: Params) -> TrainResult:
     artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist(),
                    [list(c) for c in items["categories"]])
     write_card(out, meta)
+    from features.tracking import write_train_history  # the per-epoch curves `dvc plots show` draws
+
+    write_train_history(params.path(params.tracking.metrics_dir), meta)
     return TrainResult(str(out), sorted(models), best.best_epoch if best else 0, best.best_valid if best else 0.0,
                        meta["train_seconds"], device)
 

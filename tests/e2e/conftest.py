@@ -9,8 +9,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -58,10 +60,56 @@ def project(tmp_path_factory: pytest.TempPathFactory, isolated_homes: dict) -> t
     return dst, env
 
 
+# CPU-burning processes that run beside the pipeline: `make run` must pass on a busy machine
+# (issue 13: the ephemeral Prefect server timed out at load 5-10 on 2 cores). 0 turns it off.
+LOAD_PROCESSES = int(os.environ.get("PULSE_E2E_LOAD", "2"))
+
+
+@dataclass
+class Load:
+    """What the burners did while the pipeline ran: evidence that the machine really was busy."""
+
+    processes: int
+    wall_s: float
+    burner_cpu_s: list[float]
+
+
+@contextmanager
+def cpu_load(n: int) -> Iterator[Load]:
+    """Start ``n`` ``python -c 'while True: pass'`` processes for the duration of the block; stop
+    exactly those (by pid) afterwards and record how much CPU they took."""
+    import psutil
+
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    load = Load(n, 0.0, [])
+    t0 = time.time()
+    try:
+        yield load
+    finally:
+        load.wall_s = time.time() - t0
+        for p in burners:
+            try:
+                t = psutil.Process(p.pid).cpu_times()
+                load.burner_cpu_s.append(t.user + t.system)
+            except psutil.NoSuchProcess:
+                load.burner_cpu_s.append(0.0)
+            p.kill()
+            p.wait(timeout=30)
+
+
 @pytest.fixture(scope="session")
-def pipeline_run(project: tuple[Path, dict]) -> dict:
+def pipeline_proc(project: tuple[Path, dict]) -> tuple[subprocess.CompletedProcess, Load]:
+    """`python -m flows.pipeline --json` on the small dataset, run while LOAD_PROCESSES burn CPU:
+    every e2e test then works on the outputs of a pipeline that ran on a loaded machine."""
     dst, env = project
-    proc = run([sys.executable, "-m", "flows.pipeline", "--json"], dst, env, timeout=900)
+    with cpu_load(LOAD_PROCESSES) as load:
+        proc = run([sys.executable, "-m", "flows.pipeline", "--json"], dst, env, timeout=900)
+    return proc, load
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(pipeline_proc: tuple[subprocess.CompletedProcess, Load]) -> dict:
+    proc, _ = pipeline_proc
     out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     return out
 

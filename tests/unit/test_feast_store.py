@@ -147,6 +147,27 @@ def test_online_user_behaviour(feast_repo):
     assert set(unknown) == set(res[0])
 
 
+def test_retrieval_goes_through_the_registered_feature_service(feast_repo):
+    """What the models read is the `user_online_v1` service in the registry (as `feast ui` shows
+    it), not a list in code: a service without cat_share_long serves rows without it."""
+    repo, _ = feast_repo
+    fs = store.get_store(repo)
+    service = fs.get_feature_service(store.USER_SERVICE)
+    names = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
+    assert sorted(names) == sorted(store.USER_BEHAVIOUR_FEATURES)
+    assert {fs_.name for fs_ in fs.list_feature_services()} == {"user_online_v1", "recommender_v1"}
+    from feast import FeatureService
+
+    narrowed = FeatureService(name=store.USER_SERVICE, features=[fs.get_feature_view("user_behaviour")[["hist_item_ids", "event_count"]]])
+    fs.apply([narrowed])
+    try:
+        row = store.online_user_behaviour(store.get_store(repo), ["u1"])[0]
+    finally:
+        fs.apply([service])
+    assert set(row) == {"user_id", "hist_item_ids", "event_count"}
+    assert set(store.online_user_behaviour(store.get_store(repo), ["u1"])[0]) == {"user_id", *(n.split(":")[1] for n in names)}
+
+
 def test_item_profile_online(feast_repo):
     repo, inter = feast_repo
     fs = store.get_store(repo)

@@ -1,0 +1,138 @@
+"""Compact metrics and training curves, in the files DVC compares across runs.
+
+Why this module exists: the stages' full reports (``reports/*.json``) are large, nested and
+git-ignored, so ``dvc metrics show`` was 76 columns wide and ``dvc exp show`` / ``dvc metrics
+diff`` could not read them at other revisions. Each stage therefore also writes a few top-level
+numbers to ``<tracking.metrics_dir>/<stage>.json`` (committed to git, declared as DVC metrics
+with ``cache: false``) and the train stage writes its per-epoch history as a CSV that
+``dvc.yaml`` declares under ``plots:``.
+
+Pure functions on dicts and files: no torch, no Prefect, no DVC, so every stage (features,
+models, serving) can call it and a unit test can check it in milliseconds.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any, Mapping
+
+log = logging.getLogger(__name__)
+
+HISTORY_FILE = "train_history.csv"
+# the neural models whose curves dvc.yaml plots; their columns are always written (empty when
+# a run did not train them) so the plot definitions in dvc.yaml never point at a missing column
+PLOTTED_MODELS = ("interest", "sasrec")
+HISTORY_FIELDS = ("loss", "valid_ndcg@10", "valid_hr@10")
+
+
+def _round(x: Any, digits: int = 4) -> float | None:
+    """A float rounded for people (4 digits), or None when it is not a finite number."""
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return round(f, digits) if math.isfinite(f) else None
+
+
+def metrics_path(metrics_dir: Path, stage: str) -> Path:
+    """Where a stage's compact metrics live: ``<metrics_dir>/<stage>.json``."""
+    return Path(metrics_dir) / f"{stage}.json"
+
+
+def write_metrics(path: Path, metrics: Mapping[str, Any]) -> Path:
+    """Write one flat JSON object of numbers (and short strings) that ``dvc metrics show`` reads."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(metrics), indent=2, sort_keys=False) + "\n")
+    log.info("metrics for DVC: %s", path)
+    return path
+
+
+def ingest_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The ingest counts worth comparing between runs: rows in, clean, quarantined, users, items."""
+    return {
+        "rows_in": int(summary["rows_in"]),
+        "rows_clean": int(summary["rows_clean"]),
+        "rows_quarantined": int(summary["rows_quarantined"]),
+        "users": int(summary["users"]),
+        "items": int(summary["items"]),
+    }
+
+
+def evaluate_metrics(report: Mapping[str, Any], k: int = 10) -> dict[str, Any]:
+    """The selected model's test HR@k / NDCG@k / MRR and validation NDCG@k, plus the best baseline's.
+
+    Why these few: they answer "did this run get better?" at a glance in ``dvc exp show``; every
+    model's full numbers stay in ``reports/metrics.json``.
+    """
+    models = report["models"]
+    selected = report["selected"]
+    sel = models[selected]
+    out: dict[str, Any] = {
+        "selected": selected,
+        f"test_ndcg@{k}": _round(sel["test"].get(f"ndcg@{k}")),
+        f"test_hr@{k}": _round(sel["test"].get(f"hr@{k}")),
+        "test_mrr": _round(sel["test"].get("mrr")),
+        f"valid_ndcg@{k}": _round(sel["valid"].get(f"ndcg@{k}")),
+    }
+    others = {m: v for m, v in models.items() if m != selected}
+    if others:
+        best = max(others, key=lambda m: others[m]["test"].get(f"ndcg@{k}", float("-inf")))
+        out[f"runner_up_test_ndcg@{k}"] = _round(others[best]["test"].get(f"ndcg@{k}"))
+    return out
+
+
+def monitor_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """Drift share of the real windows, of the no-drift control, the threshold used and the decision."""
+    keys = ("drift_share", "control_drift_share", "retrain_threshold")
+    out: dict[str, Any] = {k: _round(summary[k]) for k in keys if k in summary}
+    out["drifted_columns"] = int(summary.get("drifted_columns", 0))
+    out["retrain"] = bool(summary.get("retrain", False))
+    return out
+
+
+def history_rows(history: Mapping[str, list[Mapping[str, Any]]]) -> list[dict[str, Any]]:
+    """Per-epoch history of every neural model as wide rows: ``epoch, <model>_<field>...``.
+
+    Why wide: DVC's plot definitions name a file and its columns; one column per model and
+    field draws one line per model. Models stop at different epochs (early stopping), so a
+    model's cells are empty after its last epoch (Vega-Lite drops empty values, it does not
+    draw them as 0).
+    """
+    def per_epoch(rows: Any) -> list[Mapping[str, Any]]:
+        # the hybrid's "history" is its weight search, not epochs: only epoch rows are curves
+        return [r for r in rows or [] if isinstance(r, Mapping) and "epoch" in r]
+
+    models = list(dict.fromkeys([*PLOTTED_MODELS, *sorted(m for m in history if per_epoch(history[m]))]))
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for model in models:
+        for row in per_epoch(history.get(model)):
+            epoch = int(row["epoch"])
+            cells = by_epoch.setdefault(epoch, {"epoch": epoch})
+            for f in HISTORY_FIELDS:
+                cells[f"{model}_{f}"] = _round(row.get(f), 6)
+    columns = ["epoch"] + [f"{m}_{f}" for m in models for f in HISTORY_FIELDS]
+    return [{c: by_epoch[e].get(c) for c in columns} for e in sorted(by_epoch)]
+
+
+def write_history(path: Path, history: Mapping[str, list[Mapping[str, Any]]]) -> Path:
+    """Write :func:`history_rows` as CSV (header even without rows, so ``dvc plots`` finds the file)."""
+    rows = history_rows(history)
+    columns = list(rows[0]) if rows else ["epoch"] + [f"{m}_{f}" for m in PLOTTED_MODELS for f in HISTORY_FIELDS]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=columns)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: "" if r.get(c) is None else r[c] for c in columns})
+    log.info("training curves for dvc plots: %s (%d epochs)", path, len(rows))
+    return path
+
+
+def write_train_history(metrics_dir: Path, meta: Mapping[str, Any]) -> Path:
+    """The train stage's hook: ``meta["history"]`` (as saved in meta.json) -> ``<metrics_dir>/train_history.csv``."""
+    return write_history(Path(metrics_dir) / HISTORY_FILE, meta.get("history") or {})
