@@ -79,13 +79,13 @@ class EncoderParams:
 @dataclass(frozen=True)
 class SwitchParams:
     windows: tuple[int, ...] = (3, 10)
-    horizon: int = 4
-    discount: float = 0.7
+    horizon: int = 8
+    discount: float = 0.8
     text_weight: float = 0.0
     text_temp: float = 20.0
     half_life: float = 1.0
     clip: float = 5.0
-    category_window: int = 10
+    category_window: int = 0
     category_half_life: float = 2.0
     tolerance: float = 0.01
     augment: float = 0.0

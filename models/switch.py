@@ -17,8 +17,10 @@ different spans of the history, weighted by how well each predicted what the use
                         category mix of the newest behaviours (the online ``cat_share_recent``)
                         times each item's share of its category's training events
     evidence      E_w = sum over the newest ``horizon`` events t of discount**(t-1) *
-                        clip(log p_S_w(event_t) - log p_L(event_t)): how much better S_w
-                        predicted what the user actually did, from what came before each event
+                        clip(dead-zone(log p_S_w(event_t) - log p_L(event_t))): how much better
+                        S_w predicted what the user actually did, from what came before each
+                        event (ratios within ``margin`` nats count 0: two experts that agree on
+                        the user's interest differ by noise, a switch by several nats)
     weights           softmax over experts of (0 for L, prior - log(#windows) + E_w for S_w)
     prediction    p   = the weighted sum of the experts' next-item distributions
     gate          g   = the total weight of the short experts: the user is in a switch when g >= 0.5
@@ -41,18 +43,21 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
+STEP_ROWS = 1024  # rows per forward pass when the evidence steps are batched (bounds attention memory)
+
 
 @dataclass
 class GateConfig:
     windows: tuple[int, ...] = (3, 10)  # newest behaviours each short-term expert reads
-    horizon: int = 4           # recent events whose likelihoods are the evidence
-    discount: float = 0.7      # weight of the event t steps back: discount ** (t - 1)
+    horizon: int = 8           # recent events whose likelihoods are the evidence
+    discount: float = 0.8      # weight of the event t steps back: discount ** (t - 1)
     prior: float = -2.0        # log-odds of a switch before any evidence (fitted on validation)
     text_weight: float = 0.0   # weight of the text-centroid prior in the short experts (0: the model alone)
     text_temp: float = 20.0    # sharpness of that prior: cosine * text_temp
     half_life: float = 1.0     # of the decayed text centroid, in events
     clip: float = 5.0          # cap of one event's log-likelihood ratio (one odd event cannot decide)
-    category_window: int = 10  # behaviours the category-mix expert reads (0: no such expert)
+    margin: float = 1.0        # dead zone of one event's ratio: |ratio| below it counts 0 (noise between two similar experts)
+    category_window: int = 0   # behaviours the category-mix expert reads (0: no such expert; measured worse, docs/benchmarks.md)
     category_half_life: float = 2.0  # its per-event decay, as the online store's cat_share_recent
 
     def __post_init__(self) -> None:
@@ -168,19 +173,27 @@ class SwitchGate(nn.Module):
         the newest ``horizon`` events (see the module docstring)."""
         text = F.normalize(self.base.text_emb.float(), dim=-1)
         logps = [self._long(seq, ts, now)] + self._short_experts(seq, ts, now, text)
-        evidence = torch.zeros(seq.shape[0], len(logps) - 1, device=seq.device)
-        L = seq.shape[1]
-        for t in range(1, min(self.cfg.horizon, L - 1) + 1):
-            target, moment = seq[:, L - t], ts[:, L - t]
-            prev_seq, prev_ts = shift_back(seq, t), shift_back(ts, t)
-            valid = ((target > 0) & (prev_seq[:, -1] > 0)).unsqueeze(1)  # an event, with at least one before it
-            if not valid.any():
-                break
-            idx = target.clamp(min=0).unsqueeze(1)
-            ll_long = self._long(prev_seq, prev_ts, moment).gather(1, idx)  # (B, 1)
-            ll_short = torch.cat([lp.gather(1, idx) for lp in self._short_experts(prev_seq, prev_ts, moment, text)], 1)
-            ratio = (ll_short - ll_long).clamp(-self.cfg.clip, self.cfg.clip)
-            evidence = evidence + self.cfg.discount ** (t - 1) * torch.where(valid, ratio, torch.zeros_like(ratio))
+        B, L = seq.shape
+        h = min(self.cfg.horizon, L - 1)
+        if h < 1:
+            return logps, torch.zeros(B, len(logps) - 1, device=seq.device)
+        # the newest h events, each predicted from what came before it: all h steps in one batch
+        steps = range(1, h + 1)
+        prev_seq, prev_ts = torch.cat([shift_back(seq, t) for t in steps]), torch.cat([shift_back(ts, t) for t in steps])
+        targets, moments = torch.cat([seq[:, L - t] for t in steps]), torch.cat([ts[:, L - t] for t in steps])
+        valid = ((targets > 0) & (prev_seq[:, -1] > 0)).unsqueeze(1)  # an event, with at least one before it
+        idx = targets.clamp(min=0).unsqueeze(1)
+        ratios = []
+        for rows in torch.arange(h * B, device=seq.device).split(STEP_ROWS):
+            a, b, m, i = prev_seq[rows], prev_ts[rows], moments[rows], idx[rows]
+            ll_long = self._long(a, b, m).gather(1, i)  # (n, 1)
+            ll_short = torch.cat([lp.gather(1, i) for lp in self._short_experts(a, b, m, text)], 1)  # (n, E)
+            ratios.append(ll_short - ll_long)
+        ratio = torch.cat(ratios)
+        ratio = (ratio.sign() * (ratio.abs() - self.cfg.margin).clamp(min=0)).clamp(-self.cfg.clip, self.cfg.clip)
+        ratio = torch.where(valid, ratio, torch.zeros_like(ratio)).view(h, B, -1)
+        discount = self.cfg.discount ** torch.arange(h, device=seq.device, dtype=ratio.dtype)
+        evidence = (discount.view(h, 1, 1) * ratio).sum(0)  # (B, E)
         return logps, evidence
 
     def expert_weights(self, evidence: torch.Tensor, prior: float | None = None) -> torch.Tensor:

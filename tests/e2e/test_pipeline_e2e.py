@@ -157,6 +157,53 @@ def test_events_change_the_next_recommendation(project, server):
     assert [i["item_id"] for i in after["items"]] != [i["item_id"] for i in before["items"]]
 
 
+def test_a_change_of_interest_shows_in_the_next_response(project, server):
+    """Events of a category the user never had: the online recent category mix (training-free) names
+    it at once, and a switch-gated model reports its view of the switch and the items behind it."""
+    dst, _ = project
+    import pandas as pd
+
+    inter = pd.read_parquet(dst / "data/raw/interactions.parquet")
+    items = pd.read_parquet(dst / "data/raw/items.parquet")
+    primary = dict(zip(items["item_id"], items["categories"].map(lambda c: c[0])))
+    user = inter["user_id"].value_counts().index[0]  # the longest history
+    had = {primary[i] for i in inter.loc[inter["user_id"] == user, "item_id"]}
+    new_cat = next(c for c in sorted(set(primary.values())) if c not in had) if set(primary.values()) - had else \
+        inter.loc[inter["user_id"] == user, "item_id"].map(primary).value_counts().index[-1]
+    burst = [i for i, c in primary.items() if c == new_cat][:4]
+    t0 = int(pd.Timestamp(inter["ts"].max()).timestamp()) + 3600
+    r = _post(f"{server}/events", {"events": [{"user_id": user, "item_id": i, "ts": t0 + 60 * k} for k, i in enumerate(burst)]})
+    assert r.status_code == 200, r.text
+    body = _post(f"{server}/recommend", {"user_id": user, "k": 10}).json()
+    interest = body["interest"]
+    assert interest["recent_categories"][0]["category"] == new_cat
+    if body["model"].endswith("_switch"):
+        assert 0.0 <= interest["gate"] <= 1.0 and isinstance(interest["in_switch"], bool)
+        assert interest["recent_items"][0] == burst[-1]
+    else:
+        assert interest["in_switch"] is None
+
+
+def test_shift_benchmark_runs_on_the_packaged_model_with_and_without_ground_truth(project, pipeline_run, tmp_path):
+    """benchmarks.shift after make run: ground truth when the data has it, switches detected from
+    the category mix when it does not (a copy of the raw data without ground_truth.parquet)."""
+    dst, env = project
+    _run([str(BIN / "python"), "-m", "benchmarks.shift", "--users", "15", "--max-events", "8", "--out", "reports/shift-e2e.json"], dst, env)
+    report = json.loads((dst / "reports/shift-e2e.json").read_text())
+    rows = report["runs"][0]["rows"]
+    assert report["runs"][0]["episodes_from"] == "ground truth"
+    assert {"static_profile", "last3_heuristic"} <= set(rows) and len(rows) > 2
+    assert all(0.0 <= r["next_event_hr@10"] <= 1.0 and r["users"] == report["runs"][0]["switching_users"] for r in rows.values())
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for f in ("interactions.parquet", "items.parquet"):
+        (raw / f).write_bytes((dst / "data/raw" / f).read_bytes())
+    _run([str(BIN / "python"), "-m", "benchmarks.shift", "--set", f"data.raw_dir={raw}", "--out", "reports/shift-e2e-detected.json"], dst, env)
+    detected = json.loads((dst / "reports/shift-e2e-detected.json").read_text())
+    assert detected["runs"][0]["episodes_from"].startswith("detected from the category mix")
+    assert detected["runs"][0]["switching_users"] > 0
+
+
 def test_bad_event_batch_is_rejected_whole_with_reasons(project, server):
     dst, _ = project
     log_file = dst / "data/events/events.jsonl"

@@ -120,7 +120,7 @@ def test_the_category_mix_expert_follows_a_switch_to_any_category():
     cats = torch.zeros(N + 1, 2)
     cats[1:11, 0], cats[11:, 1] = 1.0, 1.0
     pop = torch.arange(N + 1, 0, -1).float()
-    gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0, windows=(3,)), item_categories=cats, popularity=pop)
+    gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0, windows=(3,), category_window=10), item_categories=cats, popularity=pop)
     assert gate.expert_names == ["recent 3", "category mix"]
     seq, ts = _history(40, 3)
     lp = gate._category(seq)
@@ -138,7 +138,7 @@ def test_a_gated_model_round_trips_through_the_artifact(tmp_path):
     base = InterestModel(tiny_config(), random_text_emb()).eval()
     cats = torch.zeros(21, 2)
     cats[1:11, 0], cats[11:, 1] = 1.0, 1.0
-    gate = SwitchGate(base, GateConfig(prior=-1.5), "interest", cats, torch.arange(21).float()).eval()
+    gate = SwitchGate(base, GateConfig(prior=-1.5, category_window=10), "interest", cats, torch.arange(21).float()).eval()
     artifacts.save(tmp_path, [f"i{k}" for k in range(20)], base.text_emb, {"interest": base, "interest_switch": gate}, {})
     loaded = artifacts.load_models(tmp_path)["interest_switch"]
     assert isinstance(loaded, SwitchGate) and loaded.cfg == gate.cfg and loaded.expert_names == gate.expert_names
@@ -150,7 +150,7 @@ def test_a_gated_model_round_trips_through_the_artifact(tmp_path):
 def test_items_added_after_training_stay_rankable_behind_the_gate():
     cats = torch.zeros(N + 1, 2)
     cats[1:11, 0], cats[11:, 1] = 1.0, 1.0
-    gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0, windows=(3,)), item_categories=cats, popularity=torch.ones(N + 1))
+    gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0, windows=(3,), category_window=10), item_categories=cats, popularity=torch.ones(N + 1))
     gate.add_items(torch.randn(2, 4))
     seq, ts = _history(10, 3)
     scores = gate.score_all(torch.cat([seq, torch.tensor([[N + 1]])], 1), torch.cat([ts, ts[:, -1:] + 60], 1))
