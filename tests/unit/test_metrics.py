@@ -119,3 +119,32 @@ def test_select_model_picks_the_best_validation_score_among_the_allowed():
     assert select_model(metrics, "ndcg@10", ("interest", "popularity")) == "interest"
     with pytest.raises(ValueError, match="names none of the trained models"):
         select_model(metrics, "ndcg@10", ("bert4rec",))
+
+
+def test_select_model_weighs_both_jobs_and_skips_degenerate_models():
+    metrics = {
+        "hybrid": {"valid": {"ndcg@10": 0.300}, "valid_shift": {"hr@10": 0.20}},
+        "hybrid_switch": {"valid": {"ndcg@10": 0.297}, "valid_shift": {"hr@10": 0.45}},   # within 2%: the shift score decides
+        "interest_switch": {"valid": {"ndcg@10": 0.250}, "valid_shift": {"hr@10": 0.60}},  # follows best, but 17% worse when stationary
+        "bad_hybrid": {"valid": {"ndcg@10": 0.310}, "valid_shift": {"hr@10": 0.90}, "degenerate": "every hybrid weight is 0"},
+    }
+    assert select_model(metrics, "ndcg@10", tolerance=0.02, shift_key="hr@10") == "hybrid_switch"
+    assert select_model(metrics, "ndcg@10") == "hybrid"  # stationary NDCG alone; a degenerate model never wins
+    assert select_model(metrics, "ndcg@10", tolerance=0.2, shift_key="hr@10") == "interest_switch"
+
+
+def test_a_hybrid_whose_weights_are_all_zero_is_marked_degenerate():
+    from models.evaluate import degenerate
+    from models.hybrid import Hybrid
+    from models.interest import InterestModel
+    from models.baselines import StaticScores
+    from models.switch import GateConfig, SwitchGate
+    from tests.unit.helpers import random_text_emb, tiny_config
+
+    base = InterestModel(tiny_config(), random_text_emb())
+    pop = StaticScores(torch.ones(21))
+    zero = Hybrid(base, {"popularity": pop}, {"popularity": 0.0})
+    assert "interest" in degenerate("hybrid", zero)
+    assert "interest_switch" in degenerate("hybrid_switch", SwitchGate(zero, GateConfig(), "hybrid"))
+    assert degenerate("hybrid", Hybrid(base, {"popularity": pop}, {"popularity": 1.0})) is None
+    assert degenerate("interest", base) is None
