@@ -118,7 +118,7 @@ class EventLog:
             f.truncate(keep)
             f.flush()
             os.fsync(f.fileno())
-        log.warning("event log %s: cut a torn last line (%d bytes)", self.path, end - keep)
+        log.warning("%s: cut a torn last line (%d bytes)", self.path, end - keep)
         return end - keep
 
     def read(self) -> list[Event]:

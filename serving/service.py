@@ -60,6 +60,8 @@ class Recommender:
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
                            float(meta.get("recent_half_life_events", 2.0)))
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
+        with self.event_log.locked():  # a torn last line of the items log (never acknowledged) is cut, other bad lines skipped
+            self.items_log.repair()
         self.state: ServingState = load_state(model, self.categories, self.items_log.path)
         self._reload_lock = threading.Lock()
         self.replay_event_log()
