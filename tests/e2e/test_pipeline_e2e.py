@@ -282,3 +282,14 @@ def test_posted_titles_are_html_escaped_when_served(project, server):
     assert logged[-1]["text"] == "A fantasy tale about a dragon &lt;b&gt;and&lt;/b&gt; a wizard."
     too_long = _post(f"{server}/items", {"items": [{"item_id": "long", "text": "t" * 20_001}]})
     assert too_long.status_code == 400 and too_long.json()["rejected"] == [{"index": 0, "reason": "text is longer than 20,000 characters (20,001)"}]
+
+
+def test_bentoml_build_makes_a_bento_of_the_service(project, pipeline_run):
+    dst, env = project
+    out = _run([str(BIN / "bentoml"), "build", "--output", "tag"], dst, env).stdout
+    tag = next((line.strip().removeprefix("__tag__:") for line in out.splitlines() if line.startswith("__tag__:")), None)
+    assert tag and tag.startswith("pulse-recommender-service:"), out[-2000:]
+    listed = _run([str(BIN / "bentoml"), "get", tag, "-o", "json"], dst, env).stdout
+    info = json.loads(listed)
+    assert info["service"] == "serving.service:Recommender"
+    assert "'pulse-recommender:" in str(info["models"]), listed[-2000:]  # the served model travels in the Bento
