@@ -4,6 +4,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
+# `make serve` listens on loopback only; HOST=0.0.0.0 to expose it (then set PULSE_API_KEY)
+HOST ?= 127.0.0.1
+PORT ?= 3000
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= features,models,serving,flows
 # a loaded machine starts the ephemeral Prefect server slowly (default wait: 20 s); local runs send no telemetry
@@ -12,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export BENTOML_DO_NOT_TRACK ?= true
 
-.PHONY: run test serve repro clean
+.PHONY: run test serve bento repro clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,8 +31,11 @@ run: $(STAMP)  ## the whole pipeline on the default dataset, as a Prefect flow (
 test: $(STAMP)  ## the test suite (unit, data, model, end-to-end)
 	$(PY) -m pytest
 
-serve: $(STAMP)  ## serve the default run's model (pulse-recommender:latest; never a candidate) on port 3000; PULSE_MODEL_TAG=... for another
-	$(VENV)/bin/bentoml serve serving.service:Recommender -p 3000
+serve: $(STAMP)  ## serve the default run's model (pulse-recommender:latest; never a candidate) on 127.0.0.1:3000; PULSE_MODEL_TAG=... for another, HOST=/PORT= to change
+	$(VENV)/bin/bentoml serve serving.service:Recommender --host $(HOST) -p $(PORT)
+
+bento: $(STAMP)  ## build a Bento of the service and the served model (bentofile.yaml; after `make run`)
+	$(VENV)/bin/bentoml build
 
 repro: $(STAMP)  ## the same pipeline through DVC
 	$(VENV)/bin/dvc repro

@@ -47,12 +47,40 @@ def items_log_path(event_log: Path) -> Path:
     return Path(event_log).with_name("items.jsonl")
 
 
+ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
+
+
 def read_items_log(path: Path) -> pd.DataFrame:
-    """Items upserted through the service (JSONL); the latest line for an id wins."""
+    """Items upserted through the service (JSONL); the latest line for an id wins.
+
+    A line that is not a JSON object with a non-blank ``item_id`` (a torn write, a hand edit) is
+    skipped with a WARNING naming its line number, so one bad line never keeps the service (which
+    reads this log at start) or the next ingest from running."""
+    path = Path(path)
     if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=["item_id", "title", "text", "categories"])
-    df = pd.read_json(path, lines=True, dtype={"item_id": str})
-    return df.drop_duplicates("item_id", keep="last").reindex(columns=["item_id", "title", "text", "categories"])
+        return pd.DataFrame(columns=ITEM_COLUMNS)
+    rows, skipped = [], 0
+    with path.open(encoding="utf-8", errors="replace") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                row, why = None, f"not valid JSON ({e.msg})"
+            else:
+                why = "not a JSON object" if not isinstance(row, dict) else None
+            if why is None and not str(row.get("item_id") or "").strip():
+                why = "no item_id"
+            if why is not None:
+                skipped += 1
+                log.warning("items log %s: skipping line %d: %s", path, n, why)
+                continue
+            rows.append({**{c: row.get(c) for c in ITEM_COLUMNS}, "item_id": str(row["item_id"])})
+    if skipped:
+        log.warning("items log %s: skipped %d invalid line(s), read %d", path, skipped, len(rows))
+    df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    return df.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
 class IngestError(DataError):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import threading
 from contextlib import contextmanager
@@ -26,53 +27,77 @@ import pandas as pd
 
 from features.online import Event, lock_path, log_lock, read_logged_events
 from features.schema import parse_timestamps
+from serving.validate import AGE_ENV, AHEAD_ENV, Rejected, TimeWindow, id_problem
 
 log = logging.getLogger(__name__)
 
 
-class EventRejected(ValueError):
+class EventRejected(Rejected):
     """A batch with at least one bad event: nothing of it was written."""
 
-    def __init__(self, reasons: list[dict]) -> None:
-        super().__init__("; ".join(f"event {r['index']}: {r['reason']}" for r in reasons))
-        self.reasons = reasons
+    what = "event"
 
 
-def parse_events(raw: list[dict], known_items: set[str], now: int | None = None) -> list[Event]:
-    """All-or-nothing validation of a batch: every reason is reported, or every event is returned."""
+def _short(v: object, n: int = 40) -> str:
+    s = str(v)
+    return s if len(s) <= n else s[:n] + "..."
+
+
+def parse_events(raw: list[dict], known_items: set[str], now: int | None = None, window: TimeWindow | None = None) -> list[Event]:
+    """All-or-nothing validation of a batch: every reason is reported, or every event is returned.
+
+    Ids follow ``serving.validate.id_problem``; ``ts`` (unix seconds or ISO-8601, default now)
+    must fall inside ``window`` around now; ``value`` must be a finite number.
+    """
     now = int(datetime.now(timezone.utc).timestamp()) if now is None else now
+    lo, hi = (window or TimeWindow()).bounds(now)
     out, reasons = [], []
     for i, e in enumerate(raw):
         why = []
         if not isinstance(e, dict):
             reasons.append({"index": i, "reason": "not a JSON object"})
             continue
-        user, item = str(e.get("user_id") or "").strip(), str(e.get("item_id") or "").strip()
-        if not user:
-            why.append("missing user_id")
-        if not item:
-            why.append("missing item_id")
-        elif item not in known_items:
-            why.append(f"unknown item_id '{item}'")
+        why += [p for p in (id_problem(e.get("user_id"), "user_id"), id_problem(e.get("item_id"), "item_id")) if p]
+        item = str(e.get("item_id") or "").strip()
+        if not any("item_id" in w for w in why) and item not in known_items:
+            why.append(f"unknown item_id '{_short(item)}'")
         ts = e.get("ts")
         if ts is None:
             ts = now
+        elif isinstance(ts, bool) or not isinstance(ts, (int, float, str)) or (isinstance(ts, float) and not math.isfinite(ts)):
+            why.append(f"unparsable ts '{_short(ts)}': unix seconds or ISO-8601 expected")
+            ts = None
         else:  # the same parser as ingest: unix seconds (number or numeric string) or ISO-8601
-            parsed = parse_timestamps(pd.Series([ts], dtype=object)).iloc[0] if isinstance(ts, (int, float, str)) else pd.NaT
+            parsed = parse_timestamps(pd.Series([ts], dtype=object)).iloc[0]
             if pd.isna(parsed):
-                why.append(f"unparsable ts '{ts}'")
+                why.append(f"unparsable ts '{_short(ts)}'")
+                ts = None
             else:
                 ts = int(parsed.timestamp())
+                if not lo <= ts <= hi:
+                    why.append(f"ts {ts} is outside the accepted window {_iso(lo)} .. {_iso(hi)} "
+                               f"({AGE_ENV} back, {AHEAD_ENV} ahead)")
         value = e.get("value")
-        if value is not None and not isinstance(value, (int, float)):
-            why.append("value must be a number")
+        if value is not None:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                why.append("value must be a number")
+            elif not math.isfinite(value):
+                why.append("value must be a finite number (not NaN or Infinity)")
+        kind = e.get("event")
+        if kind is not None and kind != "" and (p := id_problem(kind, "event")):
+            why.append(p)
         if why:
             reasons.append({"index": i, "reason": ", ".join(why)})
         else:
-            out.append(Event(user, item, int(ts), str(e.get("event") or "interaction"), None if value is None else float(value)))
+            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind or "interaction").strip(),
+                             None if value is None else float(value)))
     if reasons:
         raise EventRejected(reasons)
     return out
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 class EventLog:
@@ -118,7 +143,7 @@ class EventLog:
             f.truncate(keep)
             f.flush()
             os.fsync(f.fileno())
-        log.warning("event log %s: cut a torn last line (%d bytes)", self.path, end - keep)
+        log.warning("%s: cut a torn last line (%d bytes)", self.path, end - keep)
         return end - keep
 
     def read(self) -> list[Event]:

@@ -18,19 +18,44 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from bentoml.exceptions import InvalidArgument
 from pydantic import Field
 
 from features.ingest import items_log_path
 from features.store import get_store, online_user_behaviour
 from features.online import BehaviourSpec, Event, apply_events, replay_events
 from serving.events import EventLog, EventRejected, parse_events
+from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
+from serving.validate import MAX_EVENTS, MAX_ITEMS, ItemsRejected, TimeWindow, id_problem, parse_items
 from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
 log = logging.getLogger(__name__)
 
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
+REQUIRE_KEY_ENV = "PULSE_REQUIRE_API_KEY"  # set in the Bento's image: no key, no start
+
+
+def show_service_logs() -> None:
+    """BentoML's worker logging keeps only WARNING and above outside its own loggers; the
+    service's INFO lines (which key config, which model, each bad request in one line) are part
+    of operating it, so the ``serving`` loggers pass INFO to its handler."""
+    logger = logging.getLogger("serving")
+    logger.disabled = False
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def check_api_key_config() -> None:
+    """Refuse to start without a key where one is required (the Bento); warn when the write
+    endpoints are open (local ``make serve``)."""
+    if api_key_from_env():
+        log.info("%s is set: %s need it", API_KEY_ENV, ", ".join(sorted(PROTECTED_PATHS)))
+        return
+    if os.environ.get(REQUIRE_KEY_ENV, "").strip().lower() in ("1", "true", "yes"):
+        raise RuntimeError(f"{REQUIRE_KEY_ENV} is set but {API_KEY_ENV} is not: set {API_KEY_ENV} to the key that "
+                           f"{', '.join(sorted(PROTECTED_PATHS))} must require (or unset {REQUIRE_KEY_ENV} for an open local service)")
+    log.warning("%s is not set: the write endpoints %s are open to anyone who can reach this port "
+                "(fine for a local `make serve` on 127.0.0.1, never for a shared host)", API_KEY_ENV, ", ".join(sorted(PROTECTED_PATHS)))
 
 
 def interest_view(switch: dict | None, recent_shares: list[float] | None, categories: list[str], top: int = 3) -> dict:
@@ -49,6 +74,10 @@ class Recommender:
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
+        show_service_logs()
+        check_api_key_config()
+        quiet_client_errors()
+        self.window = TimeWindow.from_env()
         model = self.model_ref  # resolved: the stored model, with its concrete version
         meta = model.info.metadata
         self.model_name = model.tag.name
@@ -60,6 +89,8 @@ class Recommender:
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
                            float(meta.get("recent_half_life_events", 2.0)))
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
+        with self.event_log.locked():  # a torn last line of the items log (never acknowledged) is cut, other bad lines skipped
+            self.items_log.repair()
         self.state: ServingState = load_state(model, self.categories, self.items_log.path)
         self._reload_lock = threading.Lock()
         self.replay_event_log()
@@ -114,8 +145,9 @@ class Recommender:
         exclude_seen: bool = True,
     ) -> dict:
         """Top-k items for the user, with the past behaviours that weighed most ("because")."""
-        if not user_id.strip():
-            raise InvalidArgument("user_id must not be blank")
+        if why := id_problem(user_id, "user_id"):
+            return bad_request(why, [{"field": "user_id", "reason": why}])
+        user_id = user_id.strip()
         serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
         state = online_user_behaviour(self.store, [user_id])[0]
         rec = serving.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
@@ -126,7 +158,7 @@ class Recommender:
     @bentoml.api
     def events(
         self,
-        events: Annotated[list[dict[str, Any]] | None, Field(max_length=10_000, description="a batch of events")] = None,
+        events: Annotated[list[dict[str, Any]] | None, Field(max_length=MAX_EVENTS, description="a batch of events")] = None,
         user_id: str | None = None,
         item_id: str | None = None,
         ts: int | str | None = None,
@@ -139,11 +171,11 @@ class Recommender:
         """
         raw = events if events is not None else [{"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value}]
         if not raw:
-            raise InvalidArgument("no events given")
+            return bad_request("no events given")
         try:
-            parsed = parse_events(raw, self.state.known_items)
+            parsed = parse_events(raw, self.state.known_items, window=self.window)
         except EventRejected as e:
-            raise InvalidArgument(json.dumps({"accepted": 0, "rejected": e.reasons})) from None
+            return bad_request(f"{len(e.reasons)} of {len(raw)} event(s) rejected, none written", e.reasons)
         by_user: dict[str, list] = {}
         for e in parsed:
             by_user.setdefault(e.user_id, []).append(e)
@@ -155,16 +187,14 @@ class Recommender:
     @bentoml.api
     def items(
         self,
-        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=1_000, description="items to add or update")],
+        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_ITEMS, description="items to add or update")],
     ) -> dict:
         """Upsert items (item_id, title, text, categories): encoded with the packaged encoder and
         recommendable at once by their text; recorded for the next pipeline run."""
-        bad = [{"index": i, "reason": "item_id and text are required"} for i, it in enumerate(items)
-               if not isinstance(it, dict) or not str(it.get("item_id") or "").strip() or not str(it.get("text") or "").strip()]
-        if bad:
-            raise InvalidArgument(json.dumps({"accepted": 0, "rejected": bad}))
-        rows = [{"item_id": str(it["item_id"]).strip(), "title": str(it.get("title") or it["item_id"]), "text": str(it["text"]),
-                 "categories": [str(c) for c in (it.get("categories") or [])]} for it in items]
+        try:
+            rows = parse_items(items)  # ids, sizes; title and text HTML-escaped
+        except ItemsRejected as e:
+            return bad_request(f"{len(e.reasons)} of {len(items)} item(s) rejected, none written", e.reasons)
         serving = self.state
         vectors = serving.encode([r["text"] for r in rows])  # outside the lock: the slow part
         with self.event_log.locked():  # a reload swaps the state under this lock too
@@ -185,3 +215,7 @@ class Recommender:
         """Serve the newest packaged version of the model now, without dropping a request:
         `{"reloaded": bool, "model_tag", "previous_tag"}`, plus a `reason` when not reloaded."""
         return self.reload_model()
+
+
+# before BentoML reads a body: the API key, JSON-only bodies, a size limit, and one error shape for every 4xx
+Recommender.add_asgi_middleware(RequestGuard)

@@ -74,10 +74,15 @@ def test_dvc_repro_agrees_with_the_flow_and_reruns_only_downstream(project, pipe
         assert f"Stage '{stage}' didn't change" in rerun, rerun
 
 
+API_KEY = "e2e-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+
+
 @pytest.fixture(scope="module")
 def server(project, pipeline_run):
+    """The service with its write endpoints locked (PULSE_API_KEY); the lifecycle tests run it open."""
     dst, env = project
-    srv = start_server(dst, env)
+    srv = start_server(dst, {**env, "PULSE_API_KEY": API_KEY})
     yield srv.url
     srv.stop()
 
@@ -118,7 +123,7 @@ def test_unknown_user_gets_cold_start(server):
 def test_bad_requests_get_4xx_with_reason(server, body):
     r = httpx.post(f"{server}/recommend", json=body, timeout=30)
     assert 400 <= r.status_code < 500, r.text
-    assert "error" in r.text
+    assert set(r.json()) == {"error", "rejected"} and r.json()["error"]  # one plain JSON object
 
 
 def test_batch_scoring_writes_one_line_per_input(project, pipeline_run, tmp_path):
@@ -135,7 +140,7 @@ def test_batch_scoring_writes_one_line_per_input(project, pipeline_run, tmp_path
 
 
 def _post(url: str, body: dict) -> httpx.Response:
-    return httpx.post(url, json=body, timeout=60)
+    return httpx.post(url, json=body, timeout=60, headers=AUTH)
 
 
 def test_events_change_the_next_recommendation(project, server):
@@ -238,7 +243,7 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
 
     def client(chunk: list[dict]) -> int:
         ok = 0
-        with httpx.Client(timeout=60) as c:
+        with httpx.Client(timeout=60, headers=AUTH) as c:
             for e in chunk:
                 ok += c.post(f"{server}/events", json=e).status_code == 200
         return ok
@@ -257,6 +262,9 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
         assert state["event_count"] == per_user
 
 
+TEXT_MODELS = ("interest", "hybrid", "hybrid_switch")  # the packaged models with a text projection (Engine.ranks_by_text)
+
+
 def test_new_items_are_accepted_at_once_and_recorded(project, server):
     dst, _ = project
     item = {"item_id": "brand-new-1", "title": "Dragon quest notes", "text": "A fantasy tale about a dragon, a wizard and magic.",
@@ -265,8 +273,8 @@ def test_new_items_are_accepted_at_once_and_recorded(project, server):
     assert r.status_code == 200, r.text
     assert r.json()["new"] == ["brand-new-1"]
     selected = json.loads((dst / "reports/metrics.json").read_text())["selected"]
-    assert r.json()["ranked_by_text_now"] is (selected in ("interest", "hybrid"))  # only models with the text projection
-    assert ("note" in r.json()) is (selected not in ("interest", "hybrid"))
+    assert r.json()["ranked_by_text_now"] is (selected in TEXT_MODELS)  # only models with the text projection
+    assert ("note" in r.json()) is (selected not in TEXT_MODELS)
     again = _post(f"{server}/items", {"items": [{**item, "title": "Dragon quest notes, 2nd ed."}]})
     assert again.json()["updated"] == ["brand-new-1"] and again.json()["new"] == []
     # known at once: events on it are accepted, and the next pipeline run will read it
@@ -278,3 +286,64 @@ def test_new_items_are_accepted_at_once_and_recorded(project, server):
     assert [x["item_id"] for x in logged] == ["brand-new-1", "brand-new-1"]
     bad = _post(f"{server}/items", {"items": [{"item_id": "x"}]})
     assert bad.status_code == 400 and "text are required" in bad.text
+
+
+def test_the_write_endpoints_are_locked_json_only_and_never_answer_5xx(project, server):
+    dst, _ = project
+    for path in ("/events", "/items", "/reload"):
+        r = httpx.post(f"{server}{path}", json={}, timeout=30)
+        assert r.status_code == 401, r.text
+        assert "PULSE_API_KEY" in r.json()["error"] and r.json()["rejected"] == []
+    assert httpx.post(f"{server}/reload", json={}, timeout=60, headers={"X-API-Key": API_KEY}).status_code == 200
+    for path in ("/recommend", "/events", "/items", "/reload"):  # what a web page can post cross-site, and a malformed multipart
+        for ctype in ("text/plain", "application/x-www-form-urlencoded", "multipart/form-data"):
+            r = httpx.post(f"{server}{path}", content=b"{}", headers={"content-type": ctype, **AUTH}, timeout=30)
+            assert r.status_code == 415, (path, ctype, r.text)
+    log = (dst / "serve.log").read_text()
+    assert "PULSE_API_KEY is set" in log and "Traceback" not in log, log[-3000:]
+
+
+def test_strict_event_validation_with_one_error_shape(project, server):
+    bad = [{"user_id": "a\u0000b", "item_id": "i00001", "ts": 1_780_000_000},
+           {"user_id": "u1", "item_id": "i00001", "ts": "1900-01-01"},
+           {"user_id": "x" * 300, "item_id": "i00001", "ts": 1_780_000_000}]
+    for k, e in enumerate(bad):
+        r = _post(f"{server}/events", {"events": [e]})
+        assert r.status_code == 400, (k, r.text)
+        body = r.json()
+        assert set(body) == {"error", "rejected"} and body["rejected"][0]["index"] == 0, body
+    for raw in (b'{"user_id": "u1", "item_id": "i00001", "value": NaN}', b'{"events": [{"user_id": "u1", "item_id": "i00001", "value": 1e309}]}'):
+        r = httpx.post(f"{server}/events", content=raw, headers={"content-type": "application/json", **AUTH}, timeout=30)
+        assert r.status_code == 400 and "finite" in r.json()["rejected"][0]["reason"], r.text
+    dst, _ = project
+    log = (dst / "serve.log").read_text()
+    assert "bad request POST /events: 400" in log and "Traceback" not in log
+
+
+def test_posted_titles_are_html_escaped_when_served(project, server):
+    item = {"item_id": "xss-1", "title": "<script>alert(1)</script>", "text": "A fantasy tale about a dragon <b>and</b> a wizard."}
+    assert _post(f"{server}/items", {"items": [item]}).status_code == 200
+    assert _post(f"{server}/events", {"user_id": "xss-fan", "item_id": "xss-1"}).status_code == 200
+    rec = _post(f"{server}/recommend", {"user_id": "xss-fan", "k": 3})
+    assert rec.json()["because"][0]["title"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+    assert "<script>" not in rec.text
+    logged = [json.loads(line) for line in (project[0] / "data/events/items.jsonl").read_text().splitlines()]
+    assert logged[-1]["text"] == "A fantasy tale about a dragon &lt;b&gt;and&lt;/b&gt; a wizard."
+    too_long = _post(f"{server}/items", {"items": [{"item_id": "long", "text": "t" * 20_001}]})
+    assert too_long.status_code == 400 and too_long.json()["rejected"] == [{"index": 0, "reason": "text is longer than 20,000 characters (20,001)"}]
+
+
+def test_bentoml_build_makes_a_bento_of_the_service(project, pipeline_run):
+    dst, env = project
+    out = _run([str(BIN / "bentoml"), "build", "--output", "tag"], dst, env).stdout
+    tag = next((line.strip().removeprefix("__tag__:") for line in out.splitlines() if line.startswith("__tag__:")), None)
+    assert tag and tag.startswith("pulse-recommender-service:"), out[-2000:]
+    listed = _run([str(BIN / "bentoml"), "get", tag, "-o", "json"], dst, env).stdout
+    info = json.loads(listed)
+    assert info["service"] == "serving.service:Recommender"
+    (svc,) = info["services"]
+    assert [m["tag"] for m in svc["models"]] == [pipeline_run["package"]], listed[-2000:]  # the served version, by tag
+    src = Path("".join(_run([str(BIN / "bentoml"), "get", tag, "-o", "path"], dst, env).stdout.split())) / "src"  # rich wraps long lines
+    for f in ("serving/service.py", "serving/guard.py", "features/online.py", "models/inference.py", "features/repo/feature_store.yaml"):
+        assert (src / f).is_file(), f
+    assert not (src / "features/repo/data").exists()  # one machine's online store stays out of the Bento

@@ -176,7 +176,7 @@ def test_restarts_mid_stream_lose_no_accepted_event(project, pipeline_run):
     env = {**env, "PULSE_MODEL_TAG": json.loads((dst / "reports/package.json").read_text())["tag"]}  # a known-good version
     per_user = yaml.safe_load((dst / "params.yaml").read_text())["features"]["history_len"]  # all fit the online history
     users = [f"restart-user-{u}" for u in range(6)]
-    events = [{"user_id": u, "item_id": f"i{(7 * k + j) % 90:05d}", "ts": 1_800_000_000 + 60 * k + j, "event": "view"}
+    events = [{"user_id": u, "item_id": f"i{(7 * k + j) % 90:05d}", "ts": 1_794_000_000 + 60 * k + j, "event": "view"}
               for j, u in enumerate(users) for k in range(per_user)]
     random.Random(1).shuffle(events)
     log_file = dst / "data/events/events.jsonl"
@@ -191,7 +191,7 @@ def test_restarts_mid_stream_lose_no_accepted_event(project, pipeline_run):
         stream.wait_for(2 * len(events) // 3)
         srv.stop(signal.SIGKILL)
         # what a kill can leave behind: an event logged whose online write never happened, and a torn append
-        orphan = {"user_id": "restart-orphan", "item_id": "i00003", "ts": 1_800_000_500, "event": "view", "value": None}
+        orphan = {"user_id": "restart-orphan", "item_id": "i00003", "ts": 1_794_000_500, "event": "view", "value": None}
         with log_file.open("a") as f:
             f.write(json.dumps(orphan) + "\n" + '{"user_id": "restart-orphan", "item_id": "i000')
         srv = start_server(dst, env, port=port, log_name="serve-restart.log")

@@ -15,6 +15,7 @@ from features.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
 from features.online import Event, merge_behaviour, unapplied
 from serving.events import EventLog, EventRejected, parse_events
+from serving.validate import TimeWindow
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 KNOWN = {"a", "b", "c"}
@@ -36,7 +37,7 @@ def test_parse_ts_defaults_to_now_and_event_to_interaction():
 
 @pytest.mark.parametrize("ts", ["2026-01-01T00:00:00Z", "2026-01-01T01:00:00+01:00", "2026-01-01 00:00:00"])
 def test_parse_iso_ts_string(ts):
-    (e,) = parse_events([{"user_id": "u1", "item_id": "a", "ts": ts}], KNOWN, now=0)
+    (e,) = parse_events([{"user_id": "u1", "item_id": "a", "ts": ts}], KNOWN, now=T0 + 60)
     assert e.ts == T0  # naive strings are UTC
 
 
@@ -79,6 +80,71 @@ def test_parse_reports_several_reasons_for_one_event():
     assert r["index"] == 0
     for part in ("missing user_id", "unknown item_id 'zzz'", "unparsable ts 'nope'", "value must be a number"):
         assert part in r["reason"]
+
+
+@pytest.mark.parametrize("user_id, why", [
+    ("u\x00x", "user_id has control or non-printable characters"),
+    ("a\nb", "user_id has control or non-printable characters"),
+    ("u\x1b[31m", "user_id has control or non-printable characters"),
+    ("x" * 257, "user_id is longer than 256 characters (257)"),
+    (["u"], "user_id must be a string"),
+    (True, "user_id must be a string"),
+])
+def test_parse_rejects_ids_with_control_chars_too_long_or_not_strings(user_id, why):
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": user_id, "item_id": "a", "ts": T0}], KNOWN, now=T0)
+    assert exc.value.reasons == [{"index": 0, "reason": why}]
+
+
+def test_parse_accepts_ids_at_the_limit_and_integer_ids():
+    out = parse_events([{"user_id": "x" * 256, "item_id": "a", "ts": T0}, {"user_id": 42, "item_id": "a", "ts": T0}], KNOWN, now=T0)
+    assert [e.user_id for e in out] == ["x" * 256, "42"]
+
+
+@pytest.mark.parametrize("ts", [-1, 0, "1900-01-01", T0 - 3651 * SECONDS_PER_DAY, T0 + 2 * SECONDS_PER_DAY, "2200-01-01T00:00:00Z"])
+def test_parse_rejects_ts_outside_the_window(ts):
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "ts": ts}], KNOWN, now=T0)
+    assert "outside the accepted window 2016-01-04T00:00:00Z .. 2026-01-02T00:00:00Z" in exc.value.reasons[0]["reason"]
+
+
+def test_parse_window_edges_and_a_configured_window(monkeypatch):
+    ok = parse_events([{"user_id": "u", "item_id": "a", "ts": T0 - 3650 * SECONDS_PER_DAY},
+                       {"user_id": "u", "item_id": "a", "ts": T0 + SECONDS_PER_DAY}], KNOWN, now=T0)
+    assert len(ok) == 2
+    monkeypatch.setenv("PULSE_MAX_EVENT_AGE_DAYS", "7")
+    monkeypatch.setenv("PULSE_MAX_EVENT_AHEAD_DAYS", "0")
+    window = TimeWindow.from_env()
+    assert window == TimeWindow(7.0, 0.0)
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "ts": T0 - 8 * SECONDS_PER_DAY}, {"user_id": "u", "item_id": "a", "ts": T0 + 1}],
+                     KNOWN, now=T0, window=window)
+    assert [r["index"] for r in exc.value.reasons] == [0, 1]
+    monkeypatch.setenv("PULSE_MAX_EVENT_AGE_DAYS", "ten")
+    with pytest.raises(ValueError, match="PULSE_MAX_EVENT_AGE_DAYS='ten' is not a number of days"):
+        TimeWindow.from_env()
+
+
+@pytest.mark.parametrize("ts", [True, None.__class__, [T0], float("nan"), float("inf")])
+def test_parse_rejects_ts_of_the_wrong_kind(ts):
+    ts = {} if ts is None.__class__ else ts
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "ts": ts}], KNOWN, now=T0)
+    assert "unparsable ts" in exc.value.reasons[0]["reason"]
+
+
+@pytest.mark.parametrize("value, why", [(float("nan"), "finite"), (float("inf"), "finite"), (float("-inf"), "finite"),
+                                        (json.loads("1e309"), "finite"), (True, "must be a number")])
+def test_parse_rejects_non_finite_values(value, why):
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "ts": T0, "value": value}], KNOWN, now=T0)
+    assert why in exc.value.reasons[0]["reason"]
+
+
+def test_parse_limits_the_event_kind_like_an_id():
+    with pytest.raises(EventRejected) as exc:
+        parse_events([{"user_id": "u", "item_id": "a", "ts": T0, "event": "v" * 300}], KNOWN, now=T0)
+    assert exc.value.reasons[0]["reason"] == "event is longer than 256 characters (300)"
 
 
 # ---------------------------------------------------------------- EventLog

@@ -280,3 +280,21 @@ def test_read_movies_dat_latin1(tmp_path):
     v = schema.validate(pd.DataFrame({"user_id": ["u"], "item_id": ["2"], "ts": [0]}), items)
     assert v.quarantine.empty
     assert v.items["categories"].tolist()[1] == ["Drama", "Musical"]
+
+
+def test_read_items_log_skips_torn_and_invalid_lines_with_a_warning(tmp_path, caplog):
+    log_file = tmp_path / "items.jsonl"
+    log_file.write_text(
+        json.dumps({"item_id": "a", "title": "A", "text": "first", "categories": ["x"]}) + "\n"
+        + "[1, 2]\n"                                   # valid JSON, not an object
+        + json.dumps({"title": "no id", "text": "t"}) + "\n"
+        + json.dumps({"item_id": "a", "title": "A2", "text": "second", "categories": []}) + "\n"
+        + '{"item_id": "b", "title": "B", "te'          # torn last line: a writer killed mid-append
+    )
+    with caplog.at_level("WARNING", logger="features.ingest"):
+        got = ingest.read_items_log(log_file)
+    assert got["item_id"].tolist() == ["a"] and got["title"].tolist() == ["A2"]  # the latest line wins
+    assert list(got.columns) == ["item_id", "title", "text", "categories"]
+    warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+    assert "line 2: not a JSON object" in warned and "line 3: no item_id" in warned and "line 5: not valid JSON" in warned
+    assert "skipped 3 invalid line(s)" in warned

@@ -96,3 +96,14 @@ def test_watcher_calls_reload_until_stopped_and_survives_errors():
     stop.set()
     thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_torn_items_log_line_does_not_stop_the_service_from_starting(model, tmp_path, caplog):
+    items_log = tmp_path / "items.jsonl"
+    _log_items(items_log, [{"item_id": "fresh", "title": "Fresh", "text": "new text", "categories": ["b"]}])
+    with items_log.open("a") as f:
+        f.write('{"item_id": "torn", "title": "half a li')  # killed mid-append: no newline, not JSON
+    with caplog.at_level("WARNING"):
+        s = load_state(model, CATS, items_log)
+    assert "fresh" in s.known_items and "torn" not in s.known_items
+    assert any("skipping line 2" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,140 @@
+"""Field rules shared by every endpoint: ids, text sizes, the event time window, HTML-safe text.
+
+One definition of a valid id for the whole service (``/recommend``, ``/events``, ``/items``): a
+string (an integer is taken as its decimal string) of at most ``MAX_ID_LEN`` printable characters,
+not blank. Printable means ``str.isprintable``: no control characters (NUL, newline, tab, ESC ...),
+which would otherwise end up in the logs and in ids ``/recommend`` could never be asked for.
+"""
+from __future__ import annotations
+
+import html
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+MAX_ID_LEN = 256
+MAX_TITLE_LEN = 500
+MAX_TEXT_LEN = 20_000
+MAX_CATEGORIES = 50
+MAX_EVENTS = 10_000  # per /events batch
+MAX_ITEMS = 1_000  # per /items batch
+SECONDS_PER_DAY = 86_400
+
+AGE_ENV, AHEAD_ENV = "PULSE_MAX_EVENT_AGE_DAYS", "PULSE_MAX_EVENT_AHEAD_DAYS"
+DEFAULT_AGE_DAYS, DEFAULT_AHEAD_DAYS = 3650.0, 1.0
+
+
+class Rejected(ValueError):
+    """A batch with at least one bad entry: nothing of it was written. ``reasons``: one
+    ``{"index", "reason"}`` per bad entry."""
+
+    what = "entry"
+
+    def __init__(self, reasons: list[dict]) -> None:
+        super().__init__("; ".join(f"{self.what} {r['index']}: {r['reason']}" for r in reasons))
+        self.reasons = reasons
+
+
+def id_problem(value: Any, name: str) -> str | None:
+    """Why ``value`` is not a valid id (``None`` when it is)."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return f"missing {name}"
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        return f"{name} must be a string"
+    s = str(value).strip()
+    if len(s) > MAX_ID_LEN:
+        return f"{name} is longer than {MAX_ID_LEN} characters ({len(s)})"
+    if not s.isprintable():
+        return f"{name} has control or non-printable characters"
+    return None
+
+
+def text_problem(value: Any, name: str, max_len: int, required: bool = False) -> str | None:
+    """Why ``value`` is not an acceptable text field of at most ``max_len`` characters."""
+    if value is None or value == "":
+        return f"missing {name}" if required else None
+    if not isinstance(value, str):
+        return f"{name} must be a string"
+    if required and not value.strip():
+        return f"missing {name}"
+    if len(value) > max_len:
+        return f"{name} is longer than {max_len:,} characters ({len(value):,})"
+    if "\x00" in value:
+        return f"{name} has a NUL character"
+    return None
+
+
+def safe_text(s: str, quote: bool = True) -> str:
+    """HTML-escaped text (``<``, ``>``, ``&``; quotes too unless ``quote=False``), so a title
+    posted as ``<script>...`` is stored and served as inert text."""
+    return html.escape(s, quote=quote)
+
+
+@dataclass(frozen=True)
+class TimeWindow:
+    """Accepted event times: from ``max_age_days`` before now to ``ahead_days`` after it."""
+
+    max_age_days: float = DEFAULT_AGE_DAYS
+    ahead_days: float = DEFAULT_AHEAD_DAYS
+
+    @classmethod
+    def from_env(cls) -> "TimeWindow":
+        def days(name: str, default: float) -> float:
+            raw = os.environ.get(name)
+            if raw is None or raw.strip() == "":
+                return default
+            try:
+                v = float(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is not a number of days") from None
+            if not v >= 0 or v == float("inf"):
+                raise ValueError(f"{name}={raw!r} must be a finite number of days >= 0")
+            return v
+
+        return cls(days(AGE_ENV, DEFAULT_AGE_DAYS), days(AHEAD_ENV, DEFAULT_AHEAD_DAYS))
+
+    def bounds(self, now: int) -> tuple[int, int]:
+        return int(now - self.max_age_days * SECONDS_PER_DAY), int(now + self.ahead_days * SECONDS_PER_DAY)
+
+
+def parse_items(raw: list[Any]) -> list[dict]:
+    """All-or-nothing validation of an ``/items`` batch; returns rows ready to store (title and
+    text HTML-escaped) or raises ``ItemsRejected`` with every reason."""
+    rows, reasons = [], []
+    for i, it in enumerate(raw):
+        if not isinstance(it, dict):
+            reasons.append({"index": i, "reason": "not a JSON object"})
+            continue
+        if not str(it.get("item_id") or "").strip() or not str(it.get("text") or "").strip():
+            reasons.append({"index": i, "reason": "item_id and text are required"})
+            continue
+        why = [p for p in (id_problem(it.get("item_id"), "item_id"),
+                           text_problem(it.get("text"), "text", MAX_TEXT_LEN, required=True),
+                           text_problem(it.get("title"), "title", MAX_TITLE_LEN)) if p]
+        cats = it.get("categories")
+        if cats is not None and not isinstance(cats, list):
+            why.append("categories must be a list of strings")
+        elif cats:
+            if len(cats) > MAX_CATEGORIES:
+                why.append(f"more than {MAX_CATEGORIES} categories ({len(cats)})")
+            bad = [p for p in (id_problem(c, "category") for c in cats) if p]
+            if bad:
+                why.append(bad[0])
+        if why:
+            reasons.append({"index": i, "reason": ", ".join(why)})
+            continue
+        item_id = str(it["item_id"]).strip()
+        # the title is served (in any HTML context: quotes too); the text is only stored and
+        # encoded, so its apostrophes and quotes stay readable for the encoder
+        rows.append({"item_id": item_id, "title": safe_text(str(it.get("title") or item_id)),
+                     "text": safe_text(it["text"], quote=False), "categories": [str(c).strip() for c in cats or []]})
+    if reasons:
+        raise ItemsRejected(reasons)
+    return rows
+
+
+class ItemsRejected(Rejected):
+    what = "item"
