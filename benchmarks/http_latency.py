@@ -48,8 +48,10 @@ def client(url: str, users: list[str], items: list[str], steps: int, seed: int, 
             user, item = users[int(rng.integers(len(users)))], items[int(rng.integers(len(items)))]
             t0 = time.perf_counter()
             r1 = http.post("/events", json={"user_id": user, "item_id": item, "ts": int(time.time())})
+            t1 = time.perf_counter()
             r2 = http.post("/recommend", json={"user_id": user, "k": 10})
-            ms = (time.perf_counter() - t0) * 1000
+            t2 = time.perf_counter()
+            ms = ((t2 - t0) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000)
             if r1.status_code != 200 or r2.status_code != 200:
                 out.append((ms, None))
                 continue
@@ -94,10 +96,11 @@ def main() -> None:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-    ms = np.array([m for m, ok in results if ok is not None])
+    ms = np.array([m for m, ok in results if ok is not None]).reshape(-1, 3)
+    stats = lambda v: {q: round(float(np.percentile(v, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(v.max()), 2)}  # noqa: E731
     report = {"command": "python -m benchmarks.http_latency " + " ".join(sys.argv[1:]), "url": args.url, "concurrency": args.concurrency,
               "pairs": len(results), "errors": sum(ok is None for _, ok in results), "pairs_per_s": round(len(results) / wall, 1),
-              "event_to_recommendation_ms": {q: round(float(np.percentile(ms, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(ms.max()), 2)},
+              "event_to_recommendation_ms": stats(ms[:, 0]), "events_ms": stats(ms[:, 1]), "recommend_ms": stats(ms[:, 2]),
               "reflected_in_next_response": round(float(np.mean([ok for _, ok in results if ok is not None])), 4)}
     out = params.path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

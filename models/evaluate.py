@@ -138,7 +138,7 @@ def run(params: Params) -> EvaluateResult:
     from features import tracking  # the compact metrics `dvc metrics show` / `dvc exp show` compare
 
     tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "evaluate"), tracking.evaluate_metrics(report, k))
-    log.info("selected '%s' by validation %s", selected, key)
+    log.info("selected '%s': %s", selected, report["select_rule"])
     return EvaluateResult(metrics=metrics, selected=selected)
 
 

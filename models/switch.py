@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 log = logging.getLogger(__name__)
 
-STEP_ROWS = 1024  # rows per forward pass when the evidence steps are batched (bounds attention memory)
+STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
 
 
 @dataclass
@@ -124,15 +124,15 @@ class SwitchGate(nn.Module):
         s[:, 0] = float("-inf")
         return torch.log_softmax(s, -1)
 
-    def _short(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None, text: torch.Tensor, w: int) -> torch.Tensor:
-        s = self._long(seq[:, -w:], ts[:, -w:], now)
-        if self.cfg.text_weight:
-            sims = decayed_centroid(text, seq[:, -w:], self.cfg.half_life) @ text.T  # (B, N+1)
-            sims[:, 0] = float("-inf")
-            prior = torch.log_softmax(self.cfg.text_temp * sims, -1)
-            n = min(s.shape[1], prior.shape[1])  # items being added meanwhile: the common prefix
-            s = torch.log_softmax(s[:, :n] + self.cfg.text_weight * prior[:, :n], -1)
-        return s
+    def _text_prior(self, lp: torch.Tensor, window: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """A short expert's log-probabilities times the text-centroid prior of its window (``text_weight``)."""
+        if not self.cfg.text_weight:
+            return lp
+        sims = decayed_centroid(text, window, self.cfg.half_life) @ text.T  # (B, N+1)
+        sims[:, 0] = float("-inf")
+        prior = torch.log_softmax(self.cfg.text_temp * sims, -1)
+        n = min(lp.shape[1], prior.shape[1])  # items being added meanwhile: the common prefix
+        return torch.log_softmax(lp[:, :n] + self.cfg.text_weight * prior[:, :n], -1)
 
     def _category(self, seq: torch.Tensor) -> torch.Tensor:
         """The category-mix expert, training-free: P(item) = sum_c mix_c P(item | c), with mix the
@@ -151,8 +151,20 @@ class SwitchGate(nn.Module):
         lp[:, 0] = float("-inf")
         return torch.log_softmax(lp, -1)
 
-    def _short_experts(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None, text: torch.Tensor) -> list[torch.Tensor]:
-        out = [self._short(seq, ts, now, text, w) for w in self.cfg.windows]
+    def _expert_logps(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None, text: torch.Tensor) -> list[torch.Tensor]:
+        """[long, short_w for each window, (category mix)] log-probabilities of the rows ``seq`` (B, L).
+
+        The long and short experts are the same model, so they score in one batch: each window is
+        left-padded back to width L (padding is masked, and positions count back from the newest
+        behaviour, so a window scores as it would alone). One forward pass instead of one per
+        expert: per-call overhead dominates at serving's batch of one."""
+        B, L = seq.shape
+        windows = self.cfg.windows
+        pad = lambda x, w: F.pad(x[:, -w:], (L - min(w, L), 0))  # noqa: E731
+        rows = torch.cat([seq] + [pad(seq, w) for w in windows])
+        rows_ts = torch.cat([ts] + [pad(ts, w) for w in windows])
+        parts = self._long(rows, rows_ts, None if now is None else now.repeat(1 + len(windows))).split(B)
+        out = [parts[0]] + [self._text_prior(lp, seq[:, -w:], text) for w, lp in zip(windows, parts[1:])]
         if self.item_cat is not None:
             out.append(self._category(seq))
         return out
@@ -172,10 +184,10 @@ class SwitchGate(nn.Module):
         experts' next-item log-probabilities and the switch evidence of each short expert from
         the newest ``horizon`` events (see the module docstring)."""
         text = F.normalize(self.base.text_emb.float(), dim=-1)
-        logps = [self._long(seq, ts, now)] + self._short_experts(seq, ts, now, text)
         B, L = seq.shape
         h = min(self.cfg.horizon, L - 1)
         if h < 1:
+            logps = self._expert_logps(seq, ts, now, text)
             return logps, torch.zeros(B, len(logps) - 1, device=seq.device)
         # the newest h events, each predicted from what came before it: all h steps in one batch
         steps = range(1, h + 1)
@@ -183,18 +195,32 @@ class SwitchGate(nn.Module):
         targets, moments = torch.cat([seq[:, L - t] for t in steps]), torch.cat([ts[:, L - t] for t in steps])
         valid = ((targets > 0) & (prev_seq[:, -1] > 0)).unsqueeze(1)  # an event, with at least one before it
         idx = targets.clamp(min=0).unsqueeze(1)
+        if not self._reads_now() and (h + 1) * B <= STEP_ROWS:  # serving: the request and its evidence in one pass
+            both = self._expert_logps(torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts]), None, text)
+            logps = [lp[:B] for lp in both]
+            ll_long, *ll_short = (lp[B:].gather(1, idx) for lp in both)
+            ratio = torch.cat(ll_short, 1) - ll_long
+            return logps, self._evidence(ratio, valid, h, B)
+        logps = self._expert_logps(seq, ts, now, text)
         ratios = []
         for rows in torch.arange(h * B, device=seq.device).split(STEP_ROWS):
             a, b, m, i = prev_seq[rows], prev_ts[rows], moments[rows], idx[rows]
-            ll_long = self._long(a, b, m).gather(1, i)  # (n, 1)
-            ll_short = torch.cat([lp.gather(1, i) for lp in self._short_experts(a, b, m, text)], 1)  # (n, E)
-            ratios.append(ll_short - ll_long)
-        ratio = torch.cat(ratios)
+            ll_long, *ll_short = (lp.gather(1, i) for lp in self._expert_logps(a, b, m, text))  # (n, 1) each
+            ratios.append(torch.cat(ll_short, 1) - ll_long)
+        return logps, self._evidence(torch.cat(ratios), valid, h, B)
+
+    def _evidence(self, ratio: torch.Tensor, valid: torch.Tensor, h: int, B: int) -> torch.Tensor:
+        """(B, E) evidence from the (h*B, E) log-likelihood ratios of the newest h events, step-major."""
         ratio = (ratio.sign() * (ratio.abs() - self.cfg.margin).clamp(min=0)).clamp(-self.cfg.clip, self.cfg.clip)
         ratio = torch.where(valid, ratio, torch.zeros_like(ratio)).view(h, B, -1)
-        discount = self.cfg.discount ** torch.arange(h, device=seq.device, dtype=ratio.dtype)
-        evidence = (discount.view(h, 1, 1) * ratio).sum(0)  # (B, E)
-        return logps, evidence
+        discount = self.cfg.discount ** torch.arange(h, device=ratio.device, dtype=ratio.dtype)
+        return (discount.view(h, 1, 1) * ratio).sum(0)
+
+    def _reads_now(self) -> bool:
+        """Whether the wrapped model reads the request's moment (only the interest model's trend
+        prior does); if not, the request and its evidence steps can share one forward pass."""
+        model = getattr(self.base, "base", self.base)  # a hybrid's interest model
+        return bool(getattr(getattr(model, "cfg", None), "use_trend", False))
 
     def expert_weights(self, evidence: torch.Tensor, prior: float | None = None) -> torch.Tensor:
         """(B, 1 + len(windows)) posterior weight of each expert, the long one first."""

@@ -262,7 +262,7 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
         assert state["event_count"] == per_user
 
 
-TEXT_MODELS = ("interest", "hybrid", "hybrid_switch")  # the packaged models with a text projection (Engine.ranks_by_text)
+TEXT_MODELS = ("interest", "hybrid", "interest_switch", "hybrid_switch")  # the packaged models with a text projection (Engine.ranks_by_text)
 
 
 def test_new_items_are_accepted_at_once_and_recorded(project, server):

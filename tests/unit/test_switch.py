@@ -155,3 +155,19 @@ def test_items_added_after_training_stay_rankable_behind_the_gate():
     seq, ts = _history(10, 3)
     scores = gate.score_all(torch.cat([seq, torch.tensor([[N + 1]])], 1), torch.cat([ts, ts[:, -1:] + 60], 1))
     assert scores.shape == (1, N + 3) and torch.isfinite(scores[0, 1:]).all()
+
+
+def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch):
+    """Serving scores the request, its evidence steps and every window in one batch; evaluation
+    chunks them. Both must give the same mixture (padding is masked, positions count from the end)."""
+    import models.switch as switch
+    from models.interest import InterestModel
+    from tests.unit.helpers import random_text_emb, tiny_config
+
+    torch.manual_seed(0)
+    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3))
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
+    ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
+    one = gate.score_all(seq, ts)
+    monkeypatch.setattr(switch, "STEP_ROWS", 1)  # every evidence row alone, the request apart
+    assert torch.allclose(gate.score_all(seq, ts), one, atol=1e-4)
