@@ -83,7 +83,10 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
         ts = pd.to_datetime(raw, utc=True)
         return ts
     numeric = pd.to_numeric(raw, errors="coerce")
-    from_num = pd.to_datetime(numeric.where(numeric.abs() < 1e11), unit="s", utc=True, errors="coerce")
+    # pandas rounds every slot of its work array, masked ones included (uninitialised memory): under a
+    # process-wide np.seterr(over="raise") left by another library that is a FloatingPointError, not data
+    with np.errstate(over="ignore", invalid="ignore"):
+        from_num = pd.to_datetime(numeric.where(numeric.abs() < 1e11), unit="s", utc=True, errors="coerce")
     as_text = raw.where(numeric.isna()).astype("string")
     from_text = pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
     return from_num.fillna(from_text).astype("datetime64[ns, UTC]")
