@@ -74,7 +74,7 @@ def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str],
     spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
                                 fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events)
     with online.log_lock(path):  # a running service appends and writes online rows under the same lock
-        n = online.replay_events(store.get_store(repo), online.read_logged_events(path), spec)
+        n = online.replay_events(store.OnlineBehaviour(store.get_store(repo)), online.read_logged_events(path), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
     return n
 

@@ -16,9 +16,8 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from feast import FeatureStore
 
-from features.store import online_user_behaviour
+from features.store import OnlineBehaviour
 from features.transforms import SECONDS_PER_DAY, decayed_shares, recent_shares
 
 log = logging.getLogger(__name__)
@@ -141,12 +140,12 @@ class BehaviourSpec:
     recent_half_life_events: float = 2.0
 
 
-def apply_events(store: FeatureStore, by_user: dict[str, list[Event]], spec: BehaviourSpec, replay: bool = False) -> int:
+def apply_events(online: OnlineBehaviour, by_user: dict[str, list[Event]], spec: BehaviourSpec, replay: bool = False) -> int:
     """Read-modify-write of each user's online row (the caller serialises writers). Events a row
     already holds are skipped (a client's retry, a replay). Returns how many were applied."""
     users = list(by_user)
     rows, applied = [], 0
-    for user, state in zip(users, online_user_behaviour(store, users)):
+    for user, state in zip(users, online.read(users)):
         evs = unapplied(state, by_user[user], spec.history_len if replay else None)
         if not evs:
             continue
@@ -154,16 +153,15 @@ def apply_events(store: FeatureStore, by_user: dict[str, list[Event]], spec: Beh
                               spec.short_half_life_days, spec.long_half_life_days, spec.recent_half_life_events)
         rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
         applied += len(evs)
-    if rows:
-        store.write_to_online_store("user_behaviour", pd.DataFrame(rows))
+    online.write(rows)
     return applied
 
 
-def replay_events(store: FeatureStore, events: list[Event], spec: BehaviourSpec) -> int:
+def replay_events(online: OnlineBehaviour, events: list[Event], spec: BehaviourSpec) -> int:
     """Apply every event of a log that the online store lacks, ``REPLAY_BATCH`` users at a time."""
     by_user: dict[str, list[Event]] = {}
     for e in events:
         by_user.setdefault(e.user_id, []).append(e)
     users = list(by_user)
-    return sum(apply_events(store, {u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, spec, replay=True)
+    return sum(apply_events(online, {u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, spec, replay=True)
                for i in range(0, len(users), REPLAY_BATCH))

@@ -101,8 +101,55 @@ def user_service(store):
     return store.get_feature_service(USER_SERVICE, allow_cache=True)
 
 
-def online_user_behaviour(store, user_ids: list[str]) -> list[dict]:
+def online_user_behaviour(store, user_ids: list[str], service=None) -> list[dict]:
     """Current behaviour of each user from the online store, through the ``user_online_v1``
-    feature service (None values for unknown users)."""
-    resp = store.get_online_features(features=user_service(store), entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
+    feature service (None values for unknown users). A long-lived reader (the service) passes
+    the ``service`` it resolved once: resolving it costs more than the read itself (~1.5 ms of ~2)."""
+    resp = store.get_online_features(features=service or user_service(store), entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
     return [{k: resp[k][i] for k in resp} for i in range(len(user_ids))]
+
+
+def write_online_rows(store, view, rows: list[dict]) -> None:
+    """Write rows (the view's join keys, every feature, ``event_timestamp``) to the online store.
+
+    The same write as ``store.write_to_online_store(view_name, pd.DataFrame(rows))``, minus its
+    DataFrame -> Arrow -> proto round trip: that costs ~6 of the ~9 ms of one event's online write
+    (the 2-core machine, one user row), and an event's write is on the path of the promise
+    "the next recommendation follows". Values go through Feast's own ``python_values_to_proto_values``
+    and the provider's ``online_write_batch``, as its ingestion does; a unit test checks that both
+    writes read back the same. ``view``: its name, or the FeatureView a long-lived writer resolved once.
+    """
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+    from feast.type_map import python_values_to_proto_values
+
+    if not rows:
+        return
+    fv = store.get_feature_view(view, allow_registry_cache=True) if isinstance(view, str) else view
+    keys = {e.name: e.dtype.to_value_type() for e in fv.entity_columns}
+    features = [(f.name, f.dtype.to_value_type()) for f in fv.features]
+    data = []
+    for r in rows:
+        key = EntityKeyProto(join_keys=list(keys),
+                             entity_values=[python_values_to_proto_values([r[k]], t)[0] for k, t in keys.items()])
+        values = {name: python_values_to_proto_values([r[name]], t)[0] for name, t in features}
+        data.append((key, values, pd.Timestamp(r["event_timestamp"]).to_pydatetime(), None))
+    store._get_provider().online_write_batch(store.config, fv, data, progress=None)
+
+
+class OnlineBehaviour:
+    """The online rows of ``user_behaviour``, with the feature service and view resolved once.
+
+    What a long-lived reader and writer (the service) holds: resolving them from the registry
+    costs more than a read (~1.5 ms of ~2) or a write (~2 ms of ~5) itself.
+    """
+
+    def __init__(self, store) -> None:
+        self.store = store
+        self.service = user_service(store)
+        self.view = store.get_feature_view("user_behaviour", allow_registry_cache=True)
+
+    def read(self, user_ids: list[str]) -> list[dict]:
+        return online_user_behaviour(self.store, user_ids, self.service)
+
+    def write(self, rows: list[dict]) -> None:
+        write_online_rows(self.store, self.view, rows)

@@ -75,17 +75,27 @@ class Hybrid(nn.Module):
         return {"base": "interest", "weights": self.weights, "eps": self.eps}
 
     def base_log_probs(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
-        s = self.base.score_all(seq, ts, now).float()
+        return self._base_explained(seq, ts, now)[0]
+
+    def _base_explained(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        s, w = self.base.score_and_explain(seq, ts, now)
+        s = s.float()
         s[:, 0] = float("-inf")
-        return torch.log_softmax(s, -1)
+        return torch.log_softmax(s, -1), w
 
     def component_log_probs(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> list[torch.Tensor]:
         return [log_normalised(m.score_all(seq, ts, now), self.eps) for m in self.components.values()]
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
+        return self.score_and_explain(seq, ts, now)[0]
+
+    def score_and_explain(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``score_all``, ``interest_weights``): the base model's encoder runs once for both."""
         active = [(w, m) for w, m in zip(self.weights.values(), self.components.values()) if w]  # weight 0: not scored at all
         parts = [log_normalised(m.score_all(seq, ts, now), self.eps) for _, m in active]
-        return _fuse(self.base_log_probs(seq, ts, now), parts, tuple(w for w, _ in active))
+        base, weights = self._base_explained(seq, ts, now)
+        return _fuse(base, parts, tuple(w for w, _ in active)), weights
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         return self.base.interest_weights(seq, ts)

@@ -109,12 +109,13 @@ class Recommender:
         """(scores (N+1,), interest weights (L,), switch view) of one left-padded history: one
         pass through the switch gate's experts serves the scores and the explanation."""
         if isinstance(self.model, SwitchGate):
-            experts, evidence, scores = self.model.switch_state(s, t)
-            weights = self.model.interest_weights(s, t, experts)[0]
+            experts, evidence, scores, weights = self.model.switch_state(s, t)
+            weights = weights[0]
             g = 1 - float(experts[0, 0])
             lead = int(experts[0, 1:].argmax())  # the short expert that leads: its window moved the interest
             switch = {"in_switch": g >= 0.5, "gate": round(g, 4), "evidence": round(float(evidence[0, lead]), 3),
                       "expert": self.model.expert_names[lead], "window": self.model.expert_window(lead)}
             return scores[0].float().cpu().clone(), weights.cpu().numpy(), switch
-        scores = self.model.score_all(s, t)[0].float().cpu().clone()
-        return scores, self.model.interest_weights(s, t)[0].cpu().numpy(), None
+        explain = getattr(self.model, "score_and_explain", None)  # one encoder pass for both, where the model has it
+        scores, weights = explain(s, t) if explain is not None else (self.model.score_all(s, t), self.model.interest_weights(s, t))
+        return scores[0].float().cpu().clone(), weights[0].cpu().numpy(), None

@@ -281,11 +281,16 @@ class InterestModel(nn.Module):
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         """(B, N+1) scores of every item for the newest position of each sequence, requested at
         ``now`` (B,) unix seconds (None: after all known data, at the newest behaviour)."""
+        return self.score_and_explain(seq, ts, now)[0]
+
+    def score_and_explain(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``score_all``, ``interest_weights``) from one encoder pass: serving needs both per request."""
         items = self.item_vectors()
-        user, _ = self.encode(seq, ts, items, last_only=True)
+        user, w = self.encode(seq, ts, items, last_only=True)
         last = torch.zeros_like(seq, dtype=torch.bool)
         last[:, -1] = True
-        return self._scores(user[:, -1], items, seq, last, now, ts[:, -1])
+        return self._scores(user[:, -1], items, seq, last, now, ts[:, -1]), w[:, -1]
 
     @torch.no_grad()
     def set_trend(self, table: torch.Tensor, start: int) -> None:

@@ -21,11 +21,12 @@ import bentoml
 from pydantic import Field
 
 from features.ingest import items_log_path
-from features.store import get_store, online_user_behaviour
+from features.store import OnlineBehaviour, get_store
 from features.online import BehaviourSpec, Event, apply_events, replay_events
 from serving.events import EventLog, EventRejected, parse_events
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, ItemsRejected, TimeWindow, id_problem, parse_items
+from serving.scoring import Scorer, torch_threads_from_env
 from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
 log = logging.getLogger(__name__)
@@ -78,11 +79,12 @@ class Recommender:
         check_api_key_config()
         quiet_client_errors()
         self.window = TimeWindow.from_env()
+        self.scorer = Scorer(torch_threads_from_env())
         model = self.model_ref  # resolved: the stored model, with its concrete version
         meta = model.info.metadata
         self.model_name = model.tag.name
         repo = Path(os.environ.get("PULSE_FEATURE_REPO", meta["feature_repo"]))
-        self.store = get_store(repo)
+        self.online = OnlineBehaviour(get_store(repo))  # feature service and view resolved once, not per request
         self.event_log = EventLog(Path(os.environ.get("PULSE_EVENT_LOG", meta["event_log"])))
         self.items_log = EventLog(items_log_path(self.event_log.path))
         self.history_len = int(meta.get("history_len", 50))
@@ -95,7 +97,8 @@ class Recommender:
         self._reload_lock = threading.Lock()
         self.replay_event_log()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
-        log.info("serving %s (%s); event log %s", self.state.tag, meta["selected"], self.event_log.path)
+        log.info("serving %s (%s); event log %s; scoring on one thread with %d torch thread(s)", self.state.tag, meta["selected"],
+                 self.event_log.path, self.scorer.threads)
 
     def reload_model(self) -> dict:
         """Serve `<name>:latest` from the model store if it is not the version being served.
@@ -125,7 +128,7 @@ class Recommender:
         append and the online write), so it agrees with the log again; returns how many."""
         with self.event_log.locked():
             self.event_log.repair()
-            n = replay_events(self.store, self.event_log.read(), self._spec())
+            n = replay_events(self.online, self.event_log.read(), self._spec())
         if n:
             log.warning("replayed %d logged event(s) missing from the online store", n)
         return n
@@ -135,7 +138,7 @@ class Recommender:
 
     def _merge_online(self, by_user: dict[str, list[Event]]) -> int:
         """Online update of an accepted batch; the caller holds the log lock."""
-        return apply_events(self.store, by_user, self._spec())
+        return apply_events(self.online, by_user, self._spec())
 
     @bentoml.api
     def recommend(
@@ -149,8 +152,8 @@ class Recommender:
             return bad_request(why, [{"field": "user_id", "reason": why}])
         user_id = user_id.strip()
         serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
-        state = online_user_behaviour(self.store, [user_id])[0]
-        rec = serving.engine.recommend(state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
+        state = self.online.read([user_id])[0]
+        rec = self.scorer(serving.engine.recommend, state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
         return {"user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
                 "cold_start": rec.cold_start, "items": rec.items, "because": rec.because,
                 "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)}

@@ -147,6 +147,23 @@ def test_online_user_behaviour(feast_repo):
     assert set(unknown) == set(res[0])
 
 
+def test_write_online_rows_reads_back_as_feasts_own_write(feast_repo):
+    """The fast online write (protos straight to the provider) and Feast's DataFrame write store
+    the same row; a resolved feature service reads it as the default lookup does."""
+    repo, _ = feast_repo
+    fs = store.get_store(repo)
+    row = {"hist_item_ids": ["i1", "i3"], "hist_ts": [1_700_000_000, 1_700_000_060], "event_count": 7,
+           "last_event_ts": 1_700_000_060, "cat_share_short": [0.25, 0.5, 0.25], "cat_share_long": [0.5, 0.25, 0.25],
+           "cat_share_recent": [0.0, 1.0, 0.0], "event_timestamp": pd.Timestamp(1_700_000_060, unit="s", tz="UTC")}
+    fs.write_to_online_store("user_behaviour", pd.DataFrame([{"user_id": "w-feast", **row}]))
+    store.write_online_rows(fs, "user_behaviour", [{"user_id": "w-fast", **row}])
+    store.write_online_rows(fs, "user_behaviour", [])  # nothing to write: no error
+    service = store.user_service(fs)
+    a, b = store.online_user_behaviour(fs, ["w-feast", "w-fast"], service)
+    assert {k: v for k, v in a.items() if k != "user_id"} == {k: v for k, v in b.items() if k != "user_id"}
+    assert b["hist_item_ids"] == ["i1", "i3"] and b["event_count"] == 7 and b["cat_share_recent"] == [0.0, 1.0, 0.0]
+
+
 def test_retrieval_goes_through_the_registered_feature_service(feast_repo):
     """What the models read is the `user_online_v1` service in the registry (as `feast ui` shows
     it), not a list in code: a service without cat_share_long serves rows without it."""

@@ -240,3 +240,18 @@ def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():
     for bad in (("bert4rec",), ("hybrid",), ("sasrec",), ()):  # only models that can borrow rows for new items
         with pytest.raises(ValueError, match="train.hybrid_with"):
             fit_models(("hybrid",), _train_df(), index, text, None, valid, TrainParams(hybrid_with=bad), "cpu")
+
+
+def test_score_and_explain_is_score_all_and_interest_weights_from_one_pass():
+    torch.manual_seed(3)
+    seq = torch.randint(1, N_ITEMS + 1, (3, L))
+    seq[0, :2] = 0  # left padding
+    ts = T0 + torch.arange(L).repeat(3, 1) * HOUR
+    interest = _interest()
+    hybrid = Hybrid(interest, {"item_knn": _knn(), "popularity": _pop()}, {"item_knn": 0.5, "popularity": 0.2})
+    for model in (interest, hybrid):
+        with torch.no_grad():
+            scores, weights = model.score_and_explain(seq, ts)
+            assert torch.equal(scores, model.score_all(seq, ts))
+            assert torch.allclose(weights, model.interest_weights(seq, ts))
+        assert torch.allclose(weights.sum(1), torch.ones(3), atol=1e-5) and float(weights[0, :2].abs().sum()) == 0.0

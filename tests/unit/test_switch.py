@@ -68,7 +68,7 @@ def test_the_base_model_alone_never_follows_a_late_switch():
 def test_the_gate_opens_on_a_few_events_of_a_new_interest_without_any_training():
     gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0))
     seq, ts = _history(40, 3)
-    experts, evidence, scores = gate.switch_state(seq, ts)
+    experts, evidence, scores, _ = gate.switch_state(seq, ts)
     assert 1 - float(experts[0, 0]) > 0.5 and float(evidence[0].max()) > 2.0
     assert _share_b(scores) >= 0.5
 
@@ -76,7 +76,7 @@ def test_the_gate_opens_on_a_few_events_of_a_new_interest_without_any_training()
 def test_the_gate_stays_shut_for_a_user_who_keeps_their_interest():
     gate = SwitchGate(MajorityFollower(), GateConfig(prior=-2.0))
     seq, ts = _history(40, 0)
-    experts, evidence, scores = gate.switch_state(seq, ts)
+    experts, evidence, scores, _ = gate.switch_state(seq, ts)
     assert 1 - float(experts[0, 0]) < 0.2
     assert _share_b(scores) == 0.0
 
@@ -126,7 +126,7 @@ def test_the_category_mix_expert_follows_a_switch_to_any_category():
     lp = gate._category(seq)
     assert float(lp[0, 11:].exp().sum()) > 0.6  # the decayed mix of the newest 10 is mostly B (2.2 of 3.3 weight)
     assert float(lp[0, 11]) > float(lp[0, 20])  # inside B, the more popular item first
-    experts, _, scores = gate.switch_state(seq, ts)
+    experts, _, scores, _ = gate.switch_state(seq, ts)
     assert 1 - float(experts[0, 0]) > 0.5 and _share_b(scores) >= 0.5
 
 
@@ -171,3 +171,24 @@ def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch):
     one = gate.score_all(seq, ts)
     monkeypatch.setattr(switch, "STEP_ROWS", 1)  # every evidence row alone, the request apart
     assert torch.allclose(gate.score_all(seq, ts), one, atol=1e-4)
+
+
+def test_switch_state_explains_from_the_same_pass_as_two_separate_calls():
+    """Serving takes scores and interest weights from one pass (``switch_state``); they must be
+    those of ``score_all`` and ``interest_weights`` called apart."""
+    from models.interest import InterestModel
+    from tests.unit.helpers import random_text_emb, tiny_config
+
+    torch.manual_seed(0)
+    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3))
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
+    ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
+    with torch.no_grad():
+        experts, _, scores, weights = gate.switch_state(seq, ts)
+        assert torch.allclose(scores, gate.score_all(seq, ts), atol=1e-5)
+        assert torch.allclose(weights, gate.interest_weights(seq, ts, experts), atol=1e-6)
+        assert torch.allclose(weights.sum(1), torch.ones(2), atol=1e-5)
+    # a base without score_and_explain still explains (through its interest_weights)
+    plain = SwitchGate(MajorityFollower(), GateConfig(prior=0.0))
+    s2, t2 = _history(10, 3)
+    assert torch.allclose(plain.switch_state(s2, t2)[3].sum(1), torch.ones(1), atol=1e-5)
