@@ -68,12 +68,13 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None,
             why.append(f"unparsable ts '{_short(ts)}': unix seconds or ISO-8601 expected")
             ts = None
         else:  # the same parser as ingest: unix seconds (number or numeric string) or ISO-8601
-            parsed = parse_timestamps(pd.Series([ts], dtype=object)).iloc[0]
-            if pd.isna(parsed):
+            # whole unix seconds in range, the common case, skip the pandas parse (~1.5 ms of an event's ~5)
+            parsed = ts if isinstance(ts, int) and abs(ts) < 1e11 else parse_timestamps(pd.Series([ts], dtype=object)).iloc[0]
+            if not isinstance(parsed, int) and pd.isna(parsed):
                 why.append(f"unparsable ts '{_short(ts)}'")
                 ts = None
             else:
-                ts = int(parsed.timestamp())
+                ts = parsed if isinstance(parsed, int) else int(parsed.timestamp())
                 if not lo <= ts <= hi:
                     why.append(f"ts {ts} is outside the accepted window {_iso(lo)} .. {_iso(hi)} "
                                f"({AGE_ENV} back, {AHEAD_ENV} ahead)")

@@ -41,6 +41,15 @@ def test_parse_iso_ts_string(ts):
     assert e.ts == T0  # naive strings are UTC
 
 
+def test_integer_seconds_parse_as_the_same_number_in_any_form():
+    """The fast path for whole unix seconds gives what the ingest parser gives for the same moment."""
+    forms = [T0, float(T0), str(T0), "2026-01-01T00:00:00Z"]
+    assert [e.ts for e in parse_events([{"user_id": "u", "item_id": "a", "ts": f} for f in forms], KNOWN, now=T0)] == [T0] * 4
+    with pytest.raises(EventRejected, match="") as exc:  # too large to be seconds: unparsable, as in ingest
+        parse_events([{"user_id": "u", "item_id": "a", "ts": 10**12}], KNOWN, now=T0)
+    assert "unparsable ts" in exc.value.reasons[0]["reason"]
+
+
 def test_parse_batch_is_all_or_nothing_with_every_reason():
     raw = [
         {"user_id": "u1", "item_id": "a", "ts": T0},           # 0 fine
