@@ -138,6 +138,7 @@ def pooled(runs: list[dict]) -> dict[str, dict]:
 
 def markdown(report: dict) -> str:
     lines = [f"# Interest-shift benchmark ({report['mode']})", "", f"Command: `{report['command']}`", ""]
+    lines += [f"Pooled from: `{c}`" for c in report.get("pooled_from", [])] + ([""] if report.get("pooled_from") else [])
     sections = [(f"{r.get('generator', r.get('dataset'))}" + (f", seed {r['seed']}" if "seed" in r else ""), r) for r in report["runs"]]
     if len(report["runs"]) > 1:
         sections.append(("pooled (user-weighted mean of each figure)", {"rows": report["pooled"]}))
@@ -166,19 +167,26 @@ def main() -> None:
     ap.add_argument("--max-events", type=int, default=20, help="new-interest events replayed per user (the cap)")
     ap.add_argument("--users", type=int, default=0, help="at most this many switching users (0: all)")
     ap.add_argument("--out", default="", help="default: reports/shift-<mode>.json (and .md)")
+    ap.add_argument("--pool", default="", metavar="A.json,B.json",
+                    help="no run: pool the runs of earlier reports (e.g. one seed each) into one report")
     args = ap.parse_args()
     configure_logging()
     params = load_params(args.params, parse_overrides(args.set))
     names = tuple(m for m in args.models.split(",") if m)
     mode = "stationary" if args.stationary else "artifact"
     report: dict = {"mode": mode, "command": "python -m benchmarks.shift " + " ".join(sys.argv[1:])}
-    if args.stationary:
+    if args.pool:
+        earlier = [json.loads(Path(p).read_text()) for p in args.pool.split(",") if p]
+        mode = "pooled " + ", ".join(sorted({e["mode"] for e in earlier}))
+        report = {"mode": mode, "command": report["command"], "pooled_from": [e["command"] for e in earlier],
+                  "runs": [r for e in earlier for r in e["runs"]]}
+    elif args.stationary:
         report["runs"] = [stationary_run(params, g, int(s), names, args.max_events)
                           for g in args.generators.split(",") for s in args.seeds.split(",")]
     else:
         report["runs"] = [artifact_run(params, names, args.max_events, args.users or None)]
     report["pooled"] = pooled(report["runs"])
-    out = params.path(args.out or f"reports/shift-{mode}.json")
+    out = params.path(args.out or f"reports/shift-{mode.replace(' ', '-').replace(',', '')}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
     out.with_suffix(".md").write_text(markdown(report))

@@ -118,3 +118,26 @@ def test_shop_generator_has_its_own_vocabulary():
     words = lambda df: {w.strip(".,|>#").lower() for t in df["text"] for w in t.split() if w.strip(".,|>#").isalpha()}  # noqa: E731
     assert not set(primary_categories(shop["categories"]).values()) & set(primary_categories(media["categories"]).values())
     assert len(words(shop) & words(media)) < 0.1 * len(words(shop))
+
+
+def test_pool_merges_the_runs_of_earlier_reports_without_running_anything(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from benchmarks import shift as bench
+
+    def run(seed: int, hr: float, users: int) -> dict:
+        row = {"users": users, "median_events_to_half": 2, "p90_events_to_half": 3, "never_share": 0.0, "next_event_hr@10": hr,
+               "new_interest_share_after": {"1": 0.1, "3": 0.8, "5": 0.9, "10": 0.9}}
+        return {"generator": "media", "seed": seed, "switching_users": users, "episodes_from": "held-out ground truth", "rows": {"m": row}}
+
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    a.write_text(json.dumps({"mode": "stationary", "command": "cmd a", "runs": [run(7, 0.5, 100)]}))
+    b.write_text(json.dumps({"mode": "stationary", "command": "cmd b", "runs": [run(11, 0.8, 300)]}))
+    out = tmp_path / "pooled.json"
+    monkeypatch.setattr(sys, "argv", ["shift", "--pool", f"{a},{b}", "--out", str(out)])
+    bench.main()
+    report = json.loads(out.read_text())
+    assert report["pooled_from"] == ["cmd a", "cmd b"] and [r["seed"] for r in report["runs"]] == [7, 11]
+    assert report["pooled"]["m"]["users"] == 400 and abs(report["pooled"]["m"]["next_event_hr@10"] - 0.725) < 1e-9
+    assert "Pooled from: `cmd b`" in out.with_suffix(".md").read_text()
