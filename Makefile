@@ -15,7 +15,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export BENTOML_DO_NOT_TRACK ?= true
 
-.PHONY: run test serve bento repro clean
+.PHONY: run test serve bento worker repro clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ test: $(STAMP)  ## the test suite (unit, data, model, end-to-end)
 
 serve: $(STAMP)  ## serve the default run's model (pulse-recommender:latest; never a candidate) on 127.0.0.1:3000; PULSE_MODEL_TAG=... for another, HOST=/PORT= to change
 	$(VENV)/bin/bentoml serve serving.service:Recommender --host $(HOST) -p $(PORT)
+
+worker: $(STAMP)  ## run the prefect.yaml deployments on this machine: PREFECT_API_URL=http://HOST:4200/api make worker (pool `pulse`, deploy, worker)
+	$(VENV)/bin/prefect work-pool create pulse --type process --overwrite
+	$(VENV)/bin/prefect --no-prompt deploy --all
+	PULSE_PROJECT_DIR=$(CURDIR) $(VENV)/bin/prefect worker start --pool pulse
 
 bento: $(STAMP)  ## build a Bento of the service and the served model (bentofile.yaml; after `make run`)
 	$(VENV)/bin/bentoml build

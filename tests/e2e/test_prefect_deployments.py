@@ -1,5 +1,7 @@
 """The Prefect UI path, for real: a local Prefect server, the deployments served by
-`python -m flows.deploy`, and a deployment run triggered through the API with edited parameters."""
+`python -m flows.deploy`, and a deployment run triggered through the API with edited parameters;
+then the same deployments from `prefect.yaml` on a process work pool, run by `prefect worker start`
+(what another machine would run)."""
 from __future__ import annotations
 
 import json
@@ -61,6 +63,34 @@ def test_deployments_run_through_a_local_prefect_server(project, pipeline_run, t
                     "--params", json.dumps({"overrides": {"monitor.drift_threshold": 1.5}}),
                     "--watch", "--watch-timeout", "300"], dst, env, timeout=400)
         assert "Completed" in proc.stdout, proc.stdout[-2000:]
+        deployer.terminate()
+        deployer.wait(timeout=60)
+
+        # prefect.yaml: the same three deployments on the `pulse` process pool, run by a worker
+        run([str(BIN / "prefect"), "work-pool", "create", "pulse", "--type", "process"], dst, env, timeout=120)
+        run([str(BIN / "prefect"), "--no-prompt", "deploy", "--all"], dst, env, timeout=300)
+        pooled = {d["name"]: d for d in httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()}
+        assert {pooled[n]["work_pool_name"] for n in ("pipeline", "monitor", "retrain")} == {"pulse"}
+        assert pooled["monitor"]["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PULSE_PROJECT_DIR }}"}}]
+        run([str(BIN / "prefect"), "deployment", "schedule", "pause", "monitor-and-retrain/monitor", "--all"], dst, env, timeout=120)
+        created = run([str(BIN / "prefect"), "deployment", "run", "monitor-and-retrain/monitor",
+                       "--params", json.dumps({"overrides": {"monitor.drift_threshold": 1.5}})], dst, env, timeout=120)
+        run_id = created.stdout.split("UUID:")[1].split()[0]
+        # the worker starts elsewhere (here: the temp folder) and finds the project through PULSE_PROJECT_DIR
+        worker_env = {**env, "PULSE_PROJECT_DIR": str(dst)}
+        worker = subprocess.Popen([str(BIN / "prefect"), "worker", "start", "--pool", "pulse", "--run-once"],
+                                  cwd=tmp_path, env=worker_env, stdout=(tmp_path / "worker.log").open("w"), stderr=subprocess.STDOUT)
+        procs.append(worker)
+
+        def state() -> str:
+            r = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10)
+            return r.json()["state_type"] if r.status_code == 200 else ""
+
+        deadline = time.time() + 600
+        while state() not in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and time.time() < deadline:
+            time.sleep(2)
+        assert state() == "COMPLETED", (tmp_path / "worker.log").read_text()[-3000:]
     finally:
         for p in reversed(procs):
             p.terminate()
