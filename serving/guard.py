@@ -7,6 +7,9 @@
 * every POST must be ``application/json`` (a body of another type gets 415; a ``text/plain``,
   form or multipart body is what a web page can post cross-site without a preflight, and BentoML
   answered a malformed multipart body with a 500); a body over ``PULSE_MAX_BODY_BYTES`` gets 413;
+* with ``PULSE_RATE_LIMIT`` set, each client (its API key, else its IP address) gets that many
+  requests per second on average (bursts of twice that), else 429 with ``Retry-After``
+  (``serving/ratelimit.py``; off by default, see there why);
 * every 4xx answer of those routes, whoever made it (BentoML's pydantic validation, its own
   exceptions, which it wraps in a one-element array, or the service), leaves as one plain JSON
   object ``{"error": "...", "rejected": [...]}`` and is logged at INFO in one line.
@@ -16,11 +19,15 @@ BentoML logs every exception of an endpoint at ERROR with a traceback, 4xx inclu
 """
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 from typing import Any, Awaitable, Callable
+
+from serving.ratelimit import RateLimiter, rate_from_env
 
 log = logging.getLogger(__name__)
 
@@ -116,12 +123,13 @@ def _max_body_from_env() -> int:
 
 
 class RequestGuard:
-    """Pure ASGI middleware: authentication, JSON-only bodies, a body size limit, one error shape."""
+    """Pure ASGI middleware: authentication, a rate limit, JSON-only bodies, a body size limit, one error shape."""
 
     def __init__(self, app: Callable, api_key: str | None = None, max_body_bytes: int | None = None,
                  api_paths: frozenset[str] = API_PATHS, protected_paths: frozenset[str] = PROTECTED_PATHS,
-                 from_env: bool = True) -> None:
+                 from_env: bool = True, limiter: RateLimiter | None = None) -> None:
         self.app = app
+        self.limiter = limiter if limiter is not None else RateLimiter(rate_from_env() if from_env else 0.0)
         self.api_key = api_key if api_key is not None or not from_env else api_key_from_env()
         self.max_body = max_body_bytes if max_body_bytes is not None else (_max_body_from_env() if from_env else DEFAULT_MAX_BODY)
         self.api_paths, self.protected = api_paths, protected_paths
@@ -136,12 +144,27 @@ class RequestGuard:
             given = auth[7:].strip()
         return given is not None and hmac.compare_digest(given.encode(), self.api_key.encode())
 
+    @staticmethod
+    def client_of(scope: Scope, headers: dict[str, str]) -> str:
+        """Whom a request counts against: its API key when it sends one (so clients behind one
+        proxy are told apart), else the peer address."""
+        auth = headers.get("authorization", "")
+        key = headers.get("x-api-key") or (auth[7:].strip() if auth[:7].lower() == "bearer " else "")
+        if key:
+            return "key:" + hashlib.sha256(key.encode()).hexdigest()[:16]  # no key kept in memory as sent
+        client = scope.get("client") or ("unknown", 0)
+        return "ip:" + str(client[0])
+
     def check(self, scope: Scope, headers: dict[str, str]) -> tuple[int, str, dict[str, str]] | None:
         """The rejection (status, reason, extra headers) of a request, or None to let it through."""
         path = scope["path"]
         if path in self.protected and not self.authorized(headers):
             return 401, (f"{path} needs the API key: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>' "
                          f"(the key is the server's {API_KEY_ENV})"), {"www-authenticate": "Bearer"}
+        wait = self.limiter.allow(self.client_of(scope, headers))
+        if wait > 0:
+            return 429, (f"too many requests: this client may make {self.limiter.rate:g} per second "
+                         f"(bursts of {self.limiter.burst:g}); retry after {wait:.2f} s"), {"retry-after": str(max(1, math.ceil(wait)))}
         if scope["method"] != "POST":
             return None
         length = headers.get("content-length")

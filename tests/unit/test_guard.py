@@ -170,3 +170,50 @@ def test_items_field_limits(item, why):
 def test_items_at_the_limits_are_accepted():
     (row,) = parse_items([{"item_id": "x" * 256, "text": "t" * 20_000, "title": "T" * 500}])
     assert len(row["text"]) == 20_000 and len(row["title"]) == 500
+
+
+def test_rate_limiter_token_bucket_with_a_fake_clock():
+    from serving.ratelimit import RateLimiter
+
+    now = [0.0]
+    lim = RateLimiter(rate=2.0, burst=3, clock=lambda: now[0], max_clients=2)
+    assert [lim.allow("a") for _ in range(3)] == [0.0, 0.0, 0.0]  # the burst
+    assert lim.allow("a") == pytest.approx(0.5)  # one token comes back every 0.5 s
+    assert lim.allow("b") == 0.0  # other clients have their own bucket
+    now[0] = 0.5
+    assert lim.allow("a") == 0.0 and lim.allow("a") > 0
+    lim.allow("c")  # a third client: the least recently seen bucket (b) is dropped, memory stays bounded
+    assert set(lim._buckets) == {"a", "c"}
+    assert RateLimiter(rate=0).allow("x") == 0.0 and not RateLimiter(rate=0).enabled
+
+
+def test_rate_limit_from_env(monkeypatch):
+    from serving.ratelimit import DEFAULT_RATE, RATE_ENV, rate_from_env
+
+    monkeypatch.delenv(RATE_ENV, raising=False)
+    assert rate_from_env() == DEFAULT_RATE == 0.0  # off unless set (proxies: see serving/ratelimit.py)
+    monkeypatch.setenv(RATE_ENV, "0")
+    assert rate_from_env() == 0.0
+    for bad in ("fast", "-1", "inf"):
+        monkeypatch.setenv(RATE_ENV, bad)
+        with pytest.raises(ValueError, match=RATE_ENV):
+            rate_from_env()
+
+
+def test_a_client_over_its_rate_gets_429_with_retry_after_others_do_not():
+    from serving.ratelimit import RateLimiter
+
+    async def app(scope, receive, send):  # any ASGI app behind the guard; BentoML's is tested above
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    guarded = RequestGuard(app, api_key=None, from_env=False, limiter=RateLimiter(rate=0.01, burst=2))
+    c = TestClient(guarded, raise_server_exceptions=False)  # no lifespan: the toy app has none
+    codes = [c.post("/recommend", json={"user_id": "a"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429]
+    r = c.post("/recommend", json={"user_id": "a"})
+    assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+    assert r.json()["error"].startswith("too many requests") and r.json()["rejected"] == []
+    # a client with its own API key counts apart from the address it shares
+    assert c.post("/recommend", json={"user_id": "a"}, headers={"X-API-Key": "other"}).status_code == 200
+    assert c.get("/healthz").status_code == 200  # only the API routes are limited
