@@ -27,6 +27,9 @@ from models.inference import Recommender as Engine
 log = logging.getLogger(__name__)
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
+# beside the items log: the vectors of posted items, by text hash (issue 14: re-encoding every logged
+# item at each start took start-up from 11 s to 92 s after a few large /items requests)
+ENCODER_CACHE = "encoder-cache"
 
 
 @dataclass
@@ -39,12 +42,14 @@ class ServingState:
     known_items: set[str]
     encoder_name: str
     encoder: Any = field(default=None, repr=False)  # a TextEncoder, loaded on first use
+    cache_dir: Path | None = None  # the encoder's text-hash cache: a restart does not re-encode posted items
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         """Text vectors from this version's own encoder: a fine-tuned one travels with its model,
-        and an item encoded by another version's encoder would not match its catalogue."""
+        and an item encoded by another version's encoder would not match its catalogue (the cache
+        is keyed by encoder name, so versions never share vectors)."""
         if self.encoder is None:
-            self.encoder = TextEncoder(self.encoder_name)
+            self.encoder = TextEncoder(self.encoder_name, cache_dir=self.cache_dir)
         return torch.as_tensor(self.encoder.encode(texts, progress=False))
 
     def upsert_items(self, rows: list[dict], vectors: torch.Tensor, categories: list[str]) -> list[str]:
@@ -66,7 +71,8 @@ def load_state(model: Any, categories: list[str], items_log: Path) -> ServingSta
     items = pd.DataFrame({"item_id": engine.ids, "categories": artifacts.load_item_categories(model_dir)})
     tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
     encoder_name = str(tuned) if tuned.is_dir() else str(meta.get("encoder", DEFAULT_ENCODER))
-    state = ServingState(str(model.tag), engine, category_matrix(items, categories), set(engine.ids), encoder_name)
+    state = ServingState(str(model.tag), engine, category_matrix(items, categories), set(engine.ids), encoder_name,
+                         cache_dir=Path(items_log).parent / ENCODER_CACHE)
     apply_logged_items(state, items_log, categories)
     return state
 

@@ -22,8 +22,8 @@ DIM = 8
 class FakeEncoder:
     """Deterministic text vectors of the model's text width, without loading a transformer."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, cache_dir: Path | None = None) -> None:
+        self.name, self.cache_dir = name, cache_dir
 
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
         return np.stack([np.random.default_rng(len(t)).standard_normal(DIM).astype(np.float32) for t in texts])
@@ -72,6 +72,7 @@ def test_logged_items_the_catalogue_lacks_are_reapplied(model, tmp_path):
     got = [i["item_id"] for i in s.engine.recommend(["i1", "i2"], [1_700_000_000, 1_700_000_060], k=7).items]
     assert "fresh" in got  # recommendable
     assert apply_logged_items(s, items_log, CATS) == []  # nothing twice
+    assert s.encoder.cache_dir == tmp_path / state_mod.ENCODER_CACHE  # posted items' vectors survive a restart
     _log_items(items_log, [{"item_id": "later", "title": "", "text": "posted while a reload was loading", "categories": None}])
     assert apply_logged_items(s, items_log, CATS) == ["later"] and s.engine.titles[-1] == "later"
     assert s.cat_vectors["later"].tolist() == [0.0, 0.0]
