@@ -23,7 +23,11 @@ class Recommendation:
     switch: dict | None = None  # a switch-gated model's view of the user: {in_switch, gate, evidence}
 
 
-class Recommender:
+class Engine:
+    """One packaged model, loaded for scoring: its catalogue (ids, titles), the cold-start
+    fallback, and ``recommend``. The HTTP service (``serving.service.Recommender``) and batch
+    scoring (``serving.batch``) both hold one."""
+
     def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu") -> None:
         models = artifacts.load_models(Path(model_dir), device)
         if model_name not in models:

@@ -71,6 +71,9 @@ def interest_view(switch: dict | None, recent_shares: list[float] | None, catego
 
 @bentoml.service(traffic={"timeout": 30})
 class Recommender:
+    """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
+    (bentofile.yaml, ``make serve``, packaged Bentos); the scoring itself is ``models.inference.Engine``."""
+
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:

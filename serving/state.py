@@ -22,7 +22,7 @@ from features.eventlog import read_items_log
 from features.transforms import category_matrix
 from models import artifacts
 from models.encoder import TextEncoder
-from models.inference import Recommender as Engine
+from models.inference import Engine
 
 log = logging.getLogger(__name__)
 
