@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from models import artifacts
+from models.metrics import mask_seen
 from models.switch import SwitchGate
 
 
@@ -95,9 +96,8 @@ class Engine:
             t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
             scores, weights, switch = self._score(s, t)
             weights = weights[-len(seq):]
-        scores[0] = float("-inf")
-        if exclude_seen and pairs:  # the whole known history, as the evaluation excludes it, not only the newest max_len
-            scores[torch.as_tensor(np.unique([p for p, _ in pairs]))] = float("-inf")
+        # the whole known history, as the evaluation excludes it, not only the newest max_len
+        mask_seen(scores.unsqueeze(0), [np.unique([p for p, _ in pairs]) if exclude_seen and pairs else []])
         k = min(k, int(torch.isfinite(scores).sum()))
         top = scores.topk(k)
         items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]
