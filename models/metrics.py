@@ -1,7 +1,6 @@
 """Full-ranking metrics: every item is a candidate, the user's history is excluded, the target is always rankable."""
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -47,7 +46,3 @@ def metrics_from_ranks(ranks: np.ndarray, k: int) -> dict[str, float]:
         f"ndcg@{k}": float(np.where(hit, 1.0 / np.log2(ranks + 1), 0.0).mean()),
         "mrr": float((1.0 / ranks).mean()),
     }
-
-
-def ndcg_at(rank: int, k: int) -> float:
-    return 1.0 / math.log2(rank + 1) if rank <= k else 0.0

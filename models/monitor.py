@@ -57,12 +57,6 @@ def recommend(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemInd
     return top.values[:, 0].numpy(), top.indices.numpy()
 
 
-def top_scores(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIndex, users: list[str],
-               end: pd.Timestamp, max_len: int) -> np.ndarray:
-    """Each user's best recommendation score (history up to ``end``, seen items excluded)."""
-    return recommend(model, interactions, index, users, end, max_len, k=1)[0]
-
-
 def recommendation_mix(top_items: np.ndarray, index: ItemIndex, items: pd.DataFrame, categories: list[str]) -> pd.Series:
     """Share of the recommendation slots per category (an item in k categories counts 1/k each)."""
     ids = [index.ids[i - 1] for i in top_items.ravel() if i > 0]

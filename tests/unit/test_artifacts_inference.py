@@ -17,6 +17,7 @@ from models.interest import InterestModel
 from models.train import model_config
 from models.trend import trend_table
 from serving.batch import score_file
+from tests.unit.helpers import padded_batch, random_text_emb
 
 N_ITEMS, TEXT_DIM, L = 12, 8, 6
 IDS = [f"i{k}" for k in range(1, N_ITEMS + 1)]
@@ -38,10 +39,7 @@ def _train() -> pd.DataFrame:
 
 
 def _text_emb() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    emb = torch.randn(N_ITEMS + 1, TEXT_DIM, generator=g)
-    emb[0] = 0
-    return emb
+    return random_text_emb(0, N_ITEMS)
 
 
 def _models() -> dict[str, torch.nn.Module]:
@@ -67,10 +65,7 @@ def saved(tmp_path_factory):
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    hists = [[1, 2, 3], [7, 8, 9, 10, 11, 12], [5], [2, 2, 4, 6]]
-    seq = torch.tensor(np.stack([pad_left(np.array(h), L) for h in hists]))
-    ts = torch.tensor(np.stack([pad_left(T0 + 3600 * np.arange(len(h)), L) for h in hists]))
-    return seq, ts
+    return padded_batch([[1, 2, 3], [7, 8, 9, 10, 11, 12], [5], [2, 2, 4, 6]], L, T0)
 
 
 # ---------------------------------------------------------------- artifacts
