@@ -29,7 +29,6 @@ import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,6 @@ import torch
 from features.adapters import synthetic
 from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
-from features.transforms import unix_seconds
 from models import artifacts, baselines
 from models.data import item_category_matrix, item_index, leave_one_out, train_interactions, user_sequences, windows_from_sequences
 from models.shift import (Episode, RecentMajority, StaticProfile, detect_episodes, episodes_from_truth, primary_categories,

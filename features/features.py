@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from features import online, store, transforms
+from features import eventlog, online, store, transforms
 from features.cli import stage_main
 from features.params import Params
 
@@ -73,8 +73,8 @@ def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str],
         return 0
     spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
                                 fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events)
-    with online.log_lock(path):  # a running service appends and writes online rows under the same lock
-        n = online.replay_events(store.OnlineBehaviour(store.get_store(repo)), online.read_logged_events(path), spec)
+    with eventlog.log_lock(path):  # a running service appends and writes online rows under the same lock
+        n = online.replay_events(store.OnlineBehaviour(store.get_store(repo)), eventlog.read_events(path), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
     return n
 

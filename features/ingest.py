@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import adapters, tracking
+from features.eventlog import items_log_path, read_event_frame, read_items_log
 from features.cli import stage_main
 from features.params import Params
 from features.schema import DataError, validate
@@ -32,55 +33,6 @@ def data_version(raw_dir: Path) -> str:
     for name in ("interactions.parquet", "items.parquet"):
         h.update((Path(raw_dir) / name).read_bytes())
     return h.hexdigest()[:12]
-
-
-def read_event_log(path: Path) -> pd.DataFrame:
-    """Events accepted by the service (JSONL, ts in unix seconds), as raw interaction rows."""
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=["user_id", "item_id", "ts", "event", "value"])
-    df = pd.read_json(path, lines=True, dtype={"user_id": str, "item_id": str, "ts": str})
-    return df.reindex(columns=["user_id", "item_id", "ts", "event", "value"])
-
-
-def items_log_path(event_log: Path) -> Path:
-    """Items posted to the service live beside its event log."""
-    return Path(event_log).with_name("items.jsonl")
-
-
-ITEM_COLUMNS = ["item_id", "title", "text", "categories"]
-
-
-def read_items_log(path: Path) -> pd.DataFrame:
-    """Items upserted through the service (JSONL); the latest line for an id wins.
-
-    A line that is not a JSON object with a non-blank ``item_id`` (a torn write, a hand edit) is
-    skipped with a WARNING naming its line number, so one bad line never keeps the service (which
-    reads this log at start) or the next ingest from running."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=ITEM_COLUMNS)
-    rows, skipped = [], 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                row, why = None, f"not valid JSON ({e.msg})"
-            else:
-                why = "not a JSON object" if not isinstance(row, dict) else None
-            if why is None and not str(row.get("item_id") or "").strip():
-                why = "no item_id"
-            if why is not None:
-                skipped += 1
-                log.warning("items log %s: skipping line %d: %s", path, n, why)
-                continue
-            rows.append({**{c: row.get(c) for c in ITEM_COLUMNS}, "item_id": str(row["item_id"])})
-    if skipped:
-        log.warning("items log %s: skipped %d invalid line(s), read %d", path, skipped, len(rows))
-    df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
-    return df.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
 class IngestError(DataError):
@@ -110,7 +62,7 @@ def run(params: Params) -> IngestResult:
     if len(added):
         log.info("upserting %d items added through the service", len(added))
         raw_items = pd.concat([raw_items[~raw_items["item_id"].astype(str).isin(set(added["item_id"]))], added], ignore_index=True)
-    events = read_event_log(params.path(params.data.event_log))
+    events = read_event_frame(params.path(params.data.event_log))
     if len(events):
         log.info("appending %d events from the service's event log %s", len(events), params.data.event_log)
         raw_int = pd.concat([raw_int, events], ignore_index=True)

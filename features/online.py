@@ -3,75 +3,20 @@
 One implementation for every writer of that row: the service's ``POST /events``, its replay of
 the event log at start, and the ``features`` stage, which re-applies logged events that no ingest
 has folded in yet (otherwise materializing would put back an older state and drop them).
+The events themselves, their log and its lock are ``features.eventlog``'s.
 """
 from __future__ import annotations
 
-import fcntl
-import json
-import logging
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
 
+from features.eventlog import Event, events_by_user
 from features.store import OnlineBehaviour
 from features.transforms import SECONDS_PER_DAY, decayed_shares, recent_shares
 
-log = logging.getLogger(__name__)
-
 REPLAY_BATCH = 1000  # users per online read/write when a whole log is replayed
-
-
-@dataclass(frozen=True)
-class Event:
-    user_id: str
-    item_id: str
-    ts: int  # unix seconds
-    event: str = "interaction"
-    value: float | None = None
-
-
-def event_from_dict(d: dict) -> Event:
-    value = d.get("value")
-    return Event(str(d["user_id"]), str(d["item_id"]), int(d["ts"]), str(d.get("event") or "interaction"),
-                 None if value is None else float(value))
-
-
-def lock_path(event_log: Path) -> Path:
-    return Path(event_log).with_suffix(Path(event_log).suffix + ".lock")
-
-
-@contextmanager
-def log_lock(event_log: Path) -> Iterator[None]:
-    """The writers' lock of an event log and the online rows it feeds (an flock, so it holds
-    across processes: service workers and a pipeline run)."""
-    path = lock_path(event_log)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-def read_logged_events(path: Path) -> list[Event]:
-    """Every event of a JSONL event log, in log order (a torn last line, never acknowledged, is skipped)."""
-    if not Path(path).exists():
-        return []
-    out = []
-    with Path(path).open() as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                out.append(event_from_dict(json.loads(line)))
-            except json.JSONDecodeError:
-                log.warning("event log %s: skipping a torn line", path)
-    return out
 
 
 def unapplied(state: dict, events: list[Event], history_len: int | None = None) -> list[Event]:
@@ -159,9 +104,7 @@ def apply_events(online: OnlineBehaviour, by_user: dict[str, list[Event]], spec:
 
 def replay_events(online: OnlineBehaviour, events: list[Event], spec: BehaviourSpec) -> int:
     """Apply every event of a log that the online store lacks, ``REPLAY_BATCH`` users at a time."""
-    by_user: dict[str, list[Event]] = {}
-    for e in events:
-        by_user.setdefault(e.user_id, []).append(e)
+    by_user = events_by_user(events)
     users = list(by_user)
     return sum(apply_events(online, {u: by_user[u] for u in users[i:i + REPLAY_BATCH]}, spec, replay=True)
                for i in range(0, len(users), REPLAY_BATCH))

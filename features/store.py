@@ -1,6 +1,10 @@
 """The Feast side: apply the repo, write offline sources, materialize, and read features back.
 
-Only this module talks to Feast, so the rest of pulse deals in DataFrames and dicts.
+Every call into Feast's API is in this module, so the rest of pulse deals in DataFrames and dicts.
+The Feast objects themselves are declared in ``features/repo/`` (which Feast, and
+``load_repo_objects`` here, load by path). Other modules only hold what this one returns: the
+service and the ``features`` stage open the store with ``get_store`` and hand it to
+``OnlineBehaviour``; ``models/train.py`` reads the training set through ``historical_user_behaviour``.
 """
 from __future__ import annotations
 

@@ -115,12 +115,6 @@ def user_behaviour_timeline(
     return out.sort_values("event_timestamp", kind="stable").reset_index(drop=True)
 
 
-def user_behaviour_snapshot(timeline: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
-    """Each user's latest state at or before ``now`` (what the online store should hold)."""
-    past = timeline[timeline["event_timestamp"] <= now]
-    return past.groupby("user_id", sort=False).tail(1).reset_index(drop=True)
-
-
 def item_profile(interactions: pd.DataFrame, items: pd.DataFrame, now: pd.Timestamp, recent_days: float) -> pd.DataFrame:
     """Per item, as of ``now``: categories, all-time popularity and popularity in the recent window."""
     past = interactions[interactions["ts"] <= now]

@@ -112,14 +112,6 @@ def fit_key(dataset: str, params: Params) -> str:
                                   sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def run_protocol(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],
-                 seeds: list[int], ablations: dict[str, dict], device: str, ablation_seeds: int | None = None,
-                 fit_log: FitLog | None = None, jobs: int = 1) -> dict:
-    """Every model (and ablation row) under one protocol, mean and std over ``seeds``."""
-    return run_protocols(params, {protocol: ablations}, interactions, items, text_emb, models, seeds, device, ablation_seeds,
-                         fit_log, jobs)[protocol]
-
-
 def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interactions: pd.DataFrame, items: pd.DataFrame,
                   text_emb, models: tuple[str, ...], seeds: list[int], device: str, ablation_seeds: int | None = None,
                   fit_log: FitLog | None = None, jobs: int = 1) -> dict[str, dict]:

@@ -146,14 +146,6 @@ def _fmt(m: dict) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
 
 
-def markdown_table(metrics: dict, split: str = "test", k: int = 10) -> str:
-    cols = [f"hr@{k}", f"ndcg@{k}", "mrr", f"coverage@{k}"]
-    lines = ["| model | " + " | ".join(c.upper() if c == "mrr" else c for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    for name, m in metrics.items():
-        lines.append(f"| {name} | " + " | ".join(f"{m[split].get(c, float('nan')):.4f}" for c in cols) + " |")
-    return "\n".join(lines)
-
-
 def main() -> None:
     stage_main(run, "evaluate: full-ranking leave-one-out metrics of every model")
 

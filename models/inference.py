@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from models import artifacts
+from models.metrics import mask_seen
 from models.switch import SwitchGate
 
 
@@ -23,7 +24,11 @@ class Recommendation:
     switch: dict | None = None  # a switch-gated model's view of the user: {in_switch, gate, evidence}
 
 
-class Recommender:
+class Engine:
+    """One packaged model, loaded for scoring: its catalogue (ids, titles), the cold-start
+    fallback, and ``recommend``. The HTTP service (``serving.service.Recommender``) and batch
+    scoring (``serving.batch``) both hold one."""
+
     def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu") -> None:
         models = artifacts.load_models(Path(model_dir), device)
         if model_name not in models:
@@ -91,9 +96,8 @@ class Recommender:
             t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
             scores, weights, switch = self._score(s, t)
             weights = weights[-len(seq):]
-        scores[0] = float("-inf")
-        if exclude_seen and pairs:  # the whole known history, as the evaluation excludes it, not only the newest max_len
-            scores[torch.as_tensor(np.unique([p for p, _ in pairs]))] = float("-inf")
+        # the whole known history, as the evaluation excludes it, not only the newest max_len
+        mask_seen(scores.unsqueeze(0), [np.unique([p for p, _ in pairs]) if exclude_seen and pairs else []])
         k = min(k, int(torch.isfinite(scores).sum()))
         top = scores.topk(k)
         items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]

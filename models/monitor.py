@@ -29,6 +29,7 @@ from features.params import MonitorParams, Params
 from features.transforms import category_vocabulary
 from models import artifacts
 from models.data import ItemIndex, pad_left
+from models.metrics import mask_seen
 from models import drift_page
 from models.drift import (category_mix, category_mix_over_time, drift_report, interest_drift_table, retrain_threshold, share_column,
                           shuffle_time, split_windows, window_profiles)
@@ -51,18 +52,9 @@ def recommend(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemInd
         seq.append(pad_left(ids, max_len))
         ts.append(pad_left(g["ts"].astype("int64").to_numpy() // 10**9, max_len))
         seen.append(np.unique(ids))
-    scores = model.score_all(torch.as_tensor(np.array(seq)), torch.as_tensor(np.array(ts))).float().clone()
-    scores[:, 0] = float("-inf")
-    for b, s in enumerate(seen):
-        scores[b, torch.as_tensor(s)] = float("-inf")
+    scores = mask_seen(model.score_all(torch.as_tensor(np.array(seq)), torch.as_tensor(np.array(ts))).float().clone(), seen)
     top = scores.topk(min(k, scores.shape[1] - 1), dim=1)
     return top.values[:, 0].numpy(), top.indices.numpy()
-
-
-def top_scores(model: torch.nn.Module, interactions: pd.DataFrame, index: ItemIndex, users: list[str],
-               end: pd.Timestamp, max_len: int) -> np.ndarray:
-    """Each user's best recommendation score (history up to ``end``, seen items excluded)."""
-    return recommend(model, interactions, index, users, end, max_len, k=1)[0]
 
 
 def recommendation_mix(top_items: np.ndarray, index: ItemIndex, items: pd.DataFrame, categories: list[str]) -> pd.Series:

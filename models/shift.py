@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.data import EvalSet, UserSequence, eval_batches, pad_left
-from models.metrics import metrics_from_ranks, target_ranks
+from models.metrics import target_ranks
 
 
 @dataclass

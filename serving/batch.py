@@ -14,12 +14,12 @@ from pathlib import Path
 
 from features.cli import configure_logging
 from features.params import load_params
-from models.inference import Recommender
+from models.inference import Engine
 
 log = logging.getLogger(__name__)
 
 
-def score_file(engine: Recommender, src: Path, dst: Path, k: int) -> dict[str, int]:
+def score_file(engine: Engine, src: Path, dst: Path, k: int) -> dict[str, int]:
     counts = {"ok": 0, "error": 0}
     with src.open() as fin, dst.open("w") as fout:
         for n, line in enumerate(fin, 1):
@@ -54,7 +54,7 @@ def main() -> None:
     configure_logging()
     params = load_params(args.params)
     model = args.model or json.loads(params.path(params.evaluate.out).read_text())["selected"]
-    engine = Recommender(params.path(params.train.out_dir), model, params.train.max_len)
+    engine = Engine(params.path(params.train.out_dir), model, params.train.max_len)
     counts = score_file(engine, args.input, args.output, args.k)
     log.info("wrote %s: %d scored, %d errors", args.output, counts["ok"], counts["error"])
     print(json.dumps(counts))

@@ -47,9 +47,5 @@ class Scorer:
     def __call__(self, fn: Callable[..., T], *args, **kwargs) -> T:
         return self._pool.submit(fn, *args, **kwargs).result()
 
-    def intra_op_threads(self) -> int:
-        """The scoring thread's intra-op threads, as torch reports them there (for tests and logs)."""
-        return self(torch.get_num_threads)
-
     def close(self) -> None:
         self._pool.shutdown(wait=False)

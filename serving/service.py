@@ -20,12 +20,11 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from features.ingest import items_log_path
+from features.eventlog import Event, EventLog, events_by_user, items_log_path
+from features.online import BehaviourSpec, apply_events, replay_events
 from features.store import OnlineBehaviour, get_store
-from features.online import BehaviourSpec, Event, apply_events, replay_events
-from serving.events import EventLog, EventRejected, parse_events
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
-from serving.validate import MAX_EVENTS, MAX_ITEMS, ItemsRejected, TimeWindow, id_problem, parse_items
+from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
 from serving.scoring import Scorer, torch_threads_from_env
 from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
@@ -72,6 +71,9 @@ def interest_view(switch: dict | None, recent_shares: list[float] | None, catego
 
 @bentoml.service(traffic={"timeout": 30})
 class Recommender:
+    """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
+    (bentofile.yaml, ``make serve``, packaged Bentos); the scoring itself is ``models.inference.Engine``."""
+
     model_ref = bentoml.models.BentoModel(MODEL_TAG)
 
     def __init__(self) -> None:
@@ -179,9 +181,7 @@ class Recommender:
             parsed = parse_events(raw, self.state.known_items, window=self.window)
         except EventRejected as e:
             return bad_request(f"{len(e.reasons)} of {len(raw)} event(s) rejected, none written", e.reasons)
-        by_user: dict[str, list] = {}
-        for e in parsed:
-            by_user.setdefault(e.user_id, []).append(e)
+        by_user = events_by_user(parsed)
         with self.event_log.locked():  # read-modify-write of each user's sequence is serialised
             self.event_log.append(parsed)
             self._merge_online(by_user)

@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.ingest import read_items_log
+from features.eventlog import read_items_log
 from features.transforms import category_matrix
 from models import artifacts
 from models.encoder import TextEncoder
-from models.inference import Recommender as Engine
+from models.inference import Engine
 
 log = logging.getLogger(__name__)
 

@@ -229,7 +229,7 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    from features.ingest import read_event_log
+    from features.eventlog import read_event_frame
     from features.store import get_store, online_user_behaviour
 
     dst, _ = project
@@ -251,7 +251,7 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
     with ThreadPoolExecutor(20) as pool:
         accepted = sum(pool.map(client, chunks))
     assert accepted == len(events) >= 1000
-    logged = read_event_log(dst / "data/events/events.jsonl")
+    logged = read_event_frame(dst / "data/events/events.jsonl")
     logged = logged[logged["user_id"].str.startswith("conc-user-")]
     assert len(logged) == len(events)
     store = get_store(dst / "features/repo")

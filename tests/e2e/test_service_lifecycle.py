@@ -169,7 +169,7 @@ class Stream:
 
 def test_restarts_mid_stream_lose_no_accepted_event(project, pipeline_run):
     """SIGTERM, then SIGKILL, of the whole server in the middle of a stream from 4 clients over 6 users."""
-    from features.ingest import read_event_log
+    from features.eventlog import read_event_frame
     from features.store import get_store, online_user_behaviour
 
     dst, env = project
@@ -202,7 +202,7 @@ def test_restarts_mid_stream_lose_no_accepted_event(project, pipeline_run):
     finally:
         srv.stop()
 
-    logged = read_event_log(log_file)  # still valid JSONL: the torn line was cut at start
+    logged = read_event_frame(log_file)  # still valid JSONL: the torn line was cut at start
     logged = logged[logged["user_id"].str.startswith("restart-")]
     assert {(r.user_id, r.item_id, int(r.ts)) for r in logged.itertuples()} == \
         {(e["user_id"], e["item_id"], e["ts"]) for e in events + [orphan]}

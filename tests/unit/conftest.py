@@ -1,7 +1,11 @@
 """Unit-test defaults shared by every module."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+
+from tests.unit.helpers import BERT_HIDDEN, BERT_TEXTS, write_tiny_bert
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +17,9 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A tiny random BERT (``helpers.write_tiny_bert``) whose vocabulary covers ``BERT_TEXTS``."""
+    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), BERT_TEXTS, BERT_HIDDEN)

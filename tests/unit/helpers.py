@@ -1,14 +1,19 @@
-"""Small shared test helpers: the tiny interest-model setup and the Feast repo module guard."""
+"""Small shared test helpers: the tiny interest-model setup, padded batches, event frames, a tiny
+BERT, and a Feast repo built from the project's own definitions (with its module guard)."""
 from __future__ import annotations
 
+import shutil
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import numpy as np
+import pandas as pd
 import torch
 
-from features import store
+from features import store, transforms
+from models.data import pad_left
 from models.interest import InterestConfig
 
 N_ITEMS, TEXT_DIM, DIM, L = 20, 8, 16, 8
@@ -31,6 +36,28 @@ def random_text_emb(seed: int = 0, n: int = N_ITEMS) -> torch.Tensor:
     return emb
 
 
+def padded_batch(seqs: list[list[int]], length: int = L, t0: int = T0, step: int = HOUR) -> tuple[torch.Tensor, torch.Tensor]:
+    """(seq, ts) of left-padded histories, one behaviour every ``step`` seconds from ``t0``."""
+    seq = torch.tensor(np.stack([pad_left(np.array(s), length) for s in seqs]))
+    ts = torch.tensor(np.stack([pad_left(t0 + step * np.arange(len(s)), length) for s in seqs]))
+    return seq, ts
+
+
+def events_frame(rows: list[tuple[str, str, pd.Timestamp]]) -> pd.DataFrame:
+    """Canonical interactions (UTC ``ts``, event "view", value 1.0) from (user, item, time) rows."""
+    return pd.DataFrame(
+        {
+            "user_id": [r[0] for r in rows],
+            "item_id": [r[1] for r in rows],
+            "ts": pd.to_datetime([r[2] for r in rows], utc=True).astype("datetime64[ns, UTC]"),
+            "event": "view",
+            "value": 1.0,
+        }
+    )
+
+
+BERT_HIDDEN = 32
+BERT_TEXTS = ["a funny movie about love", "the dark war film", "space story", "a funny movie about love"]
 WORDS = ["the", "a", "movie", "film", "about", "love", "war", "space", "funny", "dark", "story", "of", "and", "##s", "##ing"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -55,6 +82,24 @@ def write_tiny_bert(path: Path, texts: list[str] | None = None, hidden: int = 32
     BertModel(cfg).eval().save_pretrained(str(path))
     tok.save_pretrained(str(path))
     return path
+
+
+REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
+
+
+def build_feast_repo(repo: Path, inter: pd.DataFrame, items: pd.DataFrame, history_len: int, short_half_life_days: float,
+                     long_half_life_days: float, recent_days: float) -> tuple[list[str], pd.DataFrame]:
+    """A copy of the project's Feast repo at ``repo`` with the offline sources of ``inter`` written
+    and applied (not materialized); returns the applied names and the user_behaviour timeline."""
+    repo.mkdir(parents=True)
+    for f in list(REPO_SRC.glob("*.py")) + [REPO_SRC / "feature_store.yaml"]:
+        shutil.copy(f, repo / f.name)
+    timeline = transforms.user_behaviour_timeline(inter, items, transforms.category_vocabulary(items), history_len,
+                                                  short_half_life_days, long_half_life_days)
+    profile = transforms.item_profile(inter, items, inter["ts"].max(), recent_days=recent_days)
+    paths = store.write_offline(repo, timeline, profile)
+    assert all(p.exists() and p.is_relative_to(repo) for p in paths.values())
+    return store.apply_repo(repo), timeline
 
 
 @contextmanager

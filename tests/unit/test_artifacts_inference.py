@@ -1,4 +1,4 @@
-"""models.artifacts save/load round trip, models.inference.Recommender, and serving.batch.score_file."""
+"""models.artifacts save/load round trip, models.inference.Engine, and serving.batch.score_file."""
 from __future__ import annotations
 
 import json
@@ -12,11 +12,12 @@ from features.params import TrainParams
 from models import artifacts
 from models.baselines import ItemKNN, StaticScores, item_knn, popularity
 from models.data import ItemIndex, pad_left
-from models.inference import Recommender
+from models.inference import Engine
 from models.interest import InterestModel
 from models.train import model_config
 from models.trend import trend_table
 from serving.batch import score_file
+from tests.unit.helpers import padded_batch, random_text_emb
 
 N_ITEMS, TEXT_DIM, L = 12, 8, 6
 IDS = [f"i{k}" for k in range(1, N_ITEMS + 1)]
@@ -38,10 +39,7 @@ def _train() -> pd.DataFrame:
 
 
 def _text_emb() -> torch.Tensor:
-    g = torch.Generator().manual_seed(0)
-    emb = torch.randn(N_ITEMS + 1, TEXT_DIM, generator=g)
-    emb[0] = 0
-    return emb
+    return random_text_emb(0, N_ITEMS)
 
 
 def _models() -> dict[str, torch.nn.Module]:
@@ -67,10 +65,7 @@ def saved(tmp_path_factory):
 
 
 def _batch() -> tuple[torch.Tensor, torch.Tensor]:
-    hists = [[1, 2, 3], [7, 8, 9, 10, 11, 12], [5], [2, 2, 4, 6]]
-    seq = torch.tensor(np.stack([pad_left(np.array(h), L) for h in hists]))
-    ts = torch.tensor(np.stack([pad_left(T0 + 3600 * np.arange(len(h)), L) for h in hists]))
-    return seq, ts
+    return padded_batch([[1, 2, 3], [7, 8, 9, 10, 11, 12], [5], [2, 2, 4, 6]], L, T0)
 
 
 # ---------------------------------------------------------------- artifacts
@@ -111,13 +106,13 @@ def test_save_load_round_trip_gives_identical_scores(saved):
     assert artifacts.load_meta(out)["data_version"] == "abc"
 
 
-# ---------------------------------------------------------------- Recommender
+# ---------------------------------------------------------------- Engine
 
 
 @pytest.mark.parametrize("name", ["interest", "sasrec", "item_knn", "popularity"])
 def test_recommend_basic_contract(saved, name):
     out, _ = saved
-    rec = Recommender(out, name, max_len=L)
+    rec = Engine(out, name, max_len=L)
     hist, ts = ["i3", "i1", "i5", "i2"], [T0, T0 + 60, T0 + 3600, T0 + 7200]
     r = rec.recommend(hist, ts, k=5)
     assert not r.cold_start
@@ -136,7 +131,7 @@ def test_recommend_basic_contract(saved, name):
 
 def test_recommend_scores_match_the_model(saved):
     out, models = saved
-    rec = Recommender(out, "interest", max_len=L)
+    rec = Engine(out, "interest", max_len=L)
     hist = ["i4", "i9", "i2"]
     ts = [T0, T0 + 600, T0 + 7200]
     r = rec.recommend(hist, ts, k=N_ITEMS, exclude_seen=False)
@@ -156,7 +151,7 @@ def test_recommend_scores_match_the_model(saved):
 
 def test_recommend_exclude_seen(saved):
     out, _ = saved
-    rec = Recommender(out, "popularity", max_len=L)
+    rec = Engine(out, "popularity", max_len=L)
     hist, ts = ["i1", "i3"], [T0, T0 + 60]
     excl = [it["item_id"] for it in rec.recommend(hist, ts, k=3).items]
     assert excl == ["i2", "i4", "i5"]
@@ -167,14 +162,14 @@ def test_recommend_exclude_seen(saved):
     all_but = rec.recommend(IDS[:-2], [T0 + j for j in range(N_ITEMS - 2)], k=10)
     assert N_ITEMS - 2 > L
     assert sorted(it["item_id"] for it in all_but.items) == sorted(IDS[-2:])  # both unseen in train: a tie
-    knn = Recommender(out, "item_knn", max_len=L)
+    knn = Engine(out, "item_knn", max_len=L)
     r = knn.recommend(IDS[:8], [T0 + j for j in range(8)], k=10)
     assert sorted(it["item_id"] for it in r.items) == sorted(IDS[8:])
 
 
 def test_recommend_ignores_unknown_history_ids(saved):
     out, _ = saved
-    rec = Recommender(out, "interest", max_len=L)
+    rec = Engine(out, "interest", max_len=L)
     clean = rec.recommend(["i4", "i7"], [T0 + 10, T0 + 20], k=6)
     noisy = rec.recommend(["nope", "i4", "zzz", "i7", ""], [T0, T0 + 10, T0 + 15, T0 + 20, T0 + 30], k=6)
     assert noisy.items == clean.items and noisy.because == clean.because
@@ -184,7 +179,7 @@ def test_recommend_ignores_unknown_history_ids(saved):
 
 def test_recommend_keeps_only_the_newest_max_len_behaviours(saved):
     out, _ = saved
-    rec = Recommender(out, "interest", max_len=L)
+    rec = Engine(out, "interest", max_len=L)
     hist = [f"i{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8)]
     ts = [T0 + 60 * j for j in range(len(hist))]
     long = rec.recommend(hist, ts, k=4, exclude_seen=False)
@@ -195,7 +190,7 @@ def test_recommend_keeps_only_the_newest_max_len_behaviours(saved):
 @pytest.mark.parametrize("hist", [[], ["unknown1", "unknown2"]])
 def test_empty_history_is_a_cold_start_in_popularity_order(saved, hist):
     out, _ = saved
-    rec = Recommender(out, "interest", max_len=L)
+    rec = Engine(out, "interest", max_len=L)
     r = rec.recommend(hist, [T0 + j for j in range(len(hist))], k=5)
     assert r.cold_start and r.because == []
     assert [it["item_id"] for it in r.items] == ["i1", "i2", "i3", "i4", "i5"]
@@ -206,7 +201,7 @@ def test_empty_history_is_a_cold_start_in_popularity_order(saved, hist):
 def test_unknown_model_name(saved):
     out, _ = saved
     with pytest.raises(ValueError, match="not in"):
-        Recommender(out, "bert4rec")
+        Engine(out, "bert4rec")
 
 
 # ---------------------------------------------------------------- batch scoring
@@ -214,7 +209,7 @@ def test_unknown_model_name(saved):
 
 def test_score_file_one_output_line_per_input_line(saved, tmp_path):
     out, _ = saved
-    rec = Recommender(out, "interest", max_len=L)
+    rec = Engine(out, "interest", max_len=L)
     lines = [
         json.dumps({"user_id": "a", "history": ["i1", "i2"], "ts": [T0, T0 + 60]}),  # 1 ok
         json.dumps({"user_id": 7, "history": ["i3"]}),                                # 2 ok: ts optional, id made a string
@@ -251,6 +246,6 @@ def test_score_file_one_output_line_per_input_line(saved, tmp_path):
 def test_only_a_model_with_text_ranks_items_known_by_text(saved):
     """/items tells the client whether its new items can be recommended now: only through a text projection."""
     out, _ = saved
-    assert Recommender(out, "interest", max_len=L).ranks_by_text is True
+    assert Engine(out, "interest", max_len=L).ranks_by_text is True
     for name in ("sasrec", "item_knn", "popularity"):
-        assert Recommender(out, name, max_len=L).ranks_by_text is False
+        assert Engine(out, name, max_len=L).ranks_by_text is False

@@ -10,7 +10,7 @@ import torch
 from features.adapters.synthetic import generate
 from features.params import Params, SyntheticParams, TrainParams
 from features.schema import validate
-from models.benchmark import _aggregate, markdown, run_protocol, run_protocols
+from models.benchmark import _aggregate, markdown, run_protocols
 
 MODELS = ("popularity", "item_knn", "sasrec")
 ABLATION = {"interest-no_long_term": {"use_long_term": False}}
@@ -43,6 +43,12 @@ def test_aggregate_mean_and_std_over_runs():
 
 
 # ---------------------------------------------------------------- run_protocol
+
+
+def run_protocol(params: Params, protocol: str, interactions, items, text_emb, models: tuple[str, ...], seeds: list[int],
+                 ablations: dict[str, dict], device: str, **kw) -> dict:
+    """One protocol of ``run_protocols``: what most tests here need."""
+    return run_protocols(params, {protocol: ablations}, interactions, items, text_emb, models, seeds, device, **kw)[protocol]
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ from models.data import (
     user_sequences,
     windows_from_features,
 )
+from tests.unit.helpers import events_frame
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 S = pd.Timedelta(seconds=1)
@@ -26,21 +27,9 @@ ITEM_IDS = [f"i{k}" for k in range(1, 11)]  # i1..i10 -> indices 1..10
 INDEX = ItemIndex(tuple(ITEM_IDS))
 
 
-def _events(rows: list[tuple[str, str, pd.Timestamp]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "ts": pd.to_datetime([r[2] for r in rows], utc=True).astype("datetime64[ns, UTC]"),
-            "event": "view",
-            "value": 1.0,
-        }
-    )
-
-
 def _interleaved() -> pd.DataFrame:
     """u1: 5 events (one repeat, one same-second tie), u2: 2 events, u3: 3 events, interleaved."""
-    return _events(
+    return events_frame(
         [
             ("u1", "i1", T0 + 10 * S),
             ("u2", "i9", T0 + 11 * S),
@@ -107,7 +96,7 @@ def test_leave_one_out_valid_and_test():
 
 
 def test_leave_one_out_all_users_short():
-    seqs = user_sequences(_events([("u", "i1", T0), ("u", "i2", T0 + S)]), INDEX)
+    seqs = user_sequences(events_frame([("u", "i1", T0), ("u", "i2", T0 + S)]), INDEX)
     es = leave_one_out(seqs, "test", 3)
     assert es.users == [] and es.seq.shape == (0, 3) and es.targets.shape == (0,)
 
@@ -136,7 +125,7 @@ def test_training_entity_df_windows_cover_every_train_target_once(max_len):
     rows = []
     for j, (u, n) in enumerate(n_by_user.items()):
         rows += _long_user_events(n, u, start=100 * j)
-    ev = _events(rows)
+    ev = events_frame(rows)
     # interleave users, keeping each user's own order (stable sort on time)
     ev = ev.sort_values("ts", kind="stable").reset_index(drop=True)
     ent = training_entity_df(ev, max_len)

@@ -11,22 +11,11 @@ import pandas as pd
 import pytest
 
 from models.drift import drift_report, safe_name, share_column, split_windows, window_profiles
+from tests.unit.helpers import events_frame
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 H = pd.Timedelta(hours=1)
 D = pd.Timedelta(days=1)
-
-
-def _events(rows: list[tuple[str, str, pd.Timestamp]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "ts": pd.to_datetime([r[2] for r in rows], utc=True).astype("datetime64[ns, UTC]"),
-            "event": "view",
-            "value": 1.0,
-        }
-    )
 
 
 ITEMS = pd.DataFrame(
@@ -52,7 +41,7 @@ def test_safe_names():
 
 
 def test_colliding_category_names_are_rejected():
-    ev = _events([("u1", "i1", T0)])
+    ev = events_frame([("u1", "i1", T0)])
     with pytest.raises(ValueError, match="same column name"):
         window_profiles(ev, ITEMS, T0, T0 + D, ["Sci-Fi", "sci fi"])
 
@@ -62,7 +51,7 @@ def test_colliding_category_names_are_rejected():
 
 def test_window_profiles_by_formula():
     start, end = T0 + D, T0 + 3 * D
-    ev = _events(
+    ev = events_frame(
         [
             ("u1", "i3", T0),  # before the window: ignored
             ("u1", "i1", start),  # start is inclusive
@@ -110,20 +99,20 @@ def test_window_profiles_by_formula():
 
 
 def test_dominant_category_tie_goes_to_first_listed_category():
-    ev = _events([("u1", "i1", T0)])  # i1 is [a, b]: share 0.5 each
+    ev = events_frame([("u1", "i1", T0)])  # i1 is [a, b]: share 0.5 each
     assert window_profiles(ev, ITEMS, T0, T0 + D, ["a", "b"])["dominant_category"].tolist() == ["a"]
     assert window_profiles(ev, ITEMS, T0, T0 + D, ["b", "a"])["dominant_category"].tolist() == ["b"]
 
 
 def test_item_counted_by_all_its_categories_even_unlisted_ones():
     # i1 is [a, b]; asking only for a still gives a 1/2 (b keeps its half)
-    ev = _events([("u1", "i1", T0)])
+    ev = events_frame([("u1", "i1", T0)])
     out = window_profiles(ev, ITEMS, T0, T0 + D, ["a"])
     assert out["share_a"].tolist() == [pytest.approx(0.5)]
 
 
 def test_empty_window_gives_empty_frame_with_columns():
-    ev = _events([("u1", "i1", T0)])
+    ev = events_frame([("u1", "i1", T0)])
     out = window_profiles(ev, ITEMS, T0 + D, T0 + 2 * D, ["a", "Sci-Fi"])
     assert len(out) == 0
     assert list(out.columns) == [
@@ -135,7 +124,7 @@ def test_empty_window_gives_empty_frame_with_columns():
 
 
 def test_split_windows_boundaries():
-    ev = _events([("u1", "i1", T0), ("u2", "i2", T0 + 40 * D), ("u3", "i3", T0 + 100 * D)])
+    ev = events_frame([("u1", "i1", T0), ("u2", "i2", T0 + 40 * D), ("u3", "i3", T0 + 100 * D)])
     ref_start, ref_end, cur_start, cur_end = split_windows(ev, 0.3, 0.2)
     assert ref_start == T0
     assert ref_end == T0 + 30 * D
@@ -150,16 +139,16 @@ def test_split_windows_boundaries():
 
 @pytest.mark.parametrize("ref,cur", [(0.0, 0.3), (0.3, 1.5), (0.6, 0.6)])
 def test_split_windows_rejects_bad_fractions(ref, cur):
-    ev = _events([("u1", "i1", T0), ("u2", "i2", T0 + D)])
+    ev = events_frame([("u1", "i1", T0), ("u2", "i2", T0 + D)])
     with pytest.raises(ValueError):
         split_windows(ev, ref, cur)
 
 
 def test_split_windows_rejects_zero_span_and_empty():
     with pytest.raises(ValueError, match="one timestamp"):
-        split_windows(_events([("u1", "i1", T0), ("u2", "i2", T0)]), 0.3, 0.3)
+        split_windows(events_frame([("u1", "i1", T0), ("u2", "i2", T0)]), 0.3, 0.3)
     with pytest.raises(ValueError, match="no interactions"):
-        split_windows(_events([]), 0.3, 0.3)
+        split_windows(events_frame([]), 0.3, 0.3)
 
 
 # ------------------------------------------------------------------ drift report
@@ -236,7 +225,7 @@ def test_drift_report_on_profiles_with_extra_score_column(tmp_path):
         for k in range(10):
             rows.append((f"u{u}", "ia" if rng.random() < 0.8 else "ib", T0 + k * H))  # early: mostly a
             rows.append((f"u{u}", "ib" if rng.random() < 0.8 else "ia", T0 + 9 * D + k * H))  # late: mostly b
-    ev = _events(rows)
+    ev = events_frame(rows)
     rs, re_, cs, ce = split_windows(ev, 0.3, 0.3)
     ref = window_profiles(ev, items, rs, re_, ["a", "b"])
     cur = window_profiles(ev, items, cs, ce, ["a", "b"])

@@ -8,15 +8,9 @@ import pytest
 import torch
 
 from models.encoder import TextEncoder, mean_pool, resolve_model_path, text_hash
-from tests.unit.helpers import write_tiny_bert
+from tests.unit.helpers import BERT_HIDDEN, BERT_TEXTS
 
-HIDDEN = 32
-TEXTS = ["a funny movie about love", "the dark war film", "space story", "a funny movie about love"]
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory) -> Path:
-    return write_tiny_bert(tmp_path_factory.mktemp("tiny_bert"), TEXTS, HIDDEN)
+HIDDEN, TEXTS = BERT_HIDDEN, BERT_TEXTS
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""serving.events: batch validation, the JSONL event log, the online behaviour merge, and ingest reading the log."""
+"""Events end to end: batch validation (serving.validate), the JSONL event log (features.eventlog), the online
+behaviour merge (features.online), and ingest reading the log."""
 from __future__ import annotations
 
 import json
@@ -10,12 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import ingest, schema
+from features import eventlog, ingest, schema
+from features.eventlog import Event, EventLog, events_by_user
 from features.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
-from features.online import Event, merge_behaviour, unapplied
-from serving.events import EventLog, EventRejected, parse_events
-from serving.validate import TimeWindow
+from features.online import merge_behaviour, unapplied
+from serving.validate import EventRejected, TimeWindow, parse_events
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 KNOWN = {"a", "b", "c"}
@@ -201,15 +202,21 @@ def test_concurrent_locked_appends_never_interleave(tmp_path):
     for t in range(n_threads):  # each thread's own events stay in its order
         assert [r["ts"] for r in rows if r["user_id"] == f"user-{t}"] == [T0 + k for k in range(per_thread)]
 
-    df = ingest.read_event_log(log.path)
+    df = eventlog.read_event_frame(log.path)
     assert list(df.columns) == schema.INTERACTION_COLUMNS
     assert len(df) == 1000
 
 
-def test_read_event_log_gives_canonical_columns(tmp_path):
+def test_events_by_user_keeps_first_appearance_and_log_order():
+    evs = [Event("u2", "a", T0), Event("u1", "b", T0 + 1), Event("u2", "c", T0 - 5), Event("u1", "a", T0 + 2)]
+    assert events_by_user(evs) == {"u2": [evs[0], evs[2]], "u1": [evs[1], evs[3]]}
+    assert list(events_by_user(evs)) == ["u2", "u1"] and events_by_user([]) == {}
+
+
+def test_read_event_frame_gives_canonical_columns(tmp_path):
     log = EventLog(tmp_path / "events.jsonl")
     log.append([Event("007", "12", T0, "click", None), Event("u2", "a", T0 + 1, "interaction", 2.5)])
-    df = ingest.read_event_log(log.path)
+    df = eventlog.read_event_frame(log.path)
     assert list(df.columns) == schema.INTERACTION_COLUMNS
     assert df["user_id"].tolist() == ["007", "u2"]  # id-like strings stay strings
     assert df["item_id"].tolist() == ["12", "a"]
@@ -217,9 +224,9 @@ def test_read_event_log_gives_canonical_columns(tmp_path):
     assert df["event"].tolist() == ["click", "interaction"]
     assert np.isnan(df["value"].iloc[0]) and df["value"].iloc[1] == 2.5
     # missing or empty log: empty frame with the same columns
-    assert list(ingest.read_event_log(tmp_path / "absent.jsonl").columns) == schema.INTERACTION_COLUMNS
+    assert list(eventlog.read_event_frame(tmp_path / "absent.jsonl").columns) == schema.INTERACTION_COLUMNS
     (tmp_path / "empty.jsonl").write_text("")
-    assert ingest.read_event_log(tmp_path / "empty.jsonl").empty
+    assert eventlog.read_event_frame(tmp_path / "empty.jsonl").empty
 
 
 def test_repair_cuts_only_a_torn_last_line_and_read_gives_events(tmp_path):

@@ -6,16 +6,14 @@ The key property: a point-in-time lookup just before an event sees exactly the e
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from features import store, transforms
-from tests.unit.helpers import repo_modules_restored
+from tests.unit.helpers import REPO_SRC, build_feast_repo, repo_modules_restored
 
-REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
 T0 = pd.Timestamp("2024-03-01 12:00:00", tz="UTC")
 S = pd.Timedelta(seconds=1)
 US = pd.Timedelta(microseconds=1)
@@ -71,19 +69,10 @@ def feast_repo(tmp_path_factory):
 
 def _build_repo(tmp_path_factory):
     repo = tmp_path_factory.mktemp("feast") / "repo"
-    repo.mkdir()
-    for f in list(REPO_SRC.glob("*.py")) + [REPO_SRC / "feature_store.yaml"]:
-        shutil.copy(f, repo / f.name)
     inter = _interactions()
-    cats = transforms.category_vocabulary(ITEMS)
-    timeline = transforms.user_behaviour_timeline(inter, ITEMS, cats, HISTORY_LEN, 1.0, 30.0)
-    now = inter["ts"].max()
-    profile = transforms.item_profile(inter, ITEMS, now, recent_days=0.5)
-    paths = store.write_offline(repo, timeline, profile)
-    assert all(p.exists() and p.is_relative_to(repo) for p in paths.values())
-    names = store.apply_repo(repo)
+    names, timeline = build_feast_repo(repo, inter, ITEMS, HISTORY_LEN, 1.0, 30.0, recent_days=0.5)
     assert {"user", "item", "user_behaviour", "item_profile", "recommender_v1"} <= set(names)
-    store.materialize(repo, timeline["event_timestamp"].min() - S, now + S)
+    store.materialize(repo, timeline["event_timestamp"].min() - S, inter["ts"].max() + S)
     yield repo, inter
 
 

@@ -7,7 +7,6 @@ import torch
 
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs
-from tests.unit.test_encoder import tiny_bert  # noqa: F401  (the fixture)
 
 
 def _frames():
@@ -24,7 +23,7 @@ def test_next_item_pairs_are_consecutive_distinct_items_with_distinct_text():
     assert len(next_item_pairs(train, items, max_pairs=1, seed=0)) == 1
 
 
-def test_infonce_loss_decreases_and_weights_change(tiny_bert):  # noqa: F811
+def test_infonce_loss_decreases_and_weights_change(tiny_bert):
     torch.set_num_threads(1)
     enc = TextEncoder(str(tiny_bert), max_length=16, device="cpu")
     before = enc.encode_batch(["a funny movie"])
@@ -37,6 +36,6 @@ def test_infonce_loss_decreases_and_weights_change(tiny_bert):  # noqa: F811
     assert not enc.model.training  # back in eval mode for encoding
 
 
-def test_finetune_needs_pairs(tiny_bert):  # noqa: F811
+def test_finetune_needs_pairs(tiny_bert):
     with pytest.raises(ValueError, match="at least 2"):
         finetune(TextEncoder(str(tiny_bert), device="cpu"), [("x", "y")], steps=1)

@@ -13,7 +13,7 @@ from models.baselines import ItemKNN, StaticScores, cooccurrence_similarity
 from models.data import EvalSet, ItemIndex, pad_left
 from models.evaluate import evaluate_model, n_items_of
 from models.hybrid import Hybrid, fit_hybrid, log_normalised
-from models.inference import Recommender
+from models.inference import Engine
 from models.interest import InterestModel
 from models.train import fit_models, with_components
 from tests.unit.helpers import HOUR, L, N_ITEMS, T0, random_text_emb, tiny_config
@@ -194,7 +194,7 @@ def test_recommender_serves_the_hybrid_and_ranks_new_items_by_text(tmp_path):
     h = Hybrid(base, {"item_knn": knn, "recent_popularity": pop}, {"item_knn": 1.0, "recent_popularity": 0.5})
     artifacts.save(tmp_path, IDS, base.text_emb, {"interest": base, "item_knn": knn, "recent_popularity": pop, "hybrid": h},
                    {"dataset": "t"})
-    rec = Recommender(tmp_path, "hybrid", max_len=L)
+    rec = Engine(tmp_path, "hybrid", max_len=L)
     assert rec.ranks_by_text
     hist, ts = ["i1", "i2"], [T0, T0 + 60]
     before = rec.recommend(hist, ts, k=N_ITEMS)

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import ingest, schema
+from features import eventlog, ingest, schema
 from features.adapters import movielens, synthetic
 from features.params import DATA_DIR_ENV, SyntheticParams, load_params
 
@@ -292,7 +292,7 @@ def test_read_items_log_skips_torn_and_invalid_lines_with_a_warning(tmp_path, ca
         + '{"item_id": "b", "title": "B", "te'          # torn last line: a writer killed mid-append
     )
     with caplog.at_level("WARNING", logger="features.ingest"):
-        got = ingest.read_items_log(log_file)
+        got = eventlog.read_items_log(log_file)
     assert got["item_id"].tolist() == ["a"] and got["title"].tolist() == ["A2"]  # the latest line wins
     assert list(got.columns) == ["item_id", "title", "text", "categories"]
     warned = " ".join(r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -14,7 +14,7 @@ from models.evaluate import evaluate_model, rank_targets
 from models.interest import InterestModel, SASRecBlock, TimeAwareAttention, elapsed_hours
 from models.metrics import target_ranks
 from models.train import fit_interest, pick_device
-from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, TEXT_DIM, random_text_emb, tiny_config
+from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, TEXT_DIM, padded_batch, random_text_emb, tiny_config
 
 _cfg, _text_emb = tiny_config, random_text_emb
 
@@ -25,9 +25,7 @@ def _model(seed: int = 0, **kw) -> InterestModel:
 
 
 def _batch(seqs: list[list[int]], length: int = L) -> tuple[torch.Tensor, torch.Tensor]:
-    seq = torch.tensor(np.stack([pad_left(np.array(s), length) for s in seqs]))
-    ts = torch.tensor(np.stack([pad_left(T0 + HOUR * np.arange(len(s)), length) for s in seqs]))
-    return seq, ts
+    return padded_batch(seqs, length)
 
 
 def _pattern_windows(n: int, length: int = L, seed: int = 0, items: int = N_ITEMS):

@@ -3,7 +3,6 @@ a retrain only when interests move beyond what a no-drift control (time order sh
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -25,10 +25,6 @@ def _cfg(**kw) -> InterestConfig:
     return tiny_config(**{"n_layers": 1, "dropout": 0.2, **kw})
 
 
-def _text_emb(seed: int = 0) -> torch.Tensor:
-    return random_text_emb(seed)
-
-
 def _windows(n: int = 96, seed: int = 0):
     """Windows of the pattern i -> i+1 (wrapping), various history lengths."""
     rng = np.random.default_rng(seed)
@@ -63,7 +59,7 @@ def _tp(epochs: int, **kw) -> TrainParams:
 
 
 def _fit(epochs: int, checkpoint: Path | None = None, cfg: InterestConfig | None = None, **kw):
-    return fit_interest(cfg or _cfg(), _text_emb(), _windows(), _valid(), _tp(epochs, **kw), "cpu", k=10, checkpoint=checkpoint)
+    return fit_interest(cfg or _cfg(), random_text_emb(), _windows(), _valid(), _tp(epochs, **kw), "cpu", k=10, checkpoint=checkpoint)
 
 
 def _run_interrupted(monkeypatch, ck: Path, epochs: int, **kw):
@@ -215,14 +211,14 @@ def test_fit_models_trains_each_requested_model(tmp_path):
     train = pd.DataFrame({"user_id": ["u"] * 6, "item_id": [f"i{k}" for k in range(1, 7)],
                           "ts": [t + pd.Timedelta(hours=k) for k in range(6)]})
     tp = _tp(1, dim=DIM, max_len=L, n_layers=1)
-    models, fits = fit_models(("popularity", "item_knn", "sasrec"), train, index, _text_emb(), _windows(32), _valid(), tp, "cpu",
+    models, fits = fit_models(("popularity", "item_knn", "sasrec"), train, index, random_text_emb(), _windows(32), _valid(), tp, "cpu",
                               checkpoint_dir=tmp_path / "ck")
     assert set(models) == {"popularity", "item_knn", "sasrec"} and set(fits) == {"sasrec"}
     assert models["sasrec"].text_proj is None and not models["sasrec"].cfg.use_long_term
     assert len(fits["sasrec"].history) == 1
     assert not (tmp_path / "ck" / "sasrec.pt").exists()
     with pytest.raises(ValueError, match="unknown model"):
-        fit_models(("bert4rec",), train, index, _text_emb(), None, None, tp, "cpu")
+        fit_models(("bert4rec",), train, index, random_text_emb(), None, None, tp, "cpu")
 
 
 # ---------------------------------------------------------------- stage CLI
@@ -260,7 +256,7 @@ def test_checkpoint_resume_on_cuda(tmp_path, monkeypatch):
     real_unlink = Path.unlink
     with monkeypatch.context() as m:
         m.setattr(Path, "unlink", lambda self, missing_ok=False: None if Path(self) == ck else real_unlink(self, missing_ok=missing_ok))
-        fit_interest(_cfg(), _text_emb(), _windows(), _valid(), _tp(2), "cuda", checkpoint=ck)
-    res = fit_interest(_cfg(), _text_emb(), _windows(), _valid(), _tp(3), "cuda", checkpoint=ck)
+        fit_interest(_cfg(), random_text_emb(), _windows(), _valid(), _tp(2), "cuda", checkpoint=ck)
+    res = fit_interest(_cfg(), random_text_emb(), _windows(), _valid(), _tp(3), "cuda", checkpoint=ck)
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
     assert not ck.exists()

@@ -17,26 +17,14 @@ from features.transforms import (
     feature_timestamps,
     item_profile,
     unix_seconds,
-    user_behaviour_snapshot,
     user_behaviour_timeline,
 )
+from tests.unit.helpers import events_frame
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 S = pd.Timedelta(seconds=1)
 D = pd.Timedelta(days=1)
 US = pd.Timedelta(microseconds=1)
-
-
-def _events(rows: list[tuple[str, str, pd.Timestamp]]) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": [r[0] for r in rows],
-            "item_id": [r[1] for r in rows],
-            "ts": pd.to_datetime([r[2] for r in rows], utc=True).astype("datetime64[ns, UTC]"),
-            "event": "view",
-            "value": 1.0,
-        }
-    )
 
 
 ITEMS = pd.DataFrame(
@@ -103,7 +91,7 @@ def test_category_matrix_weights_one_over_len():
 
 
 def test_feature_timestamps_ties_ordered_by_row_and_strictly_increasing():
-    ev = _events(
+    ev = events_frame(
         [
             ("u1", "i1", T0),
             ("u2", "i2", T0),       # same second, other user: its own rank 0
@@ -124,7 +112,7 @@ def test_feature_timestamps_ties_ordered_by_row_and_strictly_increasing():
 
 
 def _timeline_events() -> pd.DataFrame:
-    return _events(
+    return events_frame(
         [
             ("u1", "i1", T0),
             ("u2", "i3", T0 + 5 * S),
@@ -175,6 +163,12 @@ def test_user_behaviour_timeline_category_shares():
     assert u1["cat_share_short"][3].sum() == pytest.approx(1.0, rel=1e-5)
 
 
+def user_behaviour_snapshot(timeline: pd.DataFrame, now: pd.Timestamp) -> pd.DataFrame:
+    """Each user's latest timeline row at or before ``now``: what materializing up to ``now`` puts online."""
+    past = timeline[timeline["event_timestamp"] <= now]
+    return past.groupby("user_id", sort=False).tail(1).reset_index(drop=True)
+
+
 def test_user_behaviour_snapshot_respects_now():
     ev = _timeline_events()
     tl = user_behaviour_timeline(ev, ITEMS, category_vocabulary(ITEMS), 5, 1.0, 10.0)
@@ -196,7 +190,7 @@ def test_user_behaviour_snapshot_respects_now():
 
 def test_item_profile_popularity_and_recent_window():
     now = T0 + 10 * D
-    ev = _events(
+    ev = events_frame(
         [
             ("u1", "i1", T0),                 # old
             ("u2", "i1", now - 2 * D),        # recent

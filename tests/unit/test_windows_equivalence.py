@@ -8,7 +8,6 @@ Both must give the same multiset of (seq, ts, labels) rows. Also the global temp
 """
 from __future__ import annotations
 
-import shutil
 import sys
 from pathlib import Path
 
@@ -16,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features import store, transforms
-from tests.unit.helpers import repo_modules_restored
+from features import store
+from tests.unit.helpers import build_feast_repo, repo_modules_restored
 from features.adapters.synthetic import generate
 from features.params import SyntheticParams
 from features.schema import validate
@@ -32,7 +31,6 @@ from models.data import (
 )
 from features.transforms import unix_seconds
 
-REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
 HISTORY_LEN = 5  # the timeline's history length; max_len == HISTORY_LEN is the production setting
 
 
@@ -55,14 +53,7 @@ def feast_repo(tmp_path_factory, dataset):
 
 def _build_repo(tmp_path_factory, inter: pd.DataFrame, items: pd.DataFrame) -> Path:
     repo = tmp_path_factory.mktemp("feast_windows") / "repo"
-    repo.mkdir()
-    for f in list(REPO_SRC.glob("*.py")) + [REPO_SRC / "feature_store.yaml"]:
-        shutil.copy(f, repo / f.name)
-    cats = transforms.category_vocabulary(items)
-    timeline = transforms.user_behaviour_timeline(inter, items, cats, HISTORY_LEN, 3.0, 60.0)
-    profile = transforms.item_profile(inter, items, inter["ts"].max(), recent_days=30)
-    store.write_offline(repo, timeline, profile)
-    names = store.apply_repo(repo)
+    names, _ = build_feast_repo(repo, inter, items, HISTORY_LEN, 3.0, 60.0, recent_days=30)
     assert {"user_behaviour", "item_profile"} <= set(names)
     return repo
 
