@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from models import artifacts
+from models.data import pad_left
 from models.metrics import mask_seen
 from models.switch import SwitchGate
 
@@ -82,44 +83,80 @@ class Engine:
     @torch.no_grad()
     def recommend(self, hist_item_ids: list[str], hist_ts: list[int], k: int = 10, exclude_seen: bool = True,
                   n_because: int = 3) -> Recommendation:
-        pairs = [(self.pos[i], int(t)) for i, t in zip(hist_item_ids or [], hist_ts or []) if i in self.pos]
+        pairs = self._pairs(hist_item_ids, hist_ts)
         if not pairs:
-            scores = self.cold_scores.clone().float()
-            seq = np.zeros(0, dtype=np.int64)
-            weights, switch = None, None
-        else:
-            seq = np.array([p for p, _ in pairs])[-self.max_len :]
-            ts = np.array([t for _, t in pairs])[-self.max_len :]
-            # no padding columns: positions count back from the newest behaviour, so the scores are
-            # those of a max_len window (models.data.trim_padding), at a fraction of the work
-            s = torch.as_tensor(seq, device=self.device).unsqueeze(0)
-            t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
-            scores, weights, switch = self._score(s, t)
-            weights = weights[-len(seq):]
+            return self._cold(k)
+        seq = np.array([p for p, _ in pairs])[-self.max_len :]
+        ts = np.array([t for _, t in pairs])[-self.max_len :]
+        # no padding columns: positions count back from the newest behaviour, so the scores are
+        # those of a max_len window (models.data.trim_padding), at a fraction of the work
+        s = torch.as_tensor(seq, device=self.device).unsqueeze(0)
+        t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
+        scores, weights, switches = self._score(s, t)
+        return self._finish(pairs, seq, scores[0], weights[0][-len(seq):], switches[0], k, exclude_seen, n_because)
+
+    @torch.no_grad()
+    def recommend_many(self, histories: list[tuple[list[str], list[int]]], k: int = 10, exclude_seen: bool = True,
+                       n_because: int = 3, batch_size: int = 64) -> list[Recommendation]:
+        """``recommend`` for many users at once (batch scoring): the histories of a batch are
+        left-padded to a common width and scored in one pass, which is what makes offline scoring
+        fast (padding is masked and positions count back from the newest behaviour, so each row
+        scores as it does alone, up to float rounding)."""
+        out: list[Recommendation | None] = [None] * len(histories)
+        warm = []
+        for n, (ids, tss) in enumerate(histories):
+            pairs = self._pairs(ids, tss)
+            if pairs:
+                warm.append((n, pairs))
+            else:
+                out[n] = self._cold(k)
+        for start in range(0, len(warm), batch_size):
+            chunk = warm[start:start + batch_size]
+            seqs = [np.array([p for p, _ in pairs])[-self.max_len:] for _, pairs in chunk]
+            width = max(len(q) for q in seqs)
+            s = torch.as_tensor(np.stack([pad_left(q, width) for q in seqs]), device=self.device)
+            t = torch.as_tensor(np.stack([pad_left(np.array([x for _, x in pairs])[-self.max_len:], width) for _, pairs in chunk]),
+                                device=self.device)
+            scores, weights, switches = self._score(s, t)
+            for row, ((n, pairs), seq) in enumerate(zip(chunk, seqs)):
+                out[n] = self._finish(pairs, seq, scores[row].clone(), weights[row][-len(seq):], switches[row], k, exclude_seen, n_because)
+        return [r for r in out if r is not None]
+
+    def _pairs(self, hist_item_ids: list[str], hist_ts: list[int]) -> list[tuple[int, int]]:
+        """(catalogue position, unix seconds) of the known items of a history, oldest first."""
+        return [(self.pos[i], int(t)) for i, t in zip(hist_item_ids or [], hist_ts or []) if i in self.pos]
+
+    def _cold(self, k: int) -> Recommendation:
+        scores = mask_seen(self.cold_scores.clone().float().unsqueeze(0), [[]])[0]
+        top = scores.topk(min(k, int(torch.isfinite(scores).sum())))
+        return Recommendation(items=[self._item(int(i), v) for v, i in zip(top.values, top.indices)], cold_start=True)
+
+    def _finish(self, pairs: list[tuple[int, int]], seq: np.ndarray, scores: torch.Tensor, weights: np.ndarray,
+                switch: dict | None, k: int, exclude_seen: bool, n_because: int) -> Recommendation:
+        """Top-k, the behaviours that weighed most and the switch view of one scored history."""
         # the whole known history, as the evaluation excludes it, not only the newest max_len
-        mask_seen(scores.unsqueeze(0), [np.unique([p for p, _ in pairs]) if exclude_seen and pairs else []])
+        mask_seen(scores.unsqueeze(0), [np.unique([p for p, _ in pairs]) if exclude_seen else []])
         k = min(k, int(torch.isfinite(scores).sum()))
         top = scores.topk(k)
         items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]
-        because = []
-        if weights is not None:
-            for j in np.argsort(-weights, kind="stable")[:n_because]:
-                because.append({"item_id": self.ids[seq[j] - 1], "title": self.titles[seq[j] - 1], "weight": round(float(weights[j]), 4)})
+        because = [{"item_id": self.ids[seq[j] - 1], "title": self.titles[seq[j] - 1], "weight": round(float(weights[j]), 4)}
+                   for j in np.argsort(-weights, kind="stable")[:n_because]]
         if switch is not None:  # the behaviours the short-term expert read: what moved the interest, newest first
             switch["recent_items"] = [self.ids[i - 1] for i in seq[-switch["window"]:][::-1]]
-        return Recommendation(items=items, because=because, cold_start=not pairs, switch=switch)
+        return Recommendation(items=items, because=because, cold_start=False, switch=switch)
 
-    def _score(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, dict | None]:
-        """(scores (N+1,), interest weights (L,), switch view) of one left-padded history: one
-        pass through the switch gate's experts serves the scores and the explanation."""
+    def _score(self, s: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, np.ndarray, list[dict | None]]:
+        """(scores (B, N+1), interest weights (B, L), a switch view per row) of left-padded
+        histories: one pass through the switch gate's experts serves the scores and the explanation."""
         if isinstance(self.model, SwitchGate):
             experts, evidence, scores, weights = self.model.switch_state(s, t)
-            weights = weights[0]
-            g = 1 - float(experts[0, 0])
-            lead = int(experts[0, 1:].argmax())  # the short expert that leads: its window moved the interest
-            switch = {"in_switch": g >= 0.5, "gate": round(g, 4), "evidence": round(float(evidence[0, lead]), 3),
-                      "expert": self.model.expert_names[lead], "window": self.model.expert_window(lead)}
-            return scores[0].float().cpu().clone(), weights.cpu().numpy(), switch
+            switches = []
+            for row in range(len(s)):
+                g = 1 - float(experts[row, 0])
+                lead = int(experts[row, 1:].argmax())  # the short expert that leads: its window moved the interest
+                switches.append({"in_switch": g >= 0.5, "gate": round(g, 4), "evidence": round(float(evidence[row, lead]), 3),
+                                 "expert": self.model.expert_names[lead], "window": self.model.expert_window(lead)})
+            return scores.float().cpu().clone(), weights.cpu().numpy(), switches
         explain = getattr(self.model, "score_and_explain", None)  # one encoder pass for both, where the model has it
         scores, weights = explain(s, t) if explain is not None else (self.model.score_all(s, t), self.model.interest_weights(s, t))
-        return scores[0].float().cpu().clone(), weights[0].cpu().numpy(), None
+        return scores.float().cpu().clone(), weights.cpu().numpy(), [None] * len(s)

@@ -224,7 +224,7 @@ def test_score_file_one_output_line_per_input_line(saved, tmp_path):
     ]
     src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
     src.write_text("\n".join(lines) + "\n")
-    counts = score_file(rec, src, dst, k=3)
+    counts = score_file(rec, src, dst, k=3, batch_size=2)
     rows = [json.loads(x) for x in dst.read_text().splitlines()]
     assert len(rows) == sum(1 for x in lines if x.strip()) == 8
     assert counts == {"ok": 3, "error": 5}
@@ -249,3 +249,33 @@ def test_only_a_model_with_text_ranks_items_known_by_text(saved):
     assert Engine(out, "interest", max_len=L).ranks_by_text is True
     for name in ("sasrec", "item_knn", "popularity"):
         assert Engine(out, name, max_len=L).ranks_by_text is False
+
+
+@pytest.mark.parametrize("name", ["interest", "item_knn", "popularity"])
+def test_recommend_many_gives_what_recommend_gives_one_at_a_time(saved, name):
+    out, _ = saved
+    rec = Engine(out, name, max_len=L)
+    hists = [(["i3", "i1", "i5", "i2"], [T0, T0 + 60, T0 + 3600, T0 + 7200]), ([], []), (["i7"], [T0]),
+             (["i2", "i9", "zzz", "i4", "i4", "i6", "i1", "i8", "i3"], [T0 + 60 * j for j in range(9)])]
+    many = rec.recommend_many(hists, k=5, batch_size=2)
+    assert len(many) == len(hists)
+    for (h, t), r in zip(hists, many):
+        one = rec.recommend(h, t, k=5)
+        assert [i["item_id"] for i in r.items] == [i["item_id"] for i in one.items] and r.cold_start == one.cold_start
+        assert np.allclose([i["score"] for i in r.items], [i["score"] for i in one.items], atol=1e-4)
+        assert [b["item_id"] for b in r.because] == [b["item_id"] for b in one.because]
+
+
+def test_recommend_many_of_a_gated_model_keeps_each_users_switch_view(saved):
+    out, models = saved
+    from models.switch import GateConfig, SwitchGate
+
+    rec = Engine(out, "interest", max_len=L)
+    rec.model = SwitchGate(models["interest"], GateConfig(prior=0.0, windows=(2, 3), horizon=3)).eval()
+    hists = [(["i1", "i2", "i3", "i4", "i5"], [T0 + 60 * j for j in range(5)]), (["i9", "i8"], [T0, T0 + 60])]
+    many = rec.recommend_many(hists, k=4)
+    for (h, t), r in zip(hists, many):
+        one = rec.recommend(h, t, k=4)
+        assert [i["item_id"] for i in r.items] == [i["item_id"] for i in one.items]
+        assert r.switch["recent_items"] == one.switch["recent_items"] and r.switch["expert"] == one.switch["expert"]
+        assert abs(r.switch["gate"] - one.switch["gate"]) < 1e-3
