@@ -83,13 +83,18 @@ def parse_timestamps(raw: pd.Series) -> pd.Series:
         ts = pd.to_datetime(raw, utc=True)
         return ts
     numeric = pd.to_numeric(raw, errors="coerce")
-    # pandas rounds every slot of its work array, masked ones included (uninitialised memory): under a
-    # process-wide np.seterr(over="raise") left by another library that is a FloatingPointError, not data
-    with np.errstate(over="ignore", invalid="ignore"):
-        from_num = pd.to_datetime(numeric.where(numeric.abs() < 1e11), unit="s", utc=True, errors="coerce")
-    as_text = raw.where(numeric.isna()).astype("string")
-    from_text = pd.to_datetime(as_text, utc=True, errors="coerce", format="ISO8601")
-    return from_num.fillna(from_text).astype("datetime64[ns, UTC]")
+    # Only the in-range numbers go to pandas: it rounds every slot of its work array, masked ones
+    # included (uninitialised memory), and under a process-wide np.seterr(over="raise") left by
+    # another library that was a FloatingPointError now and then (a flaky test), not a data error.
+    ok = numeric.notna() & (numeric.abs() < 1e11)
+    out = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    with np.errstate(all="ignore"):
+        if ok.any():
+            out[ok] = pd.to_datetime(numeric[ok].astype("float64"), unit="s", utc=True)
+        text = numeric.isna()
+        if text.any():
+            out[text] = pd.to_datetime(raw[text].astype("string"), utc=True, errors="coerce", format="ISO8601")
+    return out
 
 
 def parse_categories(v: object) -> list[str]:
