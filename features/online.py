@@ -85,21 +85,32 @@ class BehaviourSpec:
     recent_half_life_events: float = 2.0
 
 
+def fresh_events(online: OnlineBehaviour, by_user: dict[str, list[Event]], history_len: int | None = None
+                 ) -> tuple[dict[str, dict], dict[str, list[Event]]]:
+    """(each user's current online row, the events of ``by_user`` that row does not hold yet):
+    the read half of an update, so the caller can log only what is new before writing."""
+    users = list(by_user)
+    states = dict(zip(users, online.read(users)))
+    fresh = {u: evs for u in users if (evs := unapplied(states[u], by_user[u], history_len))}
+    return states, fresh
+
+
+def write_merged(online: OnlineBehaviour, states: dict[str, dict], fresh: dict[str, list[Event]], spec: BehaviourSpec) -> int:
+    """The write half: merge each user's fresh events into the row read with them; returns how many."""
+    rows = []
+    for user, evs in fresh.items():
+        new = merge_behaviour(states[user], evs, spec.history_len, spec.cat_vectors, spec.n_categories,
+                              spec.short_half_life_days, spec.long_half_life_days, spec.recent_half_life_events)
+        rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
+    online.write(rows)
+    return sum(len(evs) for evs in fresh.values())
+
+
 def apply_events(online: OnlineBehaviour, by_user: dict[str, list[Event]], spec: BehaviourSpec, replay: bool = False) -> int:
     """Read-modify-write of each user's online row (the caller serialises writers). Events a row
     already holds are skipped (a client's retry, a replay). Returns how many were applied."""
-    users = list(by_user)
-    rows, applied = [], 0
-    for user, state in zip(users, online.read(users)):
-        evs = unapplied(state, by_user[user], spec.history_len if replay else None)
-        if not evs:
-            continue
-        new = merge_behaviour(state, evs, spec.history_len, spec.cat_vectors, spec.n_categories,
-                              spec.short_half_life_days, spec.long_half_life_days, spec.recent_half_life_events)
-        rows.append({"user_id": user, "event_timestamp": pd.Timestamp(new["last_event_ts"], unit="s", tz="UTC"), **new})
-        applied += len(evs)
-    online.write(rows)
-    return applied
+    states, fresh = fresh_events(online, by_user, spec.history_len if replay else None)
+    return write_merged(online, states, fresh, spec)
 
 
 def replay_events(online: OnlineBehaviour, events: list[Event], spec: BehaviourSpec) -> int:

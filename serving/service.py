@@ -20,8 +20,8 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field
 
-from features.eventlog import Event, EventLog, events_by_user, items_log_path
-from features.online import BehaviourSpec, apply_events, replay_events
+from features.eventlog import EventLog, events_by_user, items_log_path
+from features.online import BehaviourSpec, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
@@ -138,10 +138,6 @@ class Recommender:
     def _spec(self) -> BehaviourSpec:
         return BehaviourSpec(self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
 
-    def _merge_online(self, by_user: dict[str, list[Event]]) -> int:
-        """Online update of an accepted batch; the caller holds the log lock."""
-        return apply_events(self.online, by_user, self._spec())
-
     @bentoml.api
     def recommend(
         self,
@@ -183,9 +179,15 @@ class Recommender:
             return bad_request(f"{len(e.reasons)} of {len(raw)} event(s) rejected, none written", e.reasons)
         by_user = events_by_user(parsed)
         with self.event_log.locked():  # read-modify-write of each user's sequence is serialised
-            self.event_log.append(parsed)
-            self._merge_online(by_user)
-        return {"accepted": len(parsed), "users": sorted(by_user)}
+            # an event the user's row already holds (same item, same second: a client's retry) is
+            # acknowledged but not logged again, so retries leave one log line, not five
+            states, fresh = fresh_events(self.online, by_user)
+            order = {id(e): n for n, e in enumerate(parsed)}
+            new = sorted((e for evs in fresh.values() for e in evs), key=lambda e: order[id(e)])  # log order = request order
+            if new:
+                self.event_log.append(new)
+            write_merged(self.online, states, fresh, self._spec())
+        return {"accepted": len(parsed), "duplicates": len(parsed) - len(new), "users": sorted(by_user)}
 
     @bentoml.api
     def items(

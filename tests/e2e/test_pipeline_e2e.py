@@ -224,6 +224,20 @@ def test_bad_event_batch_is_rejected_whole_with_reasons(project, server):
     assert single.status_code == 200 and single.json()["accepted"] == 1
 
 
+def test_a_retried_event_is_acknowledged_and_logged_once(project, server):
+    dst, _ = project
+    log_file = dst / "data/events/events.jsonl"
+    event = {"user_id": "u-retry", "item_id": "i00003", "ts": 1_780_000_123, "event": "click"}
+    n_before = len(log_file.read_text().splitlines()) if log_file.exists() else 0
+    answers = [_post(f"{server}/events", event) for _ in range(5)]
+    assert all(a.status_code == 200 and a.json()["accepted"] == 1 for a in answers)
+    assert [a.json()["duplicates"] for a in answers] == [0, 1, 1, 1, 1]
+    assert len(log_file.read_text().splitlines()) == n_before + 1
+    batch = _post(f"{server}/events", {"events": [event, {**event, "ts": 1_780_000_200}, {**event, "ts": 1_780_000_200}]})
+    assert batch.json() == {"accepted": 3, "duplicates": 2, "users": ["u-retry"]}
+    assert len(log_file.read_text().splitlines()) == n_before + 2
+
+
 def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server):
     """1,000 events from 20 concurrent clients over 50 users, sent in shuffled order."""
     import random

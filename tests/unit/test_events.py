@@ -398,3 +398,28 @@ def test_ingest_appends_the_event_log(tmp_path: Path):
     assert result.quarantine_counts == {"interactions.unknown_item": 1}
     assert result.users == 11
     assert result.rows_in == len(inter) + 20 + 1
+
+
+def test_fresh_events_then_write_merged_is_apply_events():
+    """The service reads, logs only the fresh events, then writes: the same row as apply_events."""
+    from features.online import BehaviourSpec, apply_events, fresh_events, write_merged
+
+    class Rows:  # an online store of dict rows
+        def __init__(self):
+            self.rows: dict[str, dict] = {}
+
+        def read(self, users):
+            return [dict(self.rows.get(u, {})) for u in users]
+
+        def write(self, rows):
+            for r in rows:
+                self.rows[r["user_id"]] = {k: v for k, v in r.items() if k not in ("user_id", "event_timestamp")}
+
+    spec = BehaviourSpec(5, {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}, 2, 1.0, 30.0)
+    evs = {"u": [Event("u", "a", T0), Event("u", "b", T0 + 60)], "v": [Event("v", "a", T0)]}
+    one, two = Rows(), Rows()
+    assert apply_events(one, evs, spec) == 3
+    states, fresh = fresh_events(two, evs)
+    assert write_merged(two, states, fresh, spec) == 3 and two.rows == one.rows
+    states, fresh = fresh_events(two, {"u": [Event("u", "b", T0 + 60), Event("u", "b", T0 + 61)]})
+    assert fresh == {"u": [Event("u", "b", T0 + 61)]}  # the retry is not fresh, the new second is
