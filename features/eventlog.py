@@ -9,6 +9,13 @@ Format: one JSON object per line. An event line is an ``Event`` (``user_id``, ``
 ``ts`` in unix seconds, ``event``, ``value``); an items line is ``item_id``, ``title``, ``text``,
 ``categories``. The items log lives beside the event log (``items_log_path``).
 
+Forgetting a user (``POST /forget``) appends a tombstone, ``{"forget": user_id, "at": unix s}``:
+every reader drops that user's events logged before it, ingest drops the user's source rows up to
+``at`` (``drop_forgotten``), and the features stage does the same before it builds the offline and
+online stores, so after the next pipeline run nothing of the user remains in the data, the feature
+store or the online rows. The tombstone stays (it holds no behaviour): it is what keeps a re-run
+of ingest on the same source from bringing the user back.
+
 The log is the source of truth that the next ingest reads; the online store is a cache of each
 user's recent behaviour. Writers hold ``log_lock`` (an flock beside the log, so it holds across
 processes: service workers and a pipeline run) around the append *and* the online write it
@@ -90,30 +97,83 @@ def log_lock(event_log: Path) -> Iterator[None]:
 # ---------------------------------------------------------------- readers
 
 
-def read_events(path: Path) -> list[Event]:
-    """Every event of a JSONL event log, in log order (a torn last line, never acknowledged, is skipped)."""
+def _log_records(path: Path) -> Iterator[dict]:
+    """The JSON objects of an event log in order; a torn (never acknowledged) line is skipped."""
     if not Path(path).exists():
-        return []
-    out = []
+        return
     with Path(path).open() as f:
         for line in f:
             if not line.strip():
                 continue
             try:
-                out.append(event_from_dict(json.loads(line)))
+                rec = json.loads(line)
             except json.JSONDecodeError:
                 log.warning("event log %s: skipping a torn line", path)
-    return out
+                continue
+            if isinstance(rec, dict):
+                yield rec
+
+
+def tombstone(user_id: str, at: int) -> dict:
+    """The log line that forgets ``user_id``: everything of theirs up to ``at`` (unix seconds)."""
+    return {"forget": str(user_id), "at": int(at)}
+
+
+def _live_records(path: Path) -> tuple[list[dict], dict[str, int]]:
+    """(the event records no later tombstone erases, in log order; {forgotten user: latest ``at``})."""
+    records = list(_log_records(path))
+    last_forget: dict[str, int] = {}  # user -> log position of their last tombstone
+    forgotten: dict[str, int] = {}
+    for n, rec in enumerate(records):
+        if "forget" in rec:
+            user = str(rec["forget"])
+            last_forget[user] = n
+            forgotten[user] = max(forgotten.get(user, 0), int(rec.get("at") or 0))
+    live = [rec for n, rec in enumerate(records)
+            if "forget" not in rec and n > last_forget.get(str(rec.get("user_id")), -1)]
+    return live, forgotten
+
+
+def forgotten_users(path: Path) -> dict[str, int]:
+    """{user_id: unix seconds} of every tombstone in the log (the latest per user)."""
+    return _live_records(path)[1]
+
+
+def read_events(path: Path) -> list[Event]:
+    """Every live event of a JSONL event log, in log order: a torn last line (never acknowledged)
+    is skipped, and so is every event logged before its user's tombstone."""
+    return [event_from_dict(rec) for rec in _live_records(path)[0]]
 
 
 def read_event_frame(path: Path) -> pd.DataFrame:
-    """The event log as raw interaction rows (the canonical columns) for ingest to validate with
-    every other source; ``ts`` stays text, so ingest's one timestamp parser reads it."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
+    """The live events of the log as raw interaction rows (the canonical columns) for ingest to
+    validate with every other source; ``ts`` stays text, so ingest's one timestamp parser reads it."""
+    live = _live_records(Path(path))[0]
+    if not live:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
-    df = pd.read_json(path, lines=True, dtype={"user_id": str, "item_id": str, "ts": str})
-    return df.reindex(columns=INTERACTION_COLUMNS)
+    df = pd.DataFrame([{c: r.get(c) for c in INTERACTION_COLUMNS} for r in live], columns=INTERACTION_COLUMNS)
+    for c in ("user_id", "item_id", "ts"):
+        df[c] = df[c].map(lambda v: None if v is None else str(v))
+    return df
+
+
+def drop_forgotten(interactions: pd.DataFrame, forgotten: dict[str, int]) -> tuple[pd.DataFrame, int]:
+    """(``interactions`` without the forgotten users' rows up to their tombstone, rows dropped).
+    A row whose timestamp cannot be read counts as before it: when in doubt, forget."""
+    if not forgotten or interactions.empty:
+        return interactions, 0
+    from features.schema import parse_timestamps
+
+    users = interactions["user_id"].astype(str)
+    hit = users.isin(set(forgotten))
+    if not hit.any():
+        return interactions, 0
+    ts = parse_timestamps(interactions.loc[hit, "ts"]) if not pd.api.types.is_datetime64_any_dtype(interactions["ts"]) \
+        else interactions.loc[hit, "ts"]
+    at = pd.to_datetime(users[hit].map(forgotten), unit="s", utc=True)
+    drop = pd.Series(False, index=interactions.index)
+    drop[hit] = (ts.isna() | (ts <= at)).to_numpy()
+    return interactions[~drop].reset_index(drop=True), int(drop.sum())
 
 
 def read_items_log(path: Path) -> pd.DataFrame:

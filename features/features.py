@@ -36,6 +36,10 @@ class FeaturesResult:
 def run(params: Params) -> FeaturesResult:
     raw = params.path(params.data.raw_dir)
     interactions = pd.read_parquet(raw / "interactions.parquet")
+    # a user forgotten since the last ingest must not come back through the feature store
+    interactions, n_forgotten = eventlog.drop_forgotten(interactions, eventlog.forgotten_users(params.path(params.data.event_log)))
+    if n_forgotten:
+        log.info("left out %d event(s) of forgotten users", n_forgotten)
     items = pd.read_parquet(raw / "items.parquet")
     items["categories"] = items["categories"].map(list)
     fp = params.features
@@ -53,6 +57,7 @@ def run(params: Params) -> FeaturesResult:
     log.info("materializing the online store up to %s", now)
     store.materialize(repo, timeline["event_timestamp"].min() - pd.Timedelta(seconds=1), now + pd.Timedelta(seconds=1))
     replayed = replay_event_log(params, items, categories, repo)
+    forget_online(params, interactions, len(categories), repo)
     return FeaturesResult(
         users=int(interactions["user_id"].nunique()),
         items=len(items),
@@ -77,6 +82,24 @@ def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str],
         n = online.replay_events(store.OnlineBehaviour(store.get_store(repo)), eventlog.read_events(path), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
     return n
+
+
+def forget_online(params: Params, interactions: pd.DataFrame, n_categories: int, repo) -> int:
+    """Empty the online rows of forgotten users with no events left: materializing writes only the
+    users the data holds, so a row written before the forget would otherwise stay."""
+    path = params.path(params.data.event_log)
+    left = set(interactions["user_id"].astype(str))
+    gone = {u: at for u, at in eventlog.forgotten_users(path).items() if u not in left}
+    if not gone:
+        return 0
+    with eventlog.log_lock(path):
+        ob = store.OnlineBehaviour(store.get_store(repo))
+        states = dict(zip(gone, ob.read(list(gone))))
+        # events the service accepted after the tombstone (not ingested yet) stay; the rest goes
+        ob.write([online.forgotten_row(u, n_categories, at) for u, at in gone.items()
+                  if not [t for t in (states[u].get("hist_ts") or []) if int(t) > at]])
+    log.info("emptied the online rows of %d forgotten user(s)", len(gone))
+    return len(gone)
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from features import adapters, tracking
-from features.eventlog import items_log_path, read_event_frame, read_items_log
+from features.eventlog import drop_forgotten, forgotten_users, items_log_path, read_event_frame, read_items_log
 from features.cli import stage_main
 from features.params import Params
 from features.schema import DataError, validate
@@ -66,6 +66,10 @@ def run(params: Params) -> IngestResult:
     if len(events):
         log.info("appending %d events from the service's event log %s", len(events), params.data.event_log)
         raw_int = pd.concat([raw_int, events], ignore_index=True)
+    forgotten = forgotten_users(params.path(params.data.event_log))
+    raw_int, n_forgotten = drop_forgotten(raw_int, forgotten)
+    if n_forgotten:
+        log.info("forgot %d source rows of %d user(s) who asked to be forgotten (POST /forget)", n_forgotten, len(forgotten))
     v = validate(raw_int, raw_items)
     out = params.path(params.data.raw_dir)
     out.mkdir(parents=True, exist_ok=True)

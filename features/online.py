@@ -73,6 +73,13 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
     }
 
 
+def forgotten_row(user_id: str, n_categories: int, at: int) -> dict:
+    """The online row of a forgotten user: no history, no counts, no shares (a cold start)."""
+    zero = [0.0] * n_categories
+    return {"user_id": user_id, "event_timestamp": pd.Timestamp(at, unit="s", tz="UTC"), "hist_item_ids": [], "hist_ts": [],
+            "event_count": 0, "last_event_ts": 0, "cat_share_short": zero, "cat_share_long": zero, "cat_share_recent": zero}
+
+
 @dataclass(frozen=True)
 class BehaviourSpec:
     """What a merge needs besides the events: the feature definitions of user_behaviour."""

@@ -2,7 +2,7 @@
 
 ``RequestGuard`` (added with ``Recommender.add_asgi_middleware``) runs before BentoML reads a body:
 
-* the write endpoints (``/events``, ``/items``, ``/reload``) need the API key when
+* the write endpoints (``/events``, ``/items``, ``/forget``, ``/reload``) need the API key when
   ``PULSE_API_KEY`` is set: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``, else 401;
 * every POST must be ``application/json`` (a body of another type gets 415; a ``text/plain``,
   form or multipart body is what a web page can post cross-site without a preflight, and BentoML
@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)
 API_KEY_ENV = "PULSE_API_KEY"
 MAX_BODY_ENV = "PULSE_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY = 64 * 1024 * 1024  # 1,000 items of 20,000 characters, JSON-escaped, fit
-API_PATHS = frozenset({"/recommend", "/events", "/items", "/reload"})
-PROTECTED_PATHS = frozenset({"/events", "/items", "/reload"})
+API_PATHS = frozenset({"/recommend", "/events", "/items", "/forget", "/reload"})
+PROTECTED_PATHS = frozenset({"/events", "/items", "/forget", "/reload"})
 BENTOML_HTTP_LOGGER = "bentoml._internal.server.http_app"
 MAX_LOGGED_ERROR = 300
 

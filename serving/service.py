@@ -1,4 +1,4 @@
-"""The pulse HTTP service: `POST /recommend`, `/events`, `/items`, `/reload` (and BentoML's /healthz, /readyz, /metrics).
+"""The pulse HTTP service: `POST /recommend`, `/events`, `/items`, `/forget`, `/reload` (and BentoML's /healthz, /readyz, /metrics).
 
 The user's behaviour is read from Feast's online store at request time, and `/events` writes
 it there (after appending to the durable event log), so an accepted event changes the very
@@ -14,14 +14,15 @@ import json
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
 from pydantic import Field
 
-from features.eventlog import EventLog, events_by_user, items_log_path
-from features.online import BehaviourSpec, fresh_events, replay_events, write_merged
+from features.eventlog import EventLog, events_by_user, items_log_path, tombstone
+from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
@@ -188,6 +189,24 @@ class Recommender:
                 self.event_log.append(new)
             write_merged(self.online, states, fresh, self._spec())
         return {"accepted": len(parsed), "duplicates": len(parsed) - len(new), "users": sorted(by_user)}
+
+    @bentoml.api
+    def forget(self, user_id: Annotated[str, Field(min_length=1, max_length=256, description="the user to forget")]) -> dict:
+        """Forget a user: their online row is emptied now (the next `/recommend` is a cold start),
+        and a tombstone in the event log makes the next pipeline run drop every event of theirs
+        up to now from the data, the offline store and the online rows. Events posted later start
+        a new history."""
+        if why := id_problem(user_id, "user_id"):
+            return bad_request(why, [{"field": "user_id", "reason": why}])
+        user_id = user_id.strip()
+        at = int(time.time())
+        with self.event_log.locked():  # after any write of this user in flight, before the next
+            held = self.online.read([user_id])[0]
+            self.event_log.append([tombstone(user_id, at)])
+            self.online.write([forgotten_row(user_id, len(self.categories), at)])
+        log.info("forgot user %s (%d online events removed)", user_id, len(held.get("hist_item_ids") or []))
+        return {"forgotten": user_id, "at": at, "online_events_removed": len(held.get("hist_item_ids") or []),
+                "note": "the user's logged and ingested events are dropped from the data and the feature store at the next pipeline run"}
 
     @bentoml.api
     def items(

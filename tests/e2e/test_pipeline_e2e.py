@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -304,7 +305,7 @@ def test_new_items_are_accepted_at_once_and_recorded(project, server):
 
 def test_the_write_endpoints_are_locked_json_only_and_never_answer_5xx(project, server):
     dst, _ = project
-    for path in ("/events", "/items", "/reload"):
+    for path in ("/events", "/items", "/forget", "/reload"):
         r = httpx.post(f"{server}{path}", json={}, timeout=30)
         assert r.status_code == 401, r.text
         assert "PULSE_API_KEY" in r.json()["error"] and r.json()["rejected"] == []
@@ -363,3 +364,29 @@ def test_bentoml_build_makes_a_bento_of_the_service(project, pipeline_run):
     for f in ("serving/service.py", "serving/guard.py", "features/online.py", "models/inference.py", "features/repo/feature_store.yaml"):
         assert (src / f).is_file(), f
     assert not (src / "features/repo/data").exists()  # one machine's online store stays out of the Bento
+
+
+def test_a_forgotten_user_is_gone_from_every_store_after_the_next_run(project, server):
+    """POST /forget empties the online row at once; the next ingest + features drop every event of
+    the user up to the forget from the canonical data, the offline store and the online store."""
+    from features.eventlog import read_events
+    from features.store import get_store, online_user_behaviour
+
+    dst, env = project
+    raw = pd.read_parquet(dst / "data/raw/interactions.parquet")
+    user = str(raw["user_id"].value_counts().index[0])  # a user with source data
+    assert _post(f"{server}/events", {"user_id": user, "item_id": str(raw["item_id"].iloc[0])}).status_code == 200
+    gone = _post(f"{server}/forget", {"user_id": user})
+    assert gone.status_code == 200 and gone.json()["forgotten"] == user and gone.json()["online_events_removed"] > 0
+    rec = _post(f"{server}/recommend", {"user_id": user})
+    assert rec.json()["cold_start"] is True and rec.json()["because"] == []
+    assert _post(f"{server}/forget", {"user_id": "bad\nid"}).status_code == 400
+    for stage in ("features.ingest", "features.features"):  # the next run's stages that hold user data
+        _run([str(BIN / "python"), "-m", stage], dst, env, timeout=900)
+    assert user not in set(pd.read_parquet(dst / "data/raw/interactions.parquet")["user_id"])
+    offline = pd.read_parquet(dst / "features/repo/data/offline/user_behaviour.parquet")
+    assert user not in set(offline["user_id"])
+    assert not [e for e in read_events(dst / "data/events/events.jsonl") if e.user_id == user]
+    row = online_user_behaviour(get_store(dst / "features/repo"), [user])[0]
+    assert not row["hist_item_ids"] and not row["event_count"]
+

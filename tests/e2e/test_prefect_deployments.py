@@ -73,7 +73,7 @@ def test_deployments_run_through_a_local_prefect_server(project, pipeline_run, t
         assert {pooled[n]["work_pool_name"] for n in ("pipeline", "monitor", "retrain")} == {"pulse"}
         assert pooled["monitor"]["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": "{{ $PULSE_PROJECT_DIR }}"}}]
-        run([str(BIN / "prefect"), "deployment", "schedule", "pause", "monitor-and-retrain/monitor", "--all"], dst, env, timeout=120)
+        run([str(BIN / "prefect"), "--no-prompt", "deployment", "schedule", "pause", "--all"], dst, env, timeout=120)  # no hourly run meanwhile
         created = run([str(BIN / "prefect"), "deployment", "run", "monitor-and-retrain/monitor",
                        "--params", json.dumps({"overrides": {"monitor.drift_threshold": 1.5}})], dst, env, timeout=120)
         run_id = created.stdout.split("UUID:")[1].split()[0]

@@ -423,3 +423,55 @@ def test_fresh_events_then_write_merged_is_apply_events():
     assert write_merged(two, states, fresh, spec) == 3 and two.rows == one.rows
     states, fresh = fresh_events(two, {"u": [Event("u", "b", T0 + 60), Event("u", "b", T0 + 61)]})
     assert fresh == {"u": [Event("u", "b", T0 + 61)]}  # the retry is not fresh, the new second is
+
+
+# ---------------------------------------------------------------- forgetting a user
+
+
+def test_a_tombstone_erases_the_users_earlier_events_from_every_reader(tmp_path):
+    from features.eventlog import EventLog, forgotten_users, read_event_frame, read_events, tombstone
+
+    log_file = tmp_path / "events.jsonl"
+    log = EventLog(log_file)
+    log.append([Event("gone", "a", T0), Event("kept", "b", T0 + 1), Event("gone", "c", T0 + 2)])
+    log.append([tombstone("gone", T0 + 10)])
+    log.append([Event("gone", "d", T0 + 20)])  # came back after the forget: a new history
+    assert [(e.user_id, e.item_id) for e in read_events(log_file)] == [("kept", "b"), ("gone", "d")]
+    frame = read_event_frame(log_file)
+    assert frame[["user_id", "item_id", "ts"]].values.tolist() == [["kept", "b", str(T0 + 1)], ["gone", "d", str(T0 + 20)]]
+    assert forgotten_users(log_file) == {"gone": T0 + 10}
+
+
+def test_drop_forgotten_removes_source_rows_up_to_the_tombstone_and_unreadable_ones():
+    from features.eventlog import drop_forgotten
+
+    rows = pd.DataFrame({"user_id": ["gone", "gone", "gone", "kept"], "item_id": ["a", "b", "c", "a"],
+                         "ts": [str(T0), "not a time", str(T0 + 100), str(T0)]})
+    left, n = drop_forgotten(rows, {"gone": T0 + 10})
+    assert n == 2 and left["item_id"].tolist() == ["c", "a"]  # after the forget: kept; unreadable: forgotten
+    parsed = rows.assign(ts=pd.to_datetime([T0, T0, T0 + 100, T0], unit="s", utc=True))
+    assert drop_forgotten(parsed, {"gone": T0 + 10})[1] == 2 and drop_forgotten(parsed, {})[1] == 0
+
+
+def test_ingest_drops_a_forgotten_user_from_source_and_log(tmp_path: Path):
+    """The user is in the source data and in the log; after the tombstone, ingest keeps none of it,
+    and an event they sent after the forget starts a new history."""
+    from features.eventlog import tombstone
+
+    events = tmp_path / "data" / "events" / "events.jsonl"
+    cfg = {"data": {"dataset": "synthetic", "raw_dir": "data/raw", "event_log": "data/events/events.jsonl"},
+           "ingest": {"max_bad_fraction": 0.5, "synthetic": {"n_users": 10, "n_items": 20, "events_per_user": 6}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(cfg))
+    params = load_params(tmp_path / "params.yaml")
+    ingest.run(params)
+    raw = pd.read_parquet(tmp_path / "data" / "raw" / "interactions.parquet")
+    user, others = raw["user_id"].iloc[0], raw["user_id"].nunique() - 1
+    forget_at = int(raw["ts"].max().timestamp()) + 10
+    log = EventLog(events)
+    log.append([Event(user, raw["item_id"].iloc[0], forget_at - 5), tombstone(user, forget_at),
+                Event(user, raw["item_id"].iloc[1], forget_at + 5)])
+    result = ingest.run(params)
+    after = pd.read_parquet(tmp_path / "data" / "raw" / "interactions.parquet")
+    mine = after[after["user_id"] == user]
+    assert mine["ts"].tolist() == [pd.Timestamp(forget_at + 5, unit="s", tz="UTC")]  # only the new history
+    assert after["user_id"].nunique() == others + 1 and result.rows_clean == len(after) + len(pd.read_parquet(tmp_path / "data" / "raw" / "items.parquet"))
