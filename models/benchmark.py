@@ -28,7 +28,8 @@ from features import adapters
 from features.cli import configure_logging, parse_overrides
 from features.params import Params, load_params
 from features.schema import validate
-from models import slices
+from models import baselines, slices
+from models.baselines import EASE
 from models.data import cold_item_split, item_category_matrix, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.hybrid import Hybrid
@@ -300,6 +301,8 @@ def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, tex
     components, with its validated weights) are refit on every event before the test cut-off, so
     that recent popularity counts the days right before it; neural models keep their weights, and
     a trend prior's table (data, not weights) counts those days too."""
+    if isinstance(model, EASE):  # refit with the regularisation picked on validation
+        return baselines.ease(train, index, model.lam)
     if name in BASELINES:
         return fit_models((name,), train, index, text_emb, None, None, tp, device)[0][name]
     if isinstance(model, SwitchGate):
