@@ -404,3 +404,28 @@ if __name__ == "__main__":
     if alive():
         os.kill(pid, 9)
         raise AssertionError("the worker kept running after its parent died")
+
+
+def test_ease_picks_its_regularisation_on_validation_and_is_refit_on_train_and_valid_for_the_loo_test(bench):
+    """EASE under leave-one-out: λ from the grid by validation NDCG on the train-only fit, then the
+    test model is the closed form on train + valid with that λ (as the peer EASE was measured)."""
+    from models.baselines import ease
+    from models.data import item_index, leave_one_out, train_interactions, user_sequences
+    from models.evaluate import evaluate_model
+    from models.train import fit_ease
+
+    v, params, _ = bench
+    tp = dataclasses.replace(params.train, ease_lambdas=(1.0, 30.0))
+    params = dataclasses.replace(params, train=tp)
+    got = run_protocol(params, "loo", v.interactions, v.items, torch.zeros(len(v.items) + 1, 2), ("ease",), [1], {}, "cpu")
+    index = item_index(v.items)
+    seqs = user_sequences(v.interactions, index)
+    valid, test = leave_one_out(seqs, "valid", tp.max_len), leave_one_out(seqs, "test", tp.max_len)
+    picked, _ = fit_ease(train_interactions(v.interactions), index, tp.ease_lambdas, valid, K)
+    row = got["models"]["ease"]
+    assert row["ease_lambda"]["mean"] == picked.lam
+    train_valid = v.interactions[v.interactions.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
+    want = evaluate_model(ease(train_valid, index, picked.lam), test, K)
+    assert row["all"]["mrr"]["mean"] == pytest.approx(want["mrr"], abs=1e-12)
+    train_only = evaluate_model(picked, test, K)
+    assert train_only["mrr"] != pytest.approx(want["mrr"], abs=1e-9)  # the refit is not a no-op here
