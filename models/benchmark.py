@@ -26,7 +26,7 @@ import torch
 
 from features import adapters
 from features.cli import configure_logging, parse_overrides
-from features.params import Params, load_params
+from features.params import Params, TrainParams, load_params
 from features.schema import validate
 from models import baselines, slices
 from models.baselines import EASE
@@ -104,11 +104,17 @@ class FitLog:
             f.write(json.dumps({"key": self.key, "protocol": protocol, "name": name, "seed": seed, "result": result}) + "\n")
 
 
+# train params added after fit logs already existed: left out of the key at their default, so a log
+# written before they were added still resumes (any other value is part of the key)
+KEY_ADDED_LATER = {"ease_lambdas": TrainParams().ease_lambdas}
+
+
 def fit_key(dataset: str, params: Params) -> str:
     """The settings a logged fit must share to be reused: dataset, train and encoder params, except
     the base seed (each line records its own seed), so that seeds run as separate processes
     (``--set train.seed=43 --seeds 1``) can be pooled into one report with ``--resume``."""
-    train = {k: v for k, v in dataclasses.asdict(params.train).items() if k != "seed"}
+    train = {k: v for k, v in dataclasses.asdict(params.train).items()
+             if k != "seed" and not (k in KEY_ADDED_LATER and v == KEY_ADDED_LATER[k])}
     return hashlib.md5(json.dumps([dataset, train, dataclasses.asdict(params.encoder), PROTOCOLS_VERSION],
                                   sort_keys=True, default=str).encode()).hexdigest()[:12]
 

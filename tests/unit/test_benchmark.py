@@ -229,6 +229,16 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.lr": 0.01}))
     assert fit_key("movielens-100k", base) != fit_key("movielens-1m", base)
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"encoder.max_length": 64}))
+    # ease_lambdas came after fit logs existed: at its default it leaves the key as it was, else it counts
+    assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.ease_lambdas": [10]}))
+    import dataclasses as dc
+    import hashlib
+    import json
+
+    from models.benchmark import PROTOCOLS_VERSION
+    old = {k: v for k, v in dc.asdict(base.train).items() if k not in ("seed", "ease_lambdas")}
+    assert fit_key("movielens-100k", base) == hashlib.md5(json.dumps(["movielens-100k", old, dc.asdict(base.encoder), PROTOCOLS_VERSION],
+                                                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- the hybrid
