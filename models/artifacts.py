@@ -5,6 +5,7 @@
     <name>.safetensors          weights of each neural model (interest, sasrec) + <name>_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
     item_knn.safetensors        item-to-item similarity matrix of the item-kNN baseline
+    ease.safetensors            the EASE baseline's item-to-item weights B and its regularisation
     hybrid.json                 the hybrid's component weights (it is built from the models above)
     switch_<name>.json          a switch-gated model: its base model's name and the gate's settings (models/switch.py)
     meta.json                   data version, params hash, encoder, training history
@@ -20,7 +21,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from models.baselines import ItemKNN, StaticScores
+from models.baselines import EASE, ItemKNN, StaticScores
 from models.hybrid import Hybrid
 from models.interest import InterestConfig, InterestModel
 from models.switch import GateConfig, SwitchGate
@@ -43,6 +44,8 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             (out / f"{name}_config.json").write_text(json.dumps(m.cfg.to_dict(), indent=2))
         elif isinstance(m, ItemKNN):
             save_file({"sim": m.sim.cpu().contiguous()}, str(out / "item_knn.safetensors"))
+        elif isinstance(m, EASE):
+            save_file({"B": m.B.cpu().contiguous(), "lam": torch.tensor(m.lam, dtype=torch.float64)}, str(out / "ease.safetensors"))
         elif isinstance(m, Hybrid):
             missing = {"interest", *m.components} - set(models)
             if missing:
@@ -89,6 +92,9 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
             models[name] = StaticScores(v)
     if (out / "item_knn.safetensors").exists():
         models["item_knn"] = ItemKNN(load_file(str(out / "item_knn.safetensors"))["sim"])
+    if (out / "ease.safetensors").exists():
+        state = load_file(str(out / "ease.safetensors"))
+        models["ease"] = EASE(state["B"], float(state["lam"]))
     for cfg_file in sorted(out.glob("*_config.json")):
         name = cfg_file.name[: -len("_config.json")]
         state = load_file(str(out / f"{name}.safetensors"))

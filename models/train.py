@@ -201,7 +201,8 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
     return tp
 
 
-BASELINES = ("popularity", "recent_popularity", "item_knn")
+HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn")  # non-negative scores the hybrid can log-normalise
+BASELINES = (*HYBRID_COMPONENTS, "ease")  # seed-free models: fitted once, no epochs
 SWITCHED = {"interest_switch": "interest", "hybrid_switch": "hybrid"}  # model behind the switch gate -> its base
 
 
@@ -243,8 +244,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     unknown = set(names) - {*NEURAL, *BASELINES, "hybrid", *SWITCHED}
     if unknown:
         raise ValueError(f"unknown model(s) in train.models: {sorted(unknown)}")
-    if "hybrid" in names and (not tp.hybrid_with or set(tp.hybrid_with) - set(BASELINES)):
-        raise ValueError(f"train.hybrid_with {list(tp.hybrid_with)}: expected one or more of {list(BASELINES)}")
+    if "hybrid" in names and (not tp.hybrid_with or set(tp.hybrid_with) - set(HYBRID_COMPONENTS)):
+        raise ValueError(f"train.hybrid_with {list(tp.hybrid_with)}: expected one or more of {list(HYBRID_COMPONENTS)}")
     prefitted = prefitted or {}
     todo = [n for n in with_components(names, tp) if n in names or n not in prefitted]
     models: dict[str, torch.nn.Module] = {}
@@ -259,6 +260,11 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         sim = baselines.cooccurrence_similarity(train, index)  # one matrix for item-kNN and the transition prior
     if "item_knn" in todo:
         models["item_knn"] = baselines.ItemKNN(sim)
+    if "ease" in todo:
+        t0 = time.time()
+        models["ease"], search = fit_ease(train, index, tp.ease_lambdas, valid, k)
+        fits["ease"] = FitResult(models["ease"], search, 0, max((r[f"valid_ndcg@{k}"] for r in search), default=0.0),
+                                 round(time.time() - t0, 1))
     for name, cfg in configs.items():
         assert windows is not None and valid is not None
         log.info("training %s on %s (%d windows, %d items)", name, device, len(windows[0]), len(index))
@@ -291,6 +297,32 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
                                         popularity=baselines.popularity(train, index).scores)
         fits[name] = FitResult(models[name], [report], 0, report["valid_ndcg"], round(time.time() - t0, 1))
     return models, fits
+
+
+def fit_ease(train: pd.DataFrame, index: ItemIndex, lambdas: tuple[float, ...], valid: EvalSet | None,
+             k: int = 10) -> tuple[baselines.EASE, list[dict]]:
+    """EASE with the regularisation of ``lambdas`` that scores best on validation NDCG@k (one
+    N x N inverse per value, from one Gram matrix); a single value needs no validation split."""
+    if not lambdas:
+        raise ValueError("train.ease_lambdas is empty: give at least one regularisation value")
+    if valid is None and len(lambdas) > 1:
+        raise ValueError(f"EASE picks its regularisation among train.ease_lambdas {list(lambdas)} on the validation "
+                         "split, and none was given; pass one, or set a single value")
+    gram = baselines.interaction_gram(train, index)
+    best, search = None, []
+    for lam in lambdas:
+        model = baselines.ease(train, index, lam, gram)
+        if valid is None:
+            return model, search
+        m = evaluate_model(model, valid, k)
+        search.append({"lambda": lam, **{f"valid_{a}": b for a, b in m.items()}})
+        log.info("ease lambda %g: valid ndcg@%d %.4f hr@%d %.4f", lam, k, m[f"ndcg@{k}"], k, m[f"hr@{k}"])
+        if best is None or m[f"ndcg@{k}"] > best[0]:
+            best = (m[f"ndcg@{k}"], model)
+    assert best is not None
+    if best[1].lam == max(lambdas) and len(lambdas) > 1:
+        log.warning("ease: the best regularisation %g is the top of train.ease_lambdas; a larger value may do better", best[1].lam)
+    return best[1], search
 
 
 def encode_items(params: Params, items: pd.DataFrame, device: str, train: pd.DataFrame | None = None,
@@ -327,6 +359,8 @@ def run(params: Params) -> TrainResult:
     shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
     text_emb = encode_items(params, items, device, train, out / "encoder")
     windows = valid = shift_valid = None
+    if "ease" in tp.models and len(tp.ease_lambdas) > 1:  # EASE picks its regularisation on validation
+        valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
     if any(n in with_components(tp.models, tp) for n in NEURAL):
         entity_df = training_entity_df(interactions, tp.max_len)
         log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))

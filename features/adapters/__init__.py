@@ -15,12 +15,13 @@ Loaded = tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]
 
 def load(params: Params) -> Loaded:
     """Dispatch on ``data.dataset``: (interactions, items, extra tables to save beside them)."""
-    from features.adapters import movielens, synthetic, tabular
+    from features.adapters import movielens, recbole, synthetic, tabular
 
     loaders: dict[str, Callable[[Params], Loaded]] = {
         "synthetic": synthetic.load,
         "movielens-100k": movielens.load_100k,
         "movielens-1m": movielens.load_1m,
+        "amazon-scientific": recbole.load_amazon_scientific,
         "csv": tabular.load,
         "parquet": tabular.load,
     }

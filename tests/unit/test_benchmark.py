@@ -235,6 +235,16 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.lr": 0.01}))
     assert fit_key("movielens-100k", base) != fit_key("movielens-1m", base)
     assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"encoder.max_length": 64}))
+    # ease_lambdas came after fit logs existed: at its default it leaves the key as it was, else it counts
+    assert fit_key("movielens-100k", base) != fit_key("movielens-100k", load_params("params.yaml", {"train.ease_lambdas": [10]}))
+    import dataclasses as dc
+    import hashlib
+    import json
+
+    from models.benchmark import PROTOCOLS_VERSION
+    old = {k: v for k, v in dc.asdict(base.train).items() if k not in ("seed", "ease_lambdas")}
+    assert fit_key("movielens-100k", base) == hashlib.md5(json.dumps(["movielens-100k", old, dc.asdict(base.encoder), PROTOCOLS_VERSION],
+                                                                     sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- the hybrid
@@ -410,3 +420,28 @@ if __name__ == "__main__":
     if alive():
         os.kill(pid, 9)
         raise AssertionError("the worker kept running after its parent died")
+
+
+def test_ease_picks_its_regularisation_on_validation_and_is_refit_on_train_and_valid_for_the_loo_test(bench):
+    """EASE under leave-one-out: λ from the grid by validation NDCG on the train-only fit, then the
+    test model is the closed form on train + valid with that λ (as the peer EASE was measured)."""
+    from models.baselines import ease
+    from models.data import item_index, leave_one_out, train_interactions, user_sequences
+    from models.evaluate import evaluate_model
+    from models.train import fit_ease
+
+    v, params, _ = bench
+    tp = dataclasses.replace(params.train, ease_lambdas=(1.0, 30.0))
+    params = dataclasses.replace(params, train=tp)
+    got = run_protocol(params, "loo", v.interactions, v.items, torch.zeros(len(v.items) + 1, 2), ("ease",), [1], {}, "cpu")
+    index = item_index(v.items)
+    seqs = user_sequences(v.interactions, index)
+    valid, test = leave_one_out(seqs, "valid", tp.max_len), leave_one_out(seqs, "test", tp.max_len)
+    picked, _ = fit_ease(train_interactions(v.interactions), index, tp.ease_lambdas, valid, K)
+    row = got["models"]["ease"]
+    assert row["ease_lambda"]["mean"] == picked.lam
+    train_valid = v.interactions[v.interactions.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
+    want = evaluate_model(ease(train_valid, index, picked.lam), test, K)
+    assert row["all"]["mrr"]["mean"] == pytest.approx(want["mrr"], abs=1e-12)
+    train_only = evaluate_model(picked, test, K)
+    assert train_only["mrr"] != pytest.approx(want["mrr"], abs=1e-9)  # the refit is not a no-op here
