@@ -332,6 +332,8 @@ def encode_items(params: Params, items: pd.DataFrame, device: str, train: pd.Dat
     With ``encoder.finetune_steps > 0`` and training interactions, the encoder is first
     fine-tuned on next-item pairs (models/finetune.py) and saved to ``save_to`` (a versioned part
     of the model artifact); its embeddings are not cached, since the weights are new each run.
+    ``train`` must hold the training events only (``train_interactions``): pairs made from a
+    user's last two events would show the encoder the validation and test targets.
     """
     ep = params.encoder
     tune = ep.finetune_steps > 0 and train is not None
