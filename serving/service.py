@@ -26,6 +26,7 @@ from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_e
 from features.store import OnlineBehaviour, get_store
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
+from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
 from serving.state import ServingState, apply_logged_items, load_state, start_watcher
 
@@ -70,7 +71,7 @@ def interest_view(switch: dict | None, recent_shares: list[float] | None, catego
             "recent_categories": [{"category": categories[i], "share": round(float(shares[i]), 3)} for i in order if shares[i] > 0]}
 
 
-@bentoml.service(traffic={"timeout": 30})
+@bentoml.service(traffic={"timeout": 30}, service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
 class Recommender:
     """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
     (bentofile.yaml, ``make serve``, packaged Bentos); the scoring itself is ``models.inference.Engine``."""
@@ -142,10 +143,10 @@ class Recommender:
     @bentoml.api
     def recommend(
         self,
-        user_id: Annotated[str, Field(min_length=1, max_length=256, description="user id")],
-        k: Annotated[int, Field(ge=1, le=100, description="how many items")] = 10,
-        exclude_seen: bool = True,
-    ) -> dict:
+        user_id: Annotated[str, Field(min_length=1, max_length=256, description="user id", examples=["u00001"])],
+        k: Annotated[int, Field(ge=1, le=100, description="how many items", examples=[5])] = 10,
+        exclude_seen: Annotated[bool, Field(description="leave out items the user already has", examples=[True])] = True,
+    ) -> RecommendResponse:
         """Top-k items for the user, with the past behaviours that weighed most ("because")."""
         if why := id_problem(user_id, "user_id"):
             return bad_request(why, [{"field": "user_id", "reason": why}])
@@ -153,20 +154,23 @@ class Recommender:
         serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
         state = self.online.read([user_id])[0]
         rec = self.scorer(serving.engine.recommend, state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
-        return {"user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
-                "cold_start": rec.cold_start, "items": rec.items, "because": rec.because,
-                "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)}
+        return RecommendResponse.model_validate({
+            "user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
+            "cold_start": rec.cold_start, "items": rec.items, "because": rec.because,
+            "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)})
 
     @bentoml.api
     def events(
         self,
-        events: Annotated[list[dict[str, Any]] | None, Field(max_length=MAX_EVENTS, description="a batch of events")] = None,
-        user_id: str | None = None,
-        item_id: str | None = None,
-        ts: int | str | None = None,
-        event: str | None = None,
-        value: float | None = None,
-    ) -> dict:
+        events: Annotated[list[dict[str, Any]] | None, Field(max_length=MAX_EVENTS, description="a batch of events", examples=[[
+            {"user_id": "u00001", "item_id": "i00041", "ts": "2026-05-01T12:00:00Z", "event": "click"},
+            {"user_id": "u00001", "item_id": "i00039", "event": "purchase", "value": 1.0}]])] = None,
+        user_id: Annotated[str | None, Field(description="one event: the user", examples=["u00001"])] = None,
+        item_id: Annotated[str | None, Field(description="one event: the item", examples=["i00041"])] = None,
+        ts: Annotated[int | str | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
+        event: Annotated[str | None, Field(examples=["click"])] = None,
+        value: Annotated[float | None, Field(examples=[1.0])] = None,
+    ) -> EventsResponse:
         """Accept one event (fields at the top level) or a batch (`events: [...]`), all or nothing.
 
         Each event: user_id, item_id, ts (unix seconds or ISO-8601; default now), event, value.
@@ -188,10 +192,10 @@ class Recommender:
             if new:
                 self.event_log.append(new)
             write_merged(self.online, states, fresh, self._spec())
-        return {"accepted": len(parsed), "duplicates": len(parsed) - len(new), "users": sorted(by_user)}
+        return EventsResponse(accepted=len(parsed), duplicates=len(parsed) - len(new), users=sorted(by_user))
 
     @bentoml.api
-    def forget(self, user_id: Annotated[str, Field(min_length=1, max_length=256, description="the user to forget")]) -> dict:
+    def forget(self, user_id: Annotated[str, Field(min_length=1, max_length=256, description="the user to forget", examples=["u00001"])]) -> ForgetResponse:
         """Forget a user: their online row is emptied now (the next `/recommend` is a cold start),
         and a tombstone in the event log makes the next pipeline run drop every event of theirs
         up to now from the data, the offline store and the online rows. Events posted later start
@@ -205,14 +209,16 @@ class Recommender:
             self.event_log.append([tombstone(user_id, at)])
             self.online.write([forgotten_row(user_id, len(self.categories), at)])
         log.info("forgot user %s (%d online events removed)", user_id, len(held.get("hist_item_ids") or []))
-        return {"forgotten": user_id, "at": at, "online_events_removed": len(held.get("hist_item_ids") or []),
-                "note": "the user's logged and ingested events are dropped from the data and the feature store at the next pipeline run"}
+        return ForgetResponse(forgotten=user_id, at=at, online_events_removed=len(held.get("hist_item_ids") or []),
+                              note="the user's logged and ingested events are dropped from the data and the feature store at the next pipeline run")
 
     @bentoml.api
     def items(
         self,
-        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_ITEMS, description="items to add or update")],
-    ) -> dict:
+        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_ITEMS, description="items to add or update", examples=[[
+            {"item_id": "i90001", "title": "Tide pools at night", "text": "A guide to the creatures of rock pools after dark.",
+             "categories": ["science", "travel"]}]])],
+    ) -> ItemsResponse:
         """Upsert items (item_id, title, text, categories): encoded with the packaged encoder and
         recommendable at once by their text; recorded for the next pipeline run."""
         try:
@@ -232,13 +238,13 @@ class Recommender:
         if not current.engine.ranks_by_text:
             out["note"] = (f"the served model ({current.engine.model_name}) has no text representation: new items are stored and "
                            "can be used in events, and become recommendable after the next pipeline run")
-        return out
+        return ItemsResponse.model_validate(out)
 
     @bentoml.api
-    def reload(self) -> dict:
+    def reload(self) -> ReloadResponse:
         """Serve the newest packaged version of the model now, without dropping a request:
         `{"reloaded": bool, "model_tag", "previous_tag"}`, plus a `reason` when not reloaded."""
-        return self.reload_model()
+        return ReloadResponse.model_validate(self.reload_model())
 
 
 # before BentoML reads a body: the API key, JSON-only bodies, a size limit, and one error shape for every 4xx

@@ -1,0 +1,198 @@
+"""The HTTP service's response bodies as pydantic models, and its OpenAPI description.
+
+BentoML builds each endpoint's OpenAPI response schema from its return annotation, so the
+endpoints return these models (Swagger at ``/`` then shows typed responses and examples). A
+model serializes exactly the keys it was given (``_Body``): an optional key the endpoint left out
+(``reason`` of ``/reload``, ``note`` of ``/items``, the switch fields of ``interest`` for a model
+without the gate) stays out of the JSON rather than appearing as ``null``, and a key the models
+do not name is kept, so the bodies are the dicts the endpoints built, key for key. A rejected
+request still returns a starlette ``JSONResponse`` (``serving.guard.bad_request``): BentoML passes
+a returned Response through as is, without the return annotation's validation.
+"""
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+import attrs
+import bentoml
+from bentoml._internal.service.openapi.specification import MediaType, Reference, Response, Schema
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
+
+TITLE = "pulse recommender"
+DESCRIPTION = """Recommendations that follow each user's changing interests.
+
+- `POST /recommend`: the top-k items for a user, the past behaviours that weighed most (`because`) and the user's
+  short-term interest (`interest`: whether the switch gate sees a change of interest, and the recent category mix).
+- `POST /events`: behaviour events, one or a batch; each changes the user's very next recommendation (no retraining).
+- `POST /items`: add or update items; recommendable at once by their text where the model reads text.
+- `POST /forget`: forget a user now; their data is dropped at the next pipeline run.
+- `POST /reload`: serve the newest packaged model without a restart.
+
+`/events`, `/items`, `/forget` and `/reload` need `Authorization: Bearer <key>` (or `X-API-Key`) when the service
+has `PULSE_API_KEY`. Every 4xx answer is `{"error": "...", "rejected": [...]}`."""
+
+
+class _Body(BaseModel):
+    """A response body: serializes the keys it was built with, no more (no ``null`` for an
+    optional key that was left out) and no fewer (a key the model does not name is kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_serializer(mode="wrap")
+    def _given_keys(self, handler: SerializerFunctionWrapHandler):  # noqa: ANN202 (no return type: the schema stays the model's)
+        data = handler(self)
+        given = self.model_fields_set | set(self.model_extra or {})
+        return {k: v for k, v in data.items() if k in given}
+
+
+class ScoredItem(_Body):
+    item_id: str = Field(examples=["i00100"])
+    title: str = Field(examples=["Deep sea vents and the origin of life"])
+    score: float = Field(description="the model's score (higher ranks first)", examples=[-2.61])
+
+
+class BecauseItem(_Body):
+    item_id: str = Field(examples=["i00041"])
+    title: str = Field(examples=["A field guide to hydrothermal systems"])
+    weight: float = Field(description="the behaviour's interest weight in this recommendation", examples=[0.51])
+
+
+class CategoryShare(_Body):
+    category: str = Field(examples=["science"])
+    share: float = Field(description="share of the user's recent behaviour (decayed per event)", examples=[0.71])
+
+
+class Interest(_Body):
+    in_switch: bool | None = Field(
+        description="the switch gate sees a change of interest; null for a model without the gate", examples=[True])
+    gate: float | None = Field(None, description="weight of the short-term view (0..1)", examples=[0.93])
+    evidence: float | None = Field(None, description="how much better the short view predicted the user's newest events", examples=[6.2])
+    expert: str | None = Field(None, description="the short-term view that leads", examples=["recent 3"])
+    window: int | None = Field(None, description="how many newest behaviours that view reads", examples=[3])
+    recent_items: list[str] | None = Field(None, description="the behaviours that view read, newest first",
+                                           examples=[["i00041", "i00039", "i00012"]])
+    recent_categories: list[CategoryShare] = Field(description="top categories of the recent category mix")
+
+
+class RecommendResponse(_Body):
+    """Top-k items for the user, with the past behaviours that weighed most."""
+
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "user_id": "u00001", "model": "hybrid_switch", "model_tag": "pulse-recommender:3xq5ybqkd2g2oaav", "cold_start": False,
+        "items": [{"item_id": "i00100", "title": "Deep sea vents and the origin of life", "score": -2.61}],
+        "because": [{"item_id": "i00041", "title": "A field guide to hydrothermal systems", "weight": 0.51}],
+        "interest": {"in_switch": True, "gate": 0.93, "evidence": 6.2, "expert": "recent 3", "window": 3,
+                     "recent_items": ["i00041", "i00039", "i00012"],
+                     "recent_categories": [{"category": "science", "share": 0.71}, {"category": "music", "share": 0.2}]},
+    }})
+
+    user_id: str = Field(examples=["u00001"])
+    model: str = Field(description="the served model's name", examples=["hybrid_switch"])
+    model_tag: str = Field(description="the served BentoML model version", examples=["pulse-recommender:3xq5ybqkd2g2oaav"])
+    cold_start: bool = Field(description="the user has no history: popular items", examples=[False])
+    items: list[ScoredItem]
+    because: list[BecauseItem] = Field(description="the past behaviours that weighed most, heaviest first")
+    interest: Interest
+
+
+class EventsResponse(_Body):
+    model_config = ConfigDict(json_schema_extra={"example": {"accepted": 2, "duplicates": 0, "users": ["u00001"]}})
+
+    accepted: int = Field(description="events accepted (all of the request's, or the request is rejected)", examples=[2])
+    duplicates: int = Field(description="of those, retries of an event the user's history already holds: acknowledged, not logged again",
+                            examples=[0])
+    users: list[str] = Field(description="the users whose state changed", examples=[["u00001"]])
+
+
+class ItemsResponse(_Body):
+    model_config = ConfigDict(json_schema_extra={"example":
+        {"accepted": 1, "new": ["i90001"], "updated": [], "ranked_by_text_now": True}})
+
+    accepted: int = Field(examples=[1])
+    new: list[str] = Field(description="ids the service did not know", examples=[["i90001"]])
+    updated: list[str] = Field(description="known ids whose text or categories were replaced", examples=[[]])
+    ranked_by_text_now: bool = Field(description="the served model ranks new items by their text at once", examples=[True])
+    note: str | None = Field(None, description="only when the served model has no text representation")
+
+
+class ForgetResponse(_Body):
+    model_config = ConfigDict(json_schema_extra={"example": {
+        "forgotten": "u00001", "at": 1767225600, "online_events_removed": 42,
+        "note": "the user's logged and ingested events are dropped from the data and the feature store at the next pipeline run"}})
+
+    forgotten: str = Field(description="the user id", examples=["u00001"])
+    at: int = Field(description="unix seconds of the tombstone: events up to it are dropped", examples=[1767225600])
+    online_events_removed: int = Field(examples=[42])
+    note: str
+
+
+class ReloadResponse(_Body):
+    model_config = ConfigDict(json_schema_extra={"example":
+        {"reloaded": True, "model_tag": "pulse-recommender:4ab7c2qkd2g2oaav", "previous_tag": "pulse-recommender:3xq5ybqkd2g2oaav"}})
+
+    reloaded: bool = Field(examples=[True])
+    model_tag: str = Field(description="the version served now", examples=["pulse-recommender:4ab7c2qkd2g2oaav"])
+    previous_tag: str = Field(examples=["pulse-recommender:3xq5ybqkd2g2oaav"])
+    reason: str | None = Field(None, description="why not reloaded (already the latest, or the error)")
+
+
+class Rejected(BaseModel):
+    field: str | None = Field(None, examples=["user_id"])
+    reason: str | None = Field(None, examples=["must not be blank"])
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx body (serving/guard.py): the reason, and per field or per event what was rejected."""
+
+    error: str = Field(examples=["1 of 2 event(s) rejected, none written"])
+    rejected: list[dict[str, Any]] = Field(examples=[[{"index": 1, "field": "item_id", "reason": "unknown item"}]])
+
+
+ERRORS = {400: "the request was rejected: nothing was written", 401: "the endpoint needs the API key",
+          413: "the body is over PULSE_MAX_BODY_BYTES", 429: "too many requests from this client (see Retry-After)"}
+
+
+def _oas30_examples(node: Any) -> None:
+    """BentoML writes OpenAPI 3.0, whose schemas take one ``example``; pydantic writes JSON
+    Schema's ``examples`` list. Give every schema that has ``examples`` its first as ``example``
+    too, so Swagger UI fills the request and response samples with them."""
+    if isinstance(node, dict):
+        if isinstance(node.get("examples"), list) and node["examples"] and "example" not in node:
+            node["example"] = node["examples"][0]
+        for value in node.values():
+            _oas30_examples(value)
+    elif isinstance(node, list):
+        for value in node:
+            _oas30_examples(value)
+    elif attrs.has(type(node)):
+        for field in attrs.fields(type(node)):
+            _oas30_examples(getattr(node, field.name))
+
+
+def api_version() -> str:
+    try:
+        return metadata.version("pulse")
+    except metadata.PackageNotFoundError:
+        return "0.1.0"
+
+
+class PulseService(bentoml.Service):
+    """BentoML's service with pulse's own OpenAPI title, description and version (BentoML's
+    default is "<class name>:dev ... created with BentoML") and the service's error body for 4xx."""
+
+    @property
+    def openapi_spec(self):  # noqa: ANN201 (BentoML's OpenAPISpecification)
+        spec = super().openapi_spec
+        info = attrs.evolve(spec.info, title=TITLE, description=DESCRIPTION, version=api_version(), contact=None)
+        spec = attrs.evolve(spec, info=info)
+        spec.components["schemas"]["ErrorResponse"] = Schema(**ErrorResponse.model_json_schema())
+        error = {status: Response(description=why, content={"application/json": MediaType(
+            schema=Reference("#/components/schemas/ErrorResponse"))}) for status, why in ERRORS.items()}
+        for api in self.apis.values():
+            op = spec.paths[api.route].post
+            responses = op["responses"] if isinstance(op, dict) else op.responses
+            responses.pop(404, None)  # BentoML's NotFound: no endpoint here answers it
+            responses.update(error)
+        _oas30_examples(spec)
+        return spec

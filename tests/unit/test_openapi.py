@@ -1,0 +1,114 @@
+"""The service's OpenAPI description (issue 13): pulse's title, typed responses with examples,
+request examples, the service's error body for 4xx; and response bodies that keep their keys.
+Built in process from the service class: no model, no server."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from serving import schemas
+
+KEYS = {
+    "/recommend": {"user_id", "model", "model_tag", "cold_start", "items", "because", "interest"},
+    "/events": {"accepted", "duplicates", "users"},
+    "/items": {"accepted", "new", "updated", "ranked_by_text_now", "note"},
+    "/forget": {"forgotten", "at", "online_events_removed", "note"},
+    "/reload": {"reloaded", "model_tag", "previous_tag", "reason"},
+}
+
+
+@pytest.fixture(scope="module")
+def spec() -> dict:
+    from serving.service import Recommender
+
+    return json.loads(json.dumps(Recommender.openapi_spec.asdict(), default=str))
+
+
+def test_title_description_version(spec):
+    info = spec["info"]
+    assert info["title"] == "pulse recommender"
+    assert "created with BentoML" not in info["description"] and "/recommend" in info["description"]
+    assert info["version"] not in ("", "None", "dev")
+
+
+@pytest.mark.parametrize("route", sorted(KEYS))
+def test_typed_responses_with_examples(spec, route):
+    op = spec["paths"][route]["post"]
+    ok = op["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(ok["properties"]) == KEYS[route]
+    assert ok["required"]  # typed, not BentoML's untyped "object" of a dict return
+    example = ok.get("example") or next(p["example"] for p in ok["properties"].values() if "example" in p)
+    assert example is not None
+    for status in ("400", "401", "413", "429"):
+        assert op["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorResponse")
+    assert set(spec["components"]["schemas"]["ErrorResponse"]["properties"]) == {"error", "rejected"}
+
+
+def test_request_examples(spec):
+    def props(route: str) -> dict:
+        return spec["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+
+    assert props("/recommend")["user_id"]["example"] == "u00001"
+    assert props("/recommend")["k"]["example"] == 5
+    assert props("/events")["events"]["example"][0]["item_id"]
+    assert props("/items")["items"]["example"][0]["item_id"]
+    assert props("/forget")["user_id"]["example"]
+
+
+def test_bodies_keep_exactly_the_given_keys():
+    """Optional keys left out stay out (no nulls), unnamed keys are kept, values unchanged."""
+    no_reason = {"reloaded": True, "model_tag": "m:2", "previous_tag": "m:1"}
+    assert json.loads(schemas.ReloadResponse.model_validate(no_reason).model_dump_json()) == no_reason
+    with_reason = {**no_reason, "reloaded": False, "reason": "already serving the latest"}
+    assert json.loads(schemas.ReloadResponse.model_validate(with_reason).model_dump_json()) == with_reason
+    rec = {"user_id": "u1", "model": "interest", "model_tag": "m:1", "cold_start": False,
+           "items": [{"item_id": "i1", "title": "t", "score": -2.5}],
+           "because": [{"item_id": "i2", "title": "u", "weight": 0.5}],
+           "interest": {"in_switch": None, "recent_categories": [{"category": "science", "share": 0.7}]}}
+    assert json.loads(schemas.RecommendResponse.model_validate(rec).model_dump_json()) == rec
+    rec["interest"] = {"in_switch": True, "gate": 0.93, "evidence": 6.2, "expert": "recent 3", "window": 3,
+                       "recent_items": ["i2"], "recent_categories": [], "extra": 1}
+    assert json.loads(schemas.RecommendResponse.model_validate(rec).model_dump_json()) == rec
+    items = {"accepted": 1, "new": [], "updated": ["i1"], "ranked_by_text_now": False, "note": "n"}
+    assert json.loads(schemas.ItemsResponse.model_validate(items).model_dump_json()) == items
+
+
+def test_rejections_pass_through_unvalidated():
+    """A 4xx is a starlette Response, which BentoML returns as is (not checked against the
+    return annotation): the endpoints' ``bad_request`` keeps working with typed returns."""
+    import inspect
+
+    from starlette.responses import Response
+
+    from _bentoml_impl.server import app
+    from serving.guard import bad_request
+
+    assert isinstance(bad_request("no events given"), Response)
+    assert "isinstance(output, Response)" in inspect.getsource(app.ServiceAppFactory.api_endpoint)
+
+
+def test_bentoml_serializes_the_returned_model_with_its_keys():
+    """The path BentoML takes for a returned model (the API's output spec and JSON serde)."""
+    import asyncio
+
+    from _bentoml_impl.serde import JSONSerde
+    from serving.service import Recommender
+
+    body = {"reloaded": True, "model_tag": "m:2", "previous_tag": "m:1"}
+    api = Recommender.apis["reload"]
+
+    async def render() -> bytes:
+        response = await api.output_spec.to_http_response(schemas.ReloadResponse.model_validate(body), JSONSerde())
+        sent: list[bytes] = []
+
+        async def receive() -> dict:
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict) -> None:
+            sent.append(message.get("body", b""))
+
+        await response({"type": "http", "method": "POST", "path": "/reload", "headers": []}, receive, send)
+        return b"".join(sent)
+
+    assert json.loads(asyncio.run(render())) == body
