@@ -66,6 +66,16 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: an interrupted save never leaves a half-written checkpoint
 
 
+def _duration(seconds: float) -> str:
+    """A log-friendly duration: 45 s, 12 min, 1 h 05 min."""
+    seconds = max(0.0, seconds)
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
 def shuffled_batches(n: int, batch_size: int, gen: torch.Generator) -> list[torch.Tensor]:
     """Plain shuffled batches: new batch compositions every epoch, unlike the bucketed ones below,
     at the cost of more padding (`train.length_buckets: false`; measured in docs/benchmarks.md)."""
@@ -115,6 +125,7 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
             res.history, res.best_epoch, res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
             log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
     use_amp = device.startswith("cuda")
+    t_start, done = time.monotonic(), 0  # for the time left in each epoch's log line
     for epoch in range(start, tp.epochs + 1):
         if bad >= tp.patience:
             break
@@ -135,12 +146,17 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
             bar.set_postfix(loss=f"{total / steps:.3f}")
         m = evaluate_model(model, valid, k, device)
         res.history.append({"epoch": epoch, "loss": total / max(steps, 1), **{f"valid_{a}": b for a, b in m.items()}})
-        log.info("epoch %d loss %.4f valid ndcg@%d %.4f hr@%d %.4f", epoch, total / max(steps, 1), k, m[f"ndcg@{k}"], k, m[f"hr@{k}"])
         if m[f"ndcg@{k}"] > res.best_valid:
             res.best_valid, res.best_epoch, bad = m[f"ndcg@{k}"], epoch, 0
             best_state = {n: v.detach().clone() for n, v in model.state_dict().items()}
         else:
             bad += 1
+        done += 1
+        per_epoch = (time.monotonic() - t_start) / done
+        # early stopping ends training after `patience` epochs without a gain: the next stop is at most that far
+        left = min(tp.epochs - epoch, tp.patience - bad) * per_epoch
+        log.info("epoch %d/%d loss %.4f valid ndcg@%d %.4f hr@%d %.4f (%.1f s/epoch; at most %s left)", epoch, tp.epochs,
+                 total / max(steps, 1), k, m[f"ndcg@{k}"], k, m[f"hr@{k}"], per_epoch, _duration(left))
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
                                           "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),

@@ -260,3 +260,10 @@ def test_checkpoint_resume_on_cuda(tmp_path, monkeypatch):
     res = fit_interest(_cfg(), random_text_emb(), _windows(), _valid(), _tp(3), "cuda", checkpoint=ck)
     assert [h["epoch"] for h in res.history] == [1, 2, 3]
     assert not ck.exists()
+
+
+def test_epoch_log_lines_say_how_long_at_most_remains():
+    from models.train import _duration
+
+    assert [_duration(s) for s in (0, 44.6, 600, 5400 + 65)] == ["0 s", "45 s", "10 min", "1 h 31 min"]
+    assert _duration(-5) == "0 s"
