@@ -8,7 +8,8 @@ service and the ``features`` stage open the store with ``get_store`` and hand it
 """
 from __future__ import annotations
 
-import importlib
+import os
+import subprocess
 import logging
 import sys
 from pathlib import Path
@@ -39,37 +40,20 @@ def get_store(repo_dir: Path):
     return FeatureStore(repo_path=str(repo_dir))
 
 
-REPO_MODULES = ("entities", "data_sources", "feature_views", "feature_services")
-
-
-def load_repo_objects(repo_dir: Path) -> list:
-    """Every Feast object declared in the repo's files (one object kind per file).
-
-    The files import each other by bare name, as under ``feast apply``, so the repo folder is
-    put on sys.path for the import and taken off again.
-    """
-    from feast import Entity, FeatureService, FeatureView
-    from feast.data_source import DataSource
-
-    root = str(Path(repo_dir).resolve())
-    sys.path.insert(0, root)
-    try:
-        modules = [importlib.import_module(m) for m in REPO_MODULES]
-    finally:
-        sys.path.remove(root)
-    objects: list = []
-    for mod in modules:
-        for value in vars(mod).values():
-            if isinstance(value, (Entity, DataSource, FeatureView, FeatureService)) and not any(value is o for o in objects):
-                objects.append(value)
-    return objects
-
-
 def apply_repo(repo_dir: Path) -> list[str]:
-    """The Python form of ``feast apply``: register every object declared in the repo."""
-    objects = load_repo_objects(repo_dir)
-    get_store(repo_dir).apply(objects)
-    names = sorted({o.name for o in objects})
+    """``feast apply`` on the repo: Feast's own CLI, so the stage does exactly what an operator
+    does by hand in ``features/repo`` (it imports the repo's files, registers every object,
+    removes the ones deleted from the files, and creates the online tables). Returns the names of
+    the registered objects."""
+    feast = Path(sys.executable).with_name("feast")
+    cmd = [str(feast) if feast.exists() else "feast", "apply"]
+    env = {**os.environ, "FEAST_USAGE": "False"}  # no usage telemetry from pipeline runs
+    proc = subprocess.run(cmd, cwd=Path(repo_dir), capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"`feast apply` in {repo_dir} failed (exit {proc.returncode}):\n{(proc.stdout + proc.stderr)[-3000:]}")
+    store = get_store(repo_dir)
+    names = sorted({o.name for o in [*store.list_entities(), *store.list_data_sources(), *store.list_feature_views(),
+                                     *store.list_feature_services()]})
     log.info("feast apply: %s", names)
     return names
 

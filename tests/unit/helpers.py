@@ -3,10 +3,7 @@ BERT, and a Feast repo built from the project's own definitions (with its module
 from __future__ import annotations
 
 import shutil
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -101,16 +98,3 @@ def build_feast_repo(repo: Path, inter: pd.DataFrame, items: pd.DataFrame, histo
     assert all(p.exists() and p.is_relative_to(repo) for p in paths.values())
     return store.apply_repo(repo), timeline
 
-
-@contextmanager
-def repo_modules_restored() -> Iterator[None]:
-    """load_repo_objects imports the repo files by bare name: do not leave a test repo's modules behind."""
-    loaded_before = {m: sys.modules.get(m) for m in store.REPO_MODULES}
-    try:
-        yield
-    finally:
-        for m, mod in loaded_before.items():
-            if mod is None:
-                sys.modules.pop(m, None)
-            else:
-                sys.modules[m] = mod

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features import store, transforms
-from tests.unit.helpers import REPO_SRC, build_feast_repo, repo_modules_restored
+from tests.unit.helpers import REPO_SRC, build_feast_repo
 
 T0 = pd.Timestamp("2024-03-01 12:00:00", tz="UTC")
 S = pd.Timedelta(seconds=1)
@@ -63,8 +63,7 @@ def _as_list(v) -> list | None:
 
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory):
-    with repo_modules_restored():
-        yield from _build_repo(tmp_path_factory)
+    yield from _build_repo(tmp_path_factory)
 
 
 def _build_repo(tmp_path_factory):
@@ -208,8 +207,7 @@ def project_with_event_log(tmp_path):
     ingested = {"user_id": "u1", "item_id": "i6", "ts": int((T0 + 86400 * S).timestamp()), "event": "view", "value": 1.0}
     new = {"user_id": "u2", "item_id": "i3", "ts": int((T0 + 2 * 86400 * S).timestamp()), "event": "view", "value": None}
     log.write_text("\n".join(__import__("json").dumps(e) for e in (ingested, new)) + "\n")
-    with repo_modules_restored():
-        yield load_params(root / "params.yaml", {"features.history_len": HISTORY_LEN}), root
+    yield load_params(root / "params.yaml", {"features.history_len": HISTORY_LEN}), root
 
 
 def test_features_rerun_keeps_logged_events_that_no_ingest_has_folded_in(project_with_event_log):

@@ -8,7 +8,6 @@ Both must give the same multiset of (seq, ts, labels) rows. Also the global temp
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,7 @@ import pandas as pd
 import pytest
 
 from features import store
-from tests.unit.helpers import build_feast_repo, repo_modules_restored
+from tests.unit.helpers import build_feast_repo
 from features.adapters.synthetic import generate
 from features.params import SyntheticParams
 from features.schema import validate
@@ -44,11 +43,7 @@ def dataset():
 
 @pytest.fixture(scope="module")
 def feast_repo(tmp_path_factory, dataset):
-    with repo_modules_restored():
-        # a repo module of another test file (bare names: entities, feature_views, ...) must not be reused
-        for m in store.REPO_MODULES:
-            sys.modules.pop(m, None)
-        yield _build_repo(tmp_path_factory, *dataset)
+    yield _build_repo(tmp_path_factory, *dataset)  # `feast apply` runs in a subprocess: no repo module stays behind
 
 
 def _build_repo(tmp_path_factory, inter: pd.DataFrame, items: pd.DataFrame) -> Path:
