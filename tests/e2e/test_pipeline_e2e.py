@@ -390,3 +390,21 @@ def test_a_forgotten_user_is_gone_from_every_store_after_the_next_run(project, s
     row = online_user_behaviour(get_store(dst / "features/repo"), [user])[0]
     assert not row["hist_item_ids"] and not row["event_count"]
 
+
+def test_a_dvc_experiment_is_comparable_and_does_not_move_the_served_model(project, pipeline_run):
+    """Issue 13's targets: `dvc exp run --set-param train.epochs=2` then `dvc exp show` lists the
+    experiment's test NDCG@10 beside main's, and the experiment packages a candidate: `latest`
+    (what `make serve` serves) stays the default pipeline's model."""
+    dst, env = project
+    ident = {"GIT_AUTHOR_NAME": "ci", "GIT_AUTHOR_EMAIL": "ci@pulse", "GIT_COMMITTER_NAME": "ci", "GIT_COMMITTER_EMAIL": "ci@pulse"}
+    env = {**env, **ident}
+
+    def latest() -> tuple[str, str]:
+        got = json.loads(_run([str(BIN / "bentoml"), "models", "get", "pulse-recommender:latest", "-o", "json"], dst, env).stdout)
+        return got["name"], got["version"]
+
+    before = latest()
+    _run([str(BIN / "dvc"), "exp", "run", "--temp", "--name", "e2e-epochs2", "--set-param", "train.epochs=2"], dst, env, timeout=1200)
+    shown = _run([str(BIN / "dvc"), "exp", "show", "--json"], dst, env, timeout=300).stdout
+    assert "e2e-epochs2" in shown and "test_ndcg@10" in shown, shown[-3000:]
+    assert latest() == before  # the experiment's model is a candidate, not the served one
