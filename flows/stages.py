@@ -18,6 +18,7 @@ from features import ingest as ingest_stage
 from features.params import Params, load_params
 from features.schema import DataError
 from flows import versioning
+from flows.progress import epoch_progress
 from flows.console import show_project_logs
 from models import evaluate as evaluate_stage
 from models import monitor as monitor_stage
@@ -119,7 +120,9 @@ def train_flow(params_path: str = "params.yaml", overrides: dict[str, Any] | Non
     """Encode item text, fit the baselines and train the interest-weight model."""
     params = load_params(params_path, overrides)
     _publish_params(params, "train")
-    return _record(params, "train", train_task(params), overrides)
+    with epoch_progress():  # each model's epochs as a progress artifact in the UI
+        result = train_task(params)
+    return _record(params, "train", result, overrides)
 
 
 @flow(name="evaluate")

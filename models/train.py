@@ -97,7 +97,8 @@ def length_bucketed_batches(lengths: torch.Tensor, batch_size: int, gen: torch.G
 
 def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
                  valid: EvalSet, tp: TrainParams, device: str, k: int = 10, checkpoint: Path | None = None,
-                 transition: torch.Tensor | None = None, trend: tuple[torch.Tensor, int] | None = None) -> FitResult:
+                 transition: torch.Tensor | None = None, trend: tuple[torch.Tensor, int] | None = None,
+                 name: str = "interest") -> FitResult:
     """AdamW on full softmax CE; early stopping on validation NDCG@k, best weights restored.
 
     With ``checkpoint``, the state after every epoch is saved there and an interrupted run
@@ -155,8 +156,11 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
         per_epoch = (time.monotonic() - t_start) / done
         # early stopping ends training after `patience` epochs without a gain: the next stop is at most that far
         left = min(tp.epochs - epoch, tp.patience - bad) * per_epoch
+        # the fields also travel as the record's attributes: flows.progress turns them into a Prefect progress artifact
         log.info("epoch %d/%d loss %.4f valid ndcg@%d %.4f hr@%d %.4f (%.1f s/epoch; at most %s left)", epoch, tp.epochs,
-                 total / max(steps, 1), k, m[f"ndcg@{k}"], k, m[f"hr@{k}"], per_epoch, _duration(left))
+                 total / max(steps, 1), k, m[f"ndcg@{k}"], k, m[f"hr@{k}"], per_epoch, _duration(left),
+                 extra={"train_model": name, "epoch": epoch, "epochs": tp.epochs, "loss": total / max(steps, 1),
+                        "valid_ndcg": m[f"ndcg@{k}"], "time_left": _duration(left)})
         if checkpoint is not None:
             _save_checkpoint(checkpoint, {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
                                           "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
@@ -293,7 +297,7 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
             windows_n = windows
         fits[name] = fit_interest(cfg, text_emb, windows_n, valid, optimizer_params(name, tp), device, k, ck,
                                   sim if cfg.use_transition else None,
-                                  trend_table(train, index, tp.trend_days) if cfg.use_trend else None)
+                                  trend_table(train, index, tp.trend_days) if cfg.use_trend else None, name=name)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
     if "hybrid" in todo:
