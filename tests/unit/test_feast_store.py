@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from features import store, transforms
-from tests.unit.helpers import REPO_SRC, build_feast_repo
+from tests.unit.helpers import REPO_SRC, build_feast_repo, events_frame
 
 T0 = pd.Timestamp("2024-03-01 12:00:00", tz="UTC")
 S = pd.Timedelta(seconds=1)
@@ -44,15 +44,7 @@ EVENTS = [
 
 
 def _interactions() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "user_id": [e[0] for e in EVENTS],
-            "item_id": [e[1] for e in EVENTS],
-            "ts": pd.to_datetime([e[2] for e in EVENTS], utc=True).astype("datetime64[ns, UTC]"),
-            "event": "view",
-            "value": 1.0,
-        }
-    )
+    return events_frame(EVENTS)
 
 
 def _as_list(v) -> list | None:

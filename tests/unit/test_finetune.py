@@ -19,14 +19,6 @@ PAIRS = [("a funny movie", "the dark war film"), ("space story", "a funny movie 
          ("the dark war film", "space story"), ("love story", "the funny film")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _frames():
     items = pd.DataFrame({"item_id": ["a", "b", "c", "d"], "text": ["a funny movie", "the dark war film", "space story", "a funny movie"]})
     train = pd.DataFrame({"user_id": ["u", "u", "u", "v", "v"], "item_id": ["a", "b", "b", "c", "d"]})
