@@ -8,7 +8,7 @@
 #                                              #    run on a local Prefect server, its train stage's page
 #
 # The first two need a pipeline run in this checkout (`make run`: reports/drift.html and
-# metrics/train_history.csv). --flow-run copies the project (tracked and untracked, not ignored
+# metrics/train_history/<model>.csv). --flow-run copies the project (tracked and untracked, not ignored
 # files) into a temporary folder, shrinks its params to the end-to-end tests' small synthetic data
 # (tests/e2e/conftest.py: SMALL) and runs `python -m flows.pipeline` there against a Prefect server
 # of its own, with a temporary PREFECT_HOME and BENTOML_HOME: nothing of this checkout, your Prefect
@@ -56,7 +56,7 @@ shot() {
 [ -f reports/drift.html ] || { echo "reports/drift.html not found: run the pipeline first (make run)" >&2; exit 1; }
 shot "file://$ROOT/reports/drift.html" "$OUT_DIR/drift-report.png" 1400,1400
 
-# the training curve: metrics/train_history.csv as declared in dvc.yaml
+# the training curve: metrics/train_history/<model>.csv as declared in dvc.yaml
 PATH="$BIN:$PATH" dvc plots show -o "$WORK/dvc_plots" >/dev/null
 # the page loads Vega, Vega-Lite and vega-embed from a CDN; where that is out of reach, the same
 # versions come from the npm registry (`npm pack`) and the page loads them from beside it

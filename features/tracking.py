@@ -4,7 +4,7 @@ Why this module exists: the stages' full reports (``reports/*.json``) are large,
 git-ignored, so ``dvc metrics show`` was 76 columns wide and ``dvc exp show`` / ``dvc metrics
 diff`` could not read them at other revisions. Each stage therefore also writes a few top-level
 numbers to ``<tracking.metrics_dir>/<stage>.json`` (committed to git, declared as DVC metrics
-with ``cache: false``) and the train stage writes its per-epoch history as a CSV that
+with ``cache: false``) and the train stage writes its per-epoch history as one CSV per model that
 ``dvc.yaml`` declares under ``plots:``.
 
 Pure functions on dicts and files: no torch, no Prefect, no DVC, so every stage (features,
@@ -21,9 +21,9 @@ from typing import Any, Mapping
 
 log = logging.getLogger(__name__)
 
-HISTORY_FILE = "train_history.csv"
-# the neural models whose curves dvc.yaml plots; their columns are always written (empty when
-# a run did not train them) so the plot definitions in dvc.yaml never point at a missing column
+HISTORY_DIR = "train_history"
+# the neural models whose curves dvc.yaml plots; their files are always written (header only when
+# a run did not train them) so the plot definitions in dvc.yaml never point at a missing file
 PLOTTED_MODELS = ("interest", "sasrec")
 HISTORY_FIELDS = ("loss", "valid_ndcg@10", "valid_hr@10")
 
@@ -94,45 +94,38 @@ def monitor_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def history_rows(history: Mapping[str, list[Mapping[str, Any]]]) -> list[dict[str, Any]]:
-    """Per-epoch history of every neural model as wide rows: ``epoch, <model>_<field>...``.
+def history_rows(rows: Any) -> list[dict[str, Any]]:
+    """One model's per-epoch rows as ``epoch, loss, valid_ndcg@10, valid_hr@10`` (rounded).
 
-    Why wide: DVC's plot definitions name a file and its columns; one column per model and
-    field draws one line per model. Models stop at different epochs (early stopping), so a
-    model's cells are empty after its last epoch (Vega-Lite drops empty values, it does not
-    draw them as 0).
-    """
-    def per_epoch(rows: Any) -> list[Mapping[str, Any]]:
-        # the hybrid's "history" is its weight search, not epochs: only epoch rows are curves
-        return [r for r in rows or [] if isinstance(r, Mapping) and "epoch" in r]
+    The hybrid's "history" is its weight search, not epochs: only rows with an epoch are curves."""
+    epochs = [r for r in rows or [] if isinstance(r, Mapping) and "epoch" in r]
+    return [{"epoch": int(r["epoch"]), **{f: _round(r.get(f), 6) for f in HISTORY_FIELDS}} for r in epochs]
 
-    models = list(dict.fromkeys([*PLOTTED_MODELS, *sorted(m for m in history if per_epoch(history[m]))]))
-    by_epoch: dict[int, dict[str, Any]] = {}
+
+def write_history(folder: Path, history: Mapping[str, list[Mapping[str, Any]]]) -> list[Path]:
+    """One CSV per neural model, ``<folder>/<model>.csv`` (header even without rows, so ``dvc plots``
+    finds the file).
+
+    Why one file per model: the models stop at different epochs (early stopping). In one wide file
+    the model that stopped first had empty cells after its last epoch, and DVC's plot drew them
+    as a drop to 0; a file per model ends where its model ended, and ``dvc.yaml`` draws one line
+    per file."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    models = list(dict.fromkeys([*PLOTTED_MODELS, *sorted(m for m in history if history_rows(history[m]))]))
+    paths = []
     for model in models:
-        for row in per_epoch(history.get(model)):
-            epoch = int(row["epoch"])
-            cells = by_epoch.setdefault(epoch, {"epoch": epoch})
-            for f in HISTORY_FIELDS:
-                cells[f"{model}_{f}"] = _round(row.get(f), 6)
-    columns = ["epoch"] + [f"{m}_{f}" for m in models for f in HISTORY_FIELDS]
-    return [{c: by_epoch[e].get(c) for c in columns} for e in sorted(by_epoch)]
+        path = folder / f"{model}.csv"
+        with path.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=["epoch", *HISTORY_FIELDS])
+            w.writeheader()
+            for r in history_rows(history.get(model)):
+                w.writerow({c: "" if v is None else v for c, v in r.items()})
+        paths.append(path)
+    log.info("training curves for dvc plots: %s (%s)", folder, ", ".join(p.stem for p in paths))
+    return paths
 
 
-def write_history(path: Path, history: Mapping[str, list[Mapping[str, Any]]]) -> Path:
-    """Write :func:`history_rows` as CSV (header even without rows, so ``dvc plots`` finds the file)."""
-    rows = history_rows(history)
-    columns = list(rows[0]) if rows else ["epoch"] + [f"{m}_{f}" for m in PLOTTED_MODELS for f in HISTORY_FIELDS]
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=columns)
-        w.writeheader()
-        for r in rows:
-            w.writerow({c: "" if r.get(c) is None else r[c] for c in columns})
-    log.info("training curves for dvc plots: %s (%d epochs)", path, len(rows))
-    return path
-
-
-def write_train_history(metrics_dir: Path, meta: Mapping[str, Any]) -> Path:
-    """The train stage's hook: ``meta["history"]`` (as saved in meta.json) -> ``<metrics_dir>/train_history.csv``."""
-    return write_history(Path(metrics_dir) / HISTORY_FILE, meta.get("history") or {})
+def write_train_history(metrics_dir: Path, meta: Mapping[str, Any]) -> list[Path]:
+    """The train stage's hook: ``meta["history"]`` (as saved in meta.json) -> ``<metrics_dir>/train_history/<model>.csv``."""
+    return write_history(Path(metrics_dir) / HISTORY_DIR, meta.get("history") or {})
