@@ -57,6 +57,7 @@ class GateConfig:
     half_life: float = 1.0     # of the decayed text centroid, in events
     clip: float = 5.0          # cap of one event's log-likelihood ratio (one odd event cannot decide)
     margin: float = 1.0        # dead zone of one event's ratio: |ratio| below it counts 0 (noise between two similar experts)
+    frozen_long: bool = False  # evidence against the long expert as it stood before the horizon (not updated by the recent events)
     category_window: int = 0   # behaviours the category-mix expert reads (0: no such expert; measured worse, docs/benchmarks.md)
     category_half_life: float = 2.0  # its per-event decay, as the online store's cat_share_recent
 
@@ -213,15 +214,24 @@ class SwitchGate(nn.Module):
             both, base_w = self._expert_logps(torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts]), None, text)
             logps = [lp[:B] for lp in both]
             ll_long, *ll_short = (lp[B:].gather(1, idx) for lp in both)
+            if self.cfg.frozen_long:  # the long expert before the horizon: the rows of step h, for every step's target
+                ll_long = both[0][B + (h - 1) * B:].repeat(h, 1).gather(1, idx)
+                valid = valid & (prev_seq[(h - 1) * B:, -1] > 0).repeat(h).unsqueeze(1)
             ratio = torch.cat(ll_short, 1) - ll_long
             return logps, self._evidence(ratio, valid, h, B), None if base_w is None else base_w[:B]
         logps, base_w = self._expert_logps(seq, ts, now, text)
-        ratios = []
+        ratios, ll_longs = [], []
         for rows in torch.arange(h * B, device=seq.device).split(STEP_ROWS):
             a, b, m, i = prev_seq[rows], prev_ts[rows], moments[rows], idx[rows]
             ll_long, *ll_short = (lp.gather(1, i) for lp in self._expert_logps(a, b, m, text)[0])  # (n, 1) each
+            ll_longs.append(ll_long)
             ratios.append(torch.cat(ll_short, 1) - ll_long)
-        return logps, self._evidence(torch.cat(ratios), valid, h, B), base_w
+        ratio = torch.cat(ratios)
+        if self.cfg.frozen_long:
+            frozen = torch.cat([self._long(prev_seq[r], prev_ts[r], moments[r])[0] for r in torch.arange((h - 1) * B, h * B, device=seq.device).split(STEP_ROWS)])
+            ratio = ratio + torch.cat(ll_longs) - frozen.repeat(h, 1).gather(1, idx)
+            valid = valid & (prev_seq[(h - 1) * B:, -1] > 0).repeat(h).unsqueeze(1)
+        return logps, self._evidence(ratio, valid, h, B), base_w
 
     def _evidence(self, ratio: torch.Tensor, valid: torch.Tensor, h: int, B: int) -> torch.Tensor:
         """(B, E) evidence from the (h*B, E) log-likelihood ratios of the newest h events, step-major."""

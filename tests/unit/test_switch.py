@@ -3,6 +3,7 @@ and its prior is fitted for both jobs."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
@@ -157,7 +158,8 @@ def test_items_added_after_training_stay_rankable_behind_the_gate():
     assert scores.shape == (1, N + 3) and torch.isfinite(scores[0, 1:]).all()
 
 
-def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch):
+@pytest.mark.parametrize("frozen_long", [False, True])
+def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch, frozen_long):
     """Serving scores the request, its evidence steps and every window in one batch; evaluation
     chunks them. Both must give the same mixture (padding is masked, positions count from the end)."""
     import models.switch as switch
@@ -165,7 +167,8 @@ def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch):
     from tests.unit.helpers import random_text_emb, tiny_config
 
     torch.manual_seed(0)
-    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3))
+    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3,
+                                                                                          frozen_long=frozen_long))
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
     ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
     one = gate.score_all(seq, ts)
@@ -180,7 +183,8 @@ def test_switch_state_explains_from_the_same_pass_as_two_separate_calls():
     from tests.unit.helpers import random_text_emb, tiny_config
 
     torch.manual_seed(0)
-    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3))
+    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3,
+                                                                                          frozen_long=frozen_long))
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
     ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
     with torch.no_grad():
