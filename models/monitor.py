@@ -31,8 +31,9 @@ from models import artifacts
 from models.data import ItemIndex, pad_left
 from models.metrics import mask_seen
 from models import drift_page
-from models.drift import (category_mix, category_mix_over_time, drift_report, interest_drift_table, retrain_threshold, share_column,
-                          shuffle_time, split_windows, window_profiles)
+from models.drift import share_column, split_windows, window_profiles
+from models.drift_report import drift_report
+from models.interest_mix import category_mix, category_mix_over_time, interest_drift_table, retrain_threshold, shuffle_time
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def profiles(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[s
 def control_share(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[str], windows: tuple, model: torch.nn.Module,
                   index: ItemIndex, mp: MonitorParams, max_len: int, numerical: list[str]) -> float | None:
     """The largest drift share of ``mp.control_repeats`` no-drift controls (event times shuffled
-    within the windows, :func:`models.drift.shuffle_time`): the noise level of these windows."""
+    within the windows, :func:`models.interest_mix.shuffle_time`): the noise level of these windows."""
     if mp.control_repeats <= 0:
         return None
     ref_start, ref_end, cur_start, cur_end = windows
