@@ -1,6 +1,6 @@
 """Benchmark: every model under one protocol, several seeds, slices, ablations, timings.
 
-    python -m models.benchmark --dataset movielens-100k --seeds 3
+    python -m benchmarks.ranking --dataset movielens-100k --seeds 3
 
 Writes ``reports/benchmark-<dataset>.json`` and ``reports/benchmark-<dataset>.md``. Protocols:
 leave-one-out by time with full ranking (../shared/BENCHMARK.md) and a global temporal split.
@@ -378,7 +378,7 @@ def main() -> None:
     text_emb = encode_items(params, v.items, device)
     seeds = [params.train.seed + i for i in range(args.seeds)]
     ablations = {} if args.no_ablations else ABLATIONS
-    report = {"dataset": args.dataset, "command": "python -m models.benchmark " + " ".join(_argv()), "seeds": seeds, "device": device,
+    report = {"dataset": args.dataset, "command": "python -m benchmarks.ranking " + " ".join(_argv()), "seeds": seeds, "device": device,
               "ablation_seeds": min(args.ablation_seeds, args.seeds), "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
     out = params.path(args.out)
