@@ -167,7 +167,7 @@ def test_markdown_renders_a_row_per_model(bench):
 
 
 def test_fit_log_resume_reuses_finished_fits_and_only_those(bench, tmp_path, caplog):
-    from benchmarks.ranking import FitLog
+    from benchmarks.fit_log import FitLog
 
     v, params, protocols = bench
     g = torch.Generator().manual_seed(0)
@@ -228,7 +228,7 @@ def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
 def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     """Seeds run as separate processes share one key, so their fit logs pool into one report."""
     from features.params import load_params
-    from benchmarks.ranking import fit_key
+    from benchmarks.fit_log import fit_key
 
     base = load_params("params.yaml")
     assert fit_key("movielens-100k", base) == fit_key("movielens-100k", load_params("params.yaml", {"train.seed": 43}))
@@ -241,7 +241,7 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     import hashlib
     import json
 
-    from benchmarks.ranking import PROTOCOLS_VERSION
+    from benchmarks.fit_log import PROTOCOLS_VERSION
     old = {k: v for k, v in dc.asdict(base.train).items() if k not in ("seed", "ease_lambdas")}
     assert fit_key("movielens-100k", base) == hashlib.md5(json.dumps(["movielens-100k", old, dc.asdict(base.encoder), PROTOCOLS_VERSION],
                                                                      sort_keys=True, default=str).encode()).hexdigest()[:12]
