@@ -142,6 +142,27 @@ def _quarantine_rows(df: pd.DataFrame, mask: pd.Series, reason: str, table: str)
     return q
 
 
+class _Quarantine:
+    """The rows set aside so far, each with its table and reason, and a count per ``table.reason``."""
+
+    def __init__(self) -> None:
+        self.frames: list[pd.DataFrame] = []
+        self.counts: dict[str, int] = {}
+
+    def take(self, df: pd.DataFrame, mask: pd.Series, reason: str, table: str) -> pd.DataFrame:
+        """Quarantine the rows of ``df`` where ``mask`` holds; return the others."""
+        n = int(mask.sum())
+        if n:
+            self.frames.append(_quarantine_rows(df, mask, reason, table))
+            self.counts[f"{table}.{reason}"] = n
+        return df.loc[~mask]
+
+    def table(self) -> pd.DataFrame:
+        if self.frames:
+            return pd.concat(self.frames, ignore_index=True)
+        return pd.DataFrame({"table": pd.Series(dtype="string"), "reason": pd.Series(dtype="string")})
+
+
 def validate(interactions: pd.DataFrame, items: pd.DataFrame) -> Validated:
     """Split raw tables into canonical clean tables and a quarantine table with a reason per row.
 
@@ -151,28 +172,29 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame) -> Validated:
     """
     require_columns(interactions, "interactions", "interactions table")
     require_columns(items, "items", "items table")
-    quarantined: list[pd.DataFrame] = []
-    counts: dict[str, int] = {}
+    q = _Quarantine()
+    it = _clean_items(items, q)
+    ev = _clean_interactions(interactions, set(it["item_id"]), q)
+    return Validated(interactions=ev, items=it, quarantine=q.table(), counts=q.counts)
 
-    def take(df: pd.DataFrame, mask: pd.Series, reason: str, table: str) -> pd.DataFrame:
-        n = int(mask.sum())
-        if n:
-            quarantined.append(_quarantine_rows(df, mask, reason, table))
-            counts[f"{table}.{reason}"] = n
-        return df.loc[~mask]
 
+def _clean_items(items: pd.DataFrame, q: _Quarantine) -> pd.DataFrame:
+    """Canonical items: ids cleaned, missing and repeated ids quarantined, title/text/categories filled."""
     it = items.copy()
     it["item_id"] = _clean_id(it["item_id"])
-    it = take(it, it["item_id"].isna(), MISSING_ITEM, "items")
-    it = take(it, it["item_id"].duplicated(keep="first"), DUPLICATE_ITEM, "items")
+    it = q.take(it, it["item_id"].isna(), MISSING_ITEM, "items")
+    it = q.take(it, it["item_id"].duplicated(keep="first"), DUPLICATE_ITEM, "items")
     it["title"] = it.get("title", pd.Series("", index=it.index)).fillna("").astype(str)
     it["text"] = it.get("text", it["title"]).fillna("").astype(str)
     raw_cats = it.get("categories", pd.Series([[]] * len(it), index=it.index))
     it["categories"] = [_item_categories(i, c) for i, c in zip(it["item_id"], raw_cats)]
     _warn_other_separators(it["categories"])
     extra = [c for c in ("published_ts",) if c in it.columns]
-    it = it[ITEM_COLUMNS + extra].reset_index(drop=True)
+    return it[ITEM_COLUMNS + extra].reset_index(drop=True)
 
+
+def _clean_interactions(interactions: pd.DataFrame, item_ids: set, q: _Quarantine) -> pd.DataFrame:
+    """Canonical interactions in time order (file order inside equal timestamps); bad rows quarantined."""
     ev = interactions.copy()
     for col in ("event", "value"):
         if col not in ev.columns:
@@ -182,20 +204,14 @@ def validate(interactions: pd.DataFrame, items: pd.DataFrame) -> Validated:
     ev["user_id"] = _clean_id(ev["user_id"])
     ev["item_id"] = _clean_id(ev["item_id"])
     ev["ts"] = parse_timestamps(raw_ts)
-    ev = take(ev, ev["user_id"].isna(), MISSING_USER, "interactions")
-    ev = take(ev, ev["item_id"].isna(), MISSING_ITEM, "interactions")
-    ev = take(ev, ev["ts"].isna(), BAD_TIMESTAMP, "interactions")
-    ev = take(ev, ~ev["item_id"].isin(set(it["item_id"])), UNKNOWN_ITEM, "interactions")
+    ev = q.take(ev, ev["user_id"].isna(), MISSING_USER, "interactions")
+    ev = q.take(ev, ev["item_id"].isna(), MISSING_ITEM, "interactions")
+    ev = q.take(ev, ev["ts"].isna(), BAD_TIMESTAMP, "interactions")
+    ev = q.take(ev, ~ev["item_id"].isin(item_ids), UNKNOWN_ITEM, "interactions")
     ev["event"] = ev["event"].fillna("interaction").astype(str)
     ev["value"] = pd.to_numeric(ev["value"], errors="coerce").astype("float64")
-    ev = take(ev, ev.duplicated(subset=INTERACTION_COLUMNS, keep="first"), DUPLICATE, "interactions")
+    ev = q.take(ev, ev.duplicated(subset=INTERACTION_COLUMNS, keep="first"), DUPLICATE, "interactions")
     ev = ev[INTERACTION_COLUMNS].sort_values("ts", kind="stable").reset_index(drop=True)
     ev["user_id"] = ev["user_id"].astype(str)
     ev["item_id"] = ev["item_id"].astype(str)
-
-    quarantine = (
-        pd.concat(quarantined, ignore_index=True)
-        if quarantined
-        else pd.DataFrame({"table": pd.Series(dtype="string"), "reason": pd.Series(dtype="string")})
-    )
-    return Validated(interactions=ev, items=it, quarantine=quarantine, counts=counts)
+    return ev

@@ -31,8 +31,9 @@ from models import artifacts
 from models.data import ItemIndex, pad_left
 from models.metrics import mask_seen
 from models import drift_page
-from models.drift import (category_mix, category_mix_over_time, drift_report, interest_drift_table, retrain_threshold, share_column,
-                          shuffle_time, split_windows, window_profiles)
+from models.drift import share_column, split_windows, window_profiles
+from models.drift_report import drift_report
+from models.interest_mix import category_mix, category_mix_over_time, interest_drift_table, retrain_threshold, shuffle_time
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def profiles(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[s
 def control_share(interactions: pd.DataFrame, items: pd.DataFrame, categories: list[str], windows: tuple, model: torch.nn.Module,
                   index: ItemIndex, mp: MonitorParams, max_len: int, numerical: list[str]) -> float | None:
     """The largest drift share of ``mp.control_repeats`` no-drift controls (event times shuffled
-    within the windows, :func:`models.drift.shuffle_time`): the noise level of these windows."""
+    within the windows, :func:`models.interest_mix.shuffle_time`): the noise level of these windows."""
     if mp.control_repeats <= 0:
         return None
     ref_start, ref_end, cur_start, cur_end = windows
@@ -117,7 +118,19 @@ def control_share(interactions: pd.DataFrame, items: pd.DataFrame, categories: l
     return max(shares)
 
 
-def run(params: Params) -> MonitorResult:
+@dataclass
+class Inputs:
+    """What the monitor reads: the raw tables, their categories and windows, the selected model."""
+    interactions: pd.DataFrame
+    items: pd.DataFrame
+    categories: list[str]
+    windows: tuple
+    selected: str
+    model: torch.nn.Module
+    index: ItemIndex
+
+
+def load_inputs(params: Params) -> Inputs:
     mp = params.monitor
     raw = params.path(params.data.raw_dir)
     interactions = pd.read_parquet(raw / "interactions.parquet")
@@ -125,58 +138,83 @@ def run(params: Params) -> MonitorResult:
     items["categories"] = items["categories"].map(list)
     categories = category_vocabulary(items)
     windows = split_windows(interactions, mp.reference_fraction, mp.current_fraction)
-    ref_start, ref_end, cur_start, cur_end = windows
     model_dir = params.path(params.train.out_dir)
     selected = json.loads(params.path(params.evaluate.out).read_text())["selected"]
     model = artifacts.load_models(model_dir)[selected]
     index = ItemIndex(tuple(artifacts.load_item_ids(model_dir)))
+    return Inputs(interactions, items, categories, windows, selected, model, index)
+
+
+def run(params: Params) -> MonitorResult:
+    mp = params.monitor
+    x = load_inputs(params)
+    ref_start, ref_end, cur_start, cur_end = x.windows
     L, k = params.train.max_len, params.evaluate.k
-    w = profiles(interactions, items, categories, windows, model, index, L, k)
+    w = profiles(x.interactions, x.items, x.categories, x.windows, x.model, x.index, L, k)
     ref, cur = w.ref, w.cur
-    numerical = [share_column(c) for c in categories] + ["popularity_pct", "top_score"]
+    numerical = [share_column(c) for c in x.categories] + ["popularity_pct", "top_score"]
     log.info("drift: reference %s..%s (%d users) vs current %s..%s (%d users)", ref_start, ref_end, len(ref), cur_start, cur_end, len(cur))
     with tempfile.TemporaryDirectory() as tmp:
         evidently_html = Path(tmp) / "evidently.html"
         summary = drift_report(ref, cur, evidently_html, params.path(mp.json), numerical, ["dominant_category"], mp.drift_threshold)
         evidently_page = evidently_html.read_text()
-    control = control_share(interactions, items, categories, windows, model, index, mp, L, numerical)
+    control = control_share(x.interactions, x.items, x.categories, x.windows, x.model, x.index, mp, L, numerical)
     threshold = retrain_threshold(mp.drift_threshold, control, mp.control_margin)
     retrain = summary["drift_share"] >= threshold
     drifted = sorted(c for c, v in summary["columns"].items() if v["drifted"])
     decision = {"drift_share": summary["drift_share"], "control_drift_share": control, "retrain_threshold": threshold,
                 "control_margin": mp.control_margin, "drift_threshold": mp.drift_threshold, "retrain": retrain,
                 "drifted_columns": len(drifted), "n_columns": summary["n_columns"]}
-
-    # the readable page: dated category mix, per-interest drift, recommendation mix, Evidently beneath
-    ref_mix = category_mix(interactions, items, categories, ref_start, ref_end)
-    cur_mix = category_mix(interactions, items, categories, cur_start, cur_end)
-    timeline = category_mix_over_time(interactions, items, categories, windows, mp.mix_freq)
-    interests = interest_drift_table(ref_mix, cur_mix, ref, cur, summary["columns"])
-    rec_mix = pd.DataFrame({"category": categories,
-                            "recommended (reference users)": recommendation_mix(w.ref_top, index, items, categories).to_numpy(),
-                            "recommended (current users)": recommendation_mix(w.cur_top, index, items, categories).to_numpy(),
-                            "consumed (current window)": cur_mix.to_numpy()})
-    ts = pd.to_datetime(interactions["ts"], utc=True)
-    window_info = {name: {"start": s, "end": e, "users": len(p), "events": int(((ts >= s) & (ts < e)).sum())}
-                   for name, s, e, p in (("reference", ref_start, ref_end, ref), ("current", cur_start, cur_end, cur))}
-    page = drift_page.render(window_info, decision, timeline, categories, interests, rec_mix, evidently_page)
+    tables = readable_tables(x, w, summary["columns"], mp.mix_freq)
+    page = drift_page.render(window_info(x.interactions, x.windows, w), decision, tables["timeline"], x.categories,
+                             tables["interests"], tables["rec_mix"], evidently_page)
     params.path(mp.html).parent.mkdir(parents=True, exist_ok=True)
     params.path(mp.html).write_text(page)
-
-    # the retrain decision and the readable tables are written beside Evidently's own results, for schedulers to read
-    report = json.loads(params.path(mp.json).read_text())
-    report["summary"].update({**decision, "model": selected,
-                              "windows": {"reference": [str(ref_start), str(ref_end)], "current": [str(cur_start), str(cur_end)]},
-                              "category_mix": {"reference": ref_mix.round(4).to_dict(), "current": cur_mix.round(4).to_dict()},
-                              "timeline": timeline.round(4).to_dict(orient="records"),
-                              "recommendation_mix": rec_mix.round(4).to_dict(orient="records")})
-    params.path(mp.json).write_text(json.dumps(report, indent=2, default=str))
-    params.path(mp.summary).write_text(json.dumps(decision, indent=2))
-    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "monitor"), tracking.monitor_metrics(decision))
+    write_decision(params, decision, x.selected, x.windows, tables)
     log.info("drift share %.2f (%d/%d columns), no-drift control %s, retrain at %.2f -> retrain=%s", summary["drift_share"],
              len(drifted), summary["n_columns"], "off" if control is None else f"{control:.2f}", threshold, retrain)
     return MonitorResult(summary["drift_share"], bool(summary["dataset_drift"]), retrain, drifted, len(ref), len(cur),
                          control, threshold)
+
+
+def readable_tables(x: Inputs, w: Windowed, columns: dict, freq: str) -> dict[str, pd.DataFrame | pd.Series]:
+    """The page's tables: category mix of both windows, dated category mix, per-interest drift,
+    recommendation mix beside what the current window consumed."""
+    ref_start, ref_end, cur_start, cur_end = x.windows
+    ref_mix = category_mix(x.interactions, x.items, x.categories, ref_start, ref_end)
+    cur_mix = category_mix(x.interactions, x.items, x.categories, cur_start, cur_end)
+    timeline = category_mix_over_time(x.interactions, x.items, x.categories, x.windows, freq)
+    interests = interest_drift_table(ref_mix, cur_mix, w.ref, w.cur, columns)
+    rec_mix = pd.DataFrame({"category": x.categories,
+                            "recommended (reference users)": recommendation_mix(w.ref_top, x.index, x.items, x.categories).to_numpy(),
+                            "recommended (current users)": recommendation_mix(w.cur_top, x.index, x.items, x.categories).to_numpy(),
+                            "consumed (current window)": cur_mix.to_numpy()})
+    return {"ref_mix": ref_mix, "cur_mix": cur_mix, "timeline": timeline, "interests": interests, "rec_mix": rec_mix}
+
+
+def window_info(interactions: pd.DataFrame, windows: tuple, w: Windowed) -> dict[str, dict]:
+    """Each window's bounds, active users and events, for the page."""
+    ref_start, ref_end, cur_start, cur_end = windows
+    ts = pd.to_datetime(interactions["ts"], utc=True)
+    return {name: {"start": s, "end": e, "users": len(p), "events": int(((ts >= s) & (ts < e)).sum())}
+            for name, s, e, p in (("reference", ref_start, ref_end, w.ref), ("current", cur_start, cur_end, w.cur))}
+
+
+def write_decision(params: Params, decision: dict, selected: str, windows: tuple, tables: dict) -> None:
+    """The retrain decision and the readable tables, written beside Evidently's own results (for
+    schedulers to read), the decision alone, and the compact DVC metrics."""
+    mp = params.monitor
+    ref_start, ref_end, cur_start, cur_end = windows
+    report = json.loads(params.path(mp.json).read_text())
+    report["summary"].update({**decision, "model": selected,
+                              "windows": {"reference": [str(ref_start), str(ref_end)], "current": [str(cur_start), str(cur_end)]},
+                              "category_mix": {"reference": tables["ref_mix"].round(4).to_dict(),
+                                               "current": tables["cur_mix"].round(4).to_dict()},
+                              "timeline": tables["timeline"].round(4).to_dict(orient="records"),
+                              "recommendation_mix": tables["rec_mix"].round(4).to_dict(orient="records")})
+    params.path(mp.json).write_text(json.dumps(report, indent=2, default=str))
+    params.path(mp.summary).write_text(json.dumps(decision, indent=2))
+    tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "monitor"), tracking.monitor_metrics(decision))
 
 
 def main() -> None:

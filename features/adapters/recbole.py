@@ -156,11 +156,6 @@ def read_index(path: Path) -> dict[str, str]:
     return out
 
 
-def synthetic_timestamps(n: int) -> pd.DatetimeIndex:
-    """``n`` ordered events one day apart, the last on ``SYNTHETIC_END`` (no real times in the files)."""
-    return SYNTHETIC_END - SYNTHETIC_STEP * np.arange(n - 1, -1, -1)
-
-
 def load_folder(d: Path, ds: RecBoleDataset) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:
     """Canonical (interactions, items, {"item_map": item_id -> asin}) from the files in ``d``."""
     splits = {s: read_inter(d / f"{ds.prefix}.{s}.inter") for s in SPLITS}

@@ -21,6 +21,8 @@ Two options keep a benchmark from being tuned to this one generator:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -146,6 +148,17 @@ def _next_item(rng: np.random.Generator, p: SyntheticParams, interest: int, last
     return int(rng.choice(p.n_items, p=pop / pop.sum()))  # exploration outside the current interest
 
 
+@dataclass
+class _World:
+    """The catalogue's state every user draws from."""
+    cats: list[str]          # category names, by category index
+    primary: np.ndarray      # each item's main category index
+    by_cat: list[np.ndarray]  # item indices of each category
+    pop: np.ndarray          # each item's popularity weight
+    follow: np.ndarray | None  # shop: each item's fixed complement; media: None (the sequel)
+    t0: int                  # unix seconds of the first day
+
+
 def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(interactions, items, ground_truth): same params, byte-identical output."""
     rng = np.random.default_rng(p.seed)
@@ -157,39 +170,11 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     follow = None
     if shop:  # each item's complement: a fixed other item of its category
         follow = np.array([int(rng.choice(by_cat[primary[i]])) for i in range(p.n_items)])
-    t0 = pd.Timestamp("2026-01-01", tz="UTC").value // 10**9
-    span = p.days * 86400
-    ev_rows, gt_rows = [], []
+    world = _World(cats, primary, by_cat, pop, follow, pd.Timestamp("2026-01-01", tz="UTC").value // 10**9)
+    ev_rows: list[tuple] = []
+    gt_rows: list[tuple] = []
     for u in range(p.n_users):
-        n = max(5, int(rng.poisson(p.events_per_user)))
-        first, second = rng.choice(p.n_categories, size=2, replace=False)
-        shifts = rng.random() < p.shift_fraction
-        switch_at = int(n * rng.uniform(0.4, 0.7)) if shifts else n
-        if not p.switch_in_training:
-            switch_at = n  # the history stays on `first`; the switch comes after it, held out
-        later = _later_switches(rng, p, n, switch_at, int(second)) if shifts and p.max_switches > 1 and p.switch_in_training else []
-        start = rng.uniform(0, span * 0.5)
-        gaps = rng.exponential((span - start) / (n + 1), size=n)
-        times = start + np.cumsum(gaps)
-        if times[-1] > span:  # the random walk can overshoot: squeeze it back inside `days`
-            times = start + (times - start) * ((span - start) / (times[-1] - start))
-        held = p.held_out_events if shifts and not p.switch_in_training else 0
-        if held:  # the held-out episode continues the user's clock at their own pace, past `days` if need be
-            times = np.concatenate([times, times[-1] + np.cumsum(rng.exponential(max(float(np.mean(np.diff(times))) if n > 1 else 86400.0, 600.0), size=held))])
-        last_item = -1
-        for k in range(n + held):
-            interest = first if k < switch_at else second
-            for at, category in later:
-                if k >= at:
-                    interest = category
-            episode = 0 if k < switch_at else 1 + sum(k >= at for at, _ in later)
-            last_item = _next_item(rng, p, interest, last_item, primary, by_cat, pop, follow)
-            ts = int(t0 + times[k])
-            event = EVENT_TYPES[int(rng.integers(3))]
-            if k < n:
-                ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, event, None))
-            gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first],
-                            bool(shifts), k >= switch_at, episode, k >= n))
+        _user_rows(rng, p, world, u, ev_rows, gt_rows)
     interactions = pd.DataFrame(ev_rows, columns=["user_id", "item_id", "ts", "event", "value"])
     truth = pd.DataFrame(
         gt_rows,
@@ -198,6 +183,48 @@ def generate(p: SyntheticParams) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFra
     )
     truth["ts"] = pd.to_datetime(truth["ts"], unit="s", utc=True)
     return interactions, items, truth
+
+
+def _user_times(rng: np.random.Generator, p: SyntheticParams, n: int, held: int) -> np.ndarray:
+    """Seconds since the first day of a user's ``n`` events inside ``days``, then ``held`` more."""
+    span = p.days * 86400
+    start = rng.uniform(0, span * 0.5)
+    gaps = rng.exponential((span - start) / (n + 1), size=n)
+    times = start + np.cumsum(gaps)
+    if times[-1] > span:  # the random walk can overshoot: squeeze it back inside `days`
+        times = start + (times - start) * ((span - start) / (times[-1] - start))
+    if held:  # the held-out episode continues the user's clock at their own pace, past `days` if need be
+        times = np.concatenate([times, times[-1] + np.cumsum(rng.exponential(max(float(np.mean(np.diff(times))) if n > 1 else 86400.0, 600.0), size=held))])
+    return times
+
+
+def _user_rows(rng: np.random.Generator, p: SyntheticParams, world: _World, u: int, ev_rows: list[tuple],
+               gt_rows: list[tuple]) -> None:
+    """One user's interactions and ground truth rows, appended (the draws in a fixed order)."""
+    cats = world.cats
+    n = max(5, int(rng.poisson(p.events_per_user)))
+    first, second = rng.choice(p.n_categories, size=2, replace=False)
+    shifts = rng.random() < p.shift_fraction
+    switch_at = int(n * rng.uniform(0.4, 0.7)) if shifts else n
+    if not p.switch_in_training:
+        switch_at = n  # the history stays on `first`; the switch comes after it, held out
+    later = _later_switches(rng, p, n, switch_at, int(second)) if shifts and p.max_switches > 1 and p.switch_in_training else []
+    held = p.held_out_events if shifts and not p.switch_in_training else 0
+    times = _user_times(rng, p, n, held)
+    last_item = -1
+    for k in range(n + held):
+        interest = first if k < switch_at else second
+        for at, category in later:
+            if k >= at:
+                interest = category
+        episode = 0 if k < switch_at else 1 + sum(k >= at for at, _ in later)
+        last_item = _next_item(rng, p, interest, last_item, world.primary, world.by_cat, world.pop, world.follow)
+        ts = int(world.t0 + times[k])
+        event = EVENT_TYPES[int(rng.integers(3))]
+        if k < n:
+            ev_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, event, None))
+        gt_rows.append((f"u{u:05d}", f"i{last_item:05d}", ts, cats[interest], cats[first], cats[second] if shifts else cats[first],
+                        bool(shifts), k >= switch_at, episode, k >= n))
 
 
 def load(params: Params) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]:

@@ -1,4 +1,4 @@
-"""models.benchmark: _aggregate as formulas, run_protocol end to end on a tiny synthetic dataset, markdown()."""
+"""benchmarks.ranking: _aggregate as formulas, run_protocol end to end on a tiny synthetic dataset, markdown()."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,7 +10,7 @@ import torch
 from features.adapters.synthetic import generate
 from features.params import Params, SyntheticParams, TrainParams
 from features.schema import validate
-from models.benchmark import _aggregate, markdown, run_protocols
+from benchmarks.ranking import _aggregate, markdown, run_protocols
 
 MODELS = ("popularity", "item_knn", "sasrec")
 ABLATION = {"interest-no_long_term": {"use_long_term": False}}
@@ -131,7 +131,7 @@ def test_run_protocol_is_reproducible_for_a_seed(bench):
 
 def test_markdown_renders_a_row_per_model(bench):
     v, params, protocols = bench
-    report = {"dataset": "synthetic", "command": "python -m models.benchmark --seeds 2", "seeds": SEEDS, "device": "cpu",
+    report = {"dataset": "synthetic", "command": "python -m benchmarks.ranking --seeds 2", "seeds": SEEDS, "device": "cpu",
               "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "protocols": protocols, "seconds": 12.3}
     md = markdown(report, K)
@@ -167,7 +167,7 @@ def test_markdown_renders_a_row_per_model(bench):
 
 
 def test_fit_log_resume_reuses_finished_fits_and_only_those(bench, tmp_path, caplog):
-    from models.benchmark import FitLog
+    from benchmarks.fit_log import FitLog
 
     v, params, protocols = bench
     g = torch.Generator().manual_seed(0)
@@ -180,7 +180,7 @@ def test_fit_log_resume_reuses_finished_fits_and_only_those(bench, tmp_path, cap
     assert len(lines) == 2  # one line per fit
     with path.open("a") as f:
         f.write('{"torn')  # an interrupted append
-    caplog.set_level("INFO", logger="models.benchmark")
+    caplog.set_level("INFO", logger="benchmarks.ranking")
     resumed = run_protocol(params, "loo", v.interactions, v.items, text_emb, ("popularity", "sasrec"), [1], {}, "cpu",
                            fit_log=FitLog(path, "k1", resume=True))
     assert resumed == first
@@ -228,7 +228,7 @@ def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
 def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     """Seeds run as separate processes share one key, so their fit logs pool into one report."""
     from features.params import load_params
-    from models.benchmark import fit_key
+    from benchmarks.fit_log import fit_key
 
     base = load_params("params.yaml")
     assert fit_key("movielens-100k", base) == fit_key("movielens-100k", load_params("params.yaml", {"train.seed": 43}))
@@ -241,7 +241,7 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     import hashlib
     import json
 
-    from models.benchmark import PROTOCOLS_VERSION
+    from benchmarks.fit_log import PROTOCOLS_VERSION
     old = {k: v for k, v in dc.asdict(base.train).items() if k not in ("seed", "ease_lambdas")}
     assert fit_key("movielens-100k", base) == hashlib.md5(json.dumps(["movielens-100k", old, dc.asdict(base.encoder), PROTOCOLS_VERSION],
                                                                      sort_keys=True, default=str).encode()).hexdigest()[:12]
@@ -336,7 +336,7 @@ def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch)
     import sys
     from pathlib import Path
 
-    from models import benchmark
+    from benchmarks import ranking as benchmark
     from tests.unit.helpers import write_tiny_bert
 
     ml = tmp_path / "data" / "ml-1m"
@@ -354,7 +354,7 @@ def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch)
     sets = {"data.source_dir": str(tmp_path / "data"), "data.download": "false", "encoder.model_name": str(bert),
             "encoder.max_length": 32, "encoder.cache_dir": str(tmp_path / "emb"), "train.epochs": 1, "train.patience": 1,
             "train.dim": 16, "train.max_len": 10, "train.n_layers": 1, "train.batch_size": 64}
-    argv = ["models.benchmark", "--dataset", "movielens-1m", "--seeds", "1", "--protocols", "loo,temporal", "--no-ablations",
+    argv = ["benchmarks.ranking", "--dataset", "movielens-1m", "--seeds", "1", "--protocols", "loo,temporal", "--no-ablations",
             "--params", str(Path(__file__).resolve().parents[2] / "params.yaml"), "--out", str(out)]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
@@ -389,7 +389,7 @@ import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
 import multiprocessing
 sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
-from models.benchmark import exit_with_parent
+from benchmarks.ranking import exit_with_parent
 
 def work(path):
     open(path + ".tmp", "w").write(str(os.getpid()))

@@ -1,4 +1,4 @@
-"""Unit tests of models.drift: windows, per-user interest profiles and the Evidently report.
+"""Unit tests of models.drift (windows, per-user interest profiles) and models.drift_report (the Evidently report).
 
 Expected values are computed by hand from the definitions, not by re-running the code.
 """
@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.drift import drift_report, safe_name, share_column, split_windows, window_profiles
+from models.drift import safe_name, share_column, split_windows, window_profiles
+from models.drift_report import drift_report
 from tests.unit.helpers import events_frame
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")

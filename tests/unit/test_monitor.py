@@ -13,7 +13,8 @@ import torch
 from features.params import Params, load_params
 from models import artifacts, baselines, monitor
 from models.data import item_index
-from models.drift import category_mix, category_mix_over_time, retrain_threshold, shuffle_time, split_windows
+from models.drift import split_windows
+from models.interest_mix import category_mix, category_mix_over_time, retrain_threshold, shuffle_time
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = pd.Timestamp("2026-01-05", tz="UTC")  # a Monday

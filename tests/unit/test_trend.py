@@ -151,7 +151,7 @@ def test_temporal_test_recounts_the_trend_up_to_the_cut_off():
     # every pre-cut-off event; the fitted model, which its seed's hybrid reuses, keeps its own
     from features.params import TrainParams
     from models.baselines import popularity
-    from models.benchmark import _for_test
+    from benchmarks.ranking import _for_test
     from models.hybrid import Hybrid
 
     early = _events([("i1", 0.5)])

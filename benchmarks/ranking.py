@@ -1,36 +1,36 @@
-"""Benchmark: every model under one protocol, several seeds, slices, ablations, timings.
+"""Ranking benchmark: every model under each protocol, several seeds, slices, ablations, timings.
 
-    python -m models.benchmark --dataset movielens-100k --seeds 3
+    python -m benchmarks.ranking --dataset movielens-100k --seeds 3
 
-Writes ``reports/benchmark-<dataset>.json`` and ``reports/benchmark-<dataset>.md``. Protocols:
-leave-one-out by time with full ranking (../shared/BENCHMARK.md) and a global temporal split.
-Training windows come from the same pure function the Feast path is tested against
-(``windows_from_sequences``), so many runs need no feature-store round trip.
+Writes ``reports/benchmark-<dataset>.json`` and ``reports/benchmark-<dataset>.md``. Protocols
+(``benchmarks/protocols.py``): leave-one-out by time with full ranking (../shared/BENCHMARK.md), a
+global temporal split and cold items. Every finished fit goes to a fit log
+(``benchmarks/fit_log.py``), so an interrupted run resumes with ``--resume``.
 """
 from __future__ import annotations
 
 import argparse
 import copy
 import dataclasses
-import hashlib
 import json
 import logging
 import os
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.fit_log import FitLog, fit_key
+from benchmarks.protocols import Split, slice_masks, split_for
 from features import adapters
 from features.cli import configure_logging, parse_overrides
 from features.params import Params, TrainParams, load_params
 from features.schema import validate
-from models import baselines, slices
+from models import baselines
 from models.baselines import EASE
-from models.data import cold_item_split, item_category_matrix, item_index, leave_one_out, temporal_split, train_interactions, user_sequences, windows_from_sequences
+from models.data import item_category_matrix
 from models.evaluate import metrics_for, n_items_of, rank_targets
 from models.hybrid import Hybrid
 from models.interest import InterestModel
@@ -68,55 +68,6 @@ def _aggregate(runs: list[dict]) -> dict:
             vals = np.array([r[key] for r in runs], dtype=float)
             out[key] = {"mean": float(vals.mean()), "std": float(vals.std(ddof=0))}
     return out
-
-
-# bump when a protocol's split or evaluation changes, so --resume never mixes fits of two definitions
-# (2: the temporal protocol validates on a nested temporal split and refits seed-free models for the test)
-PROTOCOLS_VERSION = 2
-
-
-class FitLog:
-    """Every finished fit, appended as one JSON line, so a long benchmark that is interrupted
-    resumes (``--resume``) without redoing the fits it already has. Lines carry a key of the
-    settings (dataset, train params, encoder), and only lines with this run's key are reused."""
-
-    def __init__(self, path: Path, key: str, resume: bool) -> None:
-        self.path, self.key = path, key
-        self.done: dict[tuple[str, str, int], dict] = {}
-        if resume and path.exists():
-            for line in path.read_text().splitlines():
-                try:
-                    d = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a torn last line
-                if d.get("key") == key:
-                    self.done[(d["protocol"], d["name"], d["seed"])] = d["result"]
-            log.info("resuming: %d fit(s) already in %s", len(self.done), path)
-        elif path.exists():
-            path.unlink()
-
-    def get(self, protocol: str, name: str, seed: int) -> dict | None:
-        return self.done.get((protocol, name, seed))
-
-    def add(self, protocol: str, name: str, seed: int, result: dict) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self.path.open("a") as f:
-            f.write(json.dumps({"key": self.key, "protocol": protocol, "name": name, "seed": seed, "result": result}) + "\n")
-
-
-# train params added after fit logs already existed: left out of the key at their default, so a log
-# written before they were added still resumes (any other value is part of the key)
-KEY_ADDED_LATER = {"ease_lambdas": TrainParams().ease_lambdas}
-
-
-def fit_key(dataset: str, params: Params) -> str:
-    """The settings a logged fit must share to be reused: dataset, train and encoder params, except
-    the base seed (each line records its own seed), so that seeds run as separate processes
-    (``--set train.seed=43 --seeds 1``) can be pooled into one report with ``--resume``."""
-    train = {k: v for k, v in dataclasses.asdict(params.train).items()
-             if k != "seed" and not (k in KEY_ADDED_LATER and v == KEY_ADDED_LATER[k])}
-    return hashlib.md5(json.dumps([dataset, train, dataclasses.asdict(params.encoder), PROTOCOLS_VERSION],
-                                  sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
 def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interactions: pd.DataFrame, items: pd.DataFrame,
@@ -200,59 +151,12 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
           seeds: list[int], ablations: dict[str, dict], device: str, n_ablation_seeds: int,
           fit_log: FitLog | None) -> tuple[int, dict, dict]:
     """Test users, slice sizes, and every fit's metrics per model (a list over seeds)."""
-    tp, k = params.train, params.evaluate.k
-    index = item_index(items)
-    cold = None  # cold protocol: (warm index, warm text rows, held-out text rows), added after training
-    refit_df = None  # temporal protocol: what the seed-free models are refit on for the test
-    ease_test_df = None  # leave-one-out: what EASE is refit on for the test (train + valid)
-    if protocol == "loo":
-        seqs = user_sequences(interactions, index)
-        windows = windows_from_sequences(seqs, tp.max_len, holdout=2)
-        valid, test = leave_one_out(seqs, "valid", tp.max_len), leave_one_out(seqs, "test", tp.max_len)
-        train_df = train_interactions(interactions)
-        # EASE (no epochs, its regularisation picked on validation) is refit on train + valid for the
-        # test, as the peer EASE of ../shared/BENCHMARK.md was; every other model keeps its train-only fit
-        ease_test_df = interactions[interactions.groupby("user_id", sort=False).cumcount(ascending=False) >= 1]
-    elif protocol == "cold":
-        pos_before = index.pos
-        items, n_warm, seqs, train_df, test = cold_item_split(interactions, items, tp.max_len, seed=tp.seed)
-        text_emb = text_emb[[0] + [pos_before[i] for i in items["item_id"]]]  # rows in the new order
-        index = item_index(items)
-        cold = (type(index)(index.ids[:n_warm]), text_emb[: n_warm + 1], text_emb[n_warm + 1 :])
-        windows = windows_from_sequences(seqs, tp.max_len, holdout=1)
-        valid = leave_one_out(seqs, "test", tp.max_len)  # last training event: early stopping only
-        log.info("cold-item protocol: %d test users, every target held out of training", len(test.targets))
-    elif protocol == "temporal":
-        cutoff, _, test = temporal_split(interactions, index, tp.max_len)
-        before = interactions[interactions["ts"] < cutoff]
-        # validation is the same split one level down: train before the 90th percentile of the
-        # pre-cut-off time, validate on each user's first event after it. Its users, like the test's,
-        # are those active right after a cut-off, where recent popularity is strong; every user's
-        # last event (months earlier for most) would hide that from early stopping and the hybrid
-        inner, seqs, valid = temporal_split(before, index, tp.max_len)
-        if not len(valid.targets) or not len(test.targets):
-            raise ValueError("temporal protocol: no user has events on both sides of the test or the validation cut-off")
-        windows = windows_from_sequences(seqs, tp.max_len, holdout=0)
-        train_df = before[before["ts"] < inner]
-        refit_df = before  # the test's seed-free models count everything before the cut-off (_for_test)
-        log.info("temporal split at %s: %d test users; validation split at %s: %d users", cutoff, len(test.targets),
-                 inner, len(valid.targets))
-    else:
-        raise ValueError(f"unknown protocol '{protocol}' (loo, temporal, cold)")
-    fit_index, fit_text = (index, text_emb) if cold is None else cold[:2]  # cold: train on the warm catalogue
-    shift_valid = shift_validation(seqs, fit_text, tp) if any(m in SWITCHED for m in models) else None
-    fit_categories = item_category_matrix([list(c) for c in items["categories"]][: len(fit_index)])  # cold: the warm items
-    pos = index.pos
-    train_items = {pos[i] for i in (train_df if refit_df is None else refit_df)["item_id"].unique() if i in pos}
-    cats = {pos[i]: list(c) for i, c in zip(items["item_id"], items["categories"])}
-    masks = {"cold_item": slices.cold_item(test, train_items), "interest_shift": slices.interest_shift(test, cats),
-             "short_history": slices.short_history(test)}
+    sp = split_for(protocol, interactions, items, text_emb, params.train)
+    run = _Run(params, protocol, sp, models, device)
     per_model: dict[str, list[dict]] = {}
     variants = [(m, {}) for m in models] + [(name, over) for name, over in ablations.items()]
-    reusable: dict[str, torch.nn.Module] = {}  # this seed's default models: the hybrid is built from them
-    seconds_of: dict[str, float] = {}
     for s_i, seed in enumerate(seeds):
-        reusable = {n: m for n, m in reusable.items() if n in BASELINES}  # baselines do not depend on the seed
+        run.reusable = {n: m for n, m in run.reusable.items() if n in BASELINES}  # baselines do not depend on the seed
         for name, over in variants:
             if name in ablations and s_i >= n_ablation_seeds:
                 continue
@@ -264,41 +168,76 @@ def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.D
                 per_model.setdefault(name, []).append(res)
                 log.info("[%s seed %d] %-24s from the fit log", protocol, seed, name)
                 continue
-            tpv = dataclasses.replace(tp, seed=seed, **over)
-            reuse = {} if over else reusable
-            t0 = time.time()
-            fitted, fits = fit_models((base,), train_df, fit_index, fit_text, windows, valid, tpv, device, k, prefitted=reuse,
-                                      shift_valid=shift_valid, item_categories=fit_categories)
-            seconds = time.time() - t0
-            if base == "hybrid":  # its cost includes the models it is built from, fitted before or in this call
-                seconds += sum(seconds_of[c] for c in ("interest", *tp.hybrid_with) if c in reuse)
-            if base in SWITCHED and SWITCHED[base] in reuse:  # and a gated model the cost of its base
-                seconds += seconds_of[SWITCHED[base]]
-            if not over:
-                reusable.update(fitted)
-                seconds_of.update({n: seconds if n == base else fits[n].seconds if n in fits else 0.0 for n in fitted})
-            model = fitted[base] if refit_df is None else _for_test(fitted[base], base, refit_df, index, text_emb, tpv, device)
-            if ease_test_df is not None and isinstance(model, EASE):
-                model = baselines.ease(ease_test_df, index, model.lam)
-            if cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
-                model = copy.deepcopy(model)
-                model.add_items(cold[2])
-            ranks, top = rank_targets(model, test, k)  # on the model's device: fit_models returns them on the CPU
-            res = _slice_metrics(ranks, top, masks, k, n_items_of(model))
-            res["train_seconds"] = seconds
-            res["best_epoch"] = fits[base].best_epoch if base in fits else 0
-            if base == "hybrid":
-                res["hybrid_weights"] = fitted[base].weights
-            if isinstance(model, EASE):
-                res["ease_lambda"] = model.lam
-            if base in SWITCHED:
-                res["switch_prior"] = fitted[base].cfg.prior
+            res = run.fit_and_test(name, base, over, seed)
             per_model.setdefault(name, []).append(res)
             if fit_log is not None:
                 fit_log.add(protocol, name, seed, res)
-            log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", protocol, seed, name, k, res["all"][f"ndcg@{k}"],
-                     k, res["all"][f"hr@{k}"], seconds)
-    return int(len(test.targets)), {n: int(m.sum()) for n, m in masks.items()}, per_model
+    return int(len(sp.test.targets)), {n: int(m.sum()) for n, m in run.masks.items()}, per_model
+
+
+class _Run:
+    """One protocol's fits in one process: the split, what every fit shares, and this seed's
+    default models, which the hybrid and the switch-gated models are built from."""
+
+    def __init__(self, params: Params, protocol: str, sp: Split, models: tuple[str, ...], device: str) -> None:
+        self.tp, self.k, self.protocol, self.sp, self.device = params.train, params.evaluate.k, protocol, sp, device
+        self.fit_index, self.fit_text = sp.fit_catalogue()  # cold: train on the warm catalogue
+        self.shift_valid = shift_validation(sp.seqs, self.fit_text, self.tp) if any(m in SWITCHED for m in models) else None
+        self.fit_categories = item_category_matrix([list(c) for c in sp.items["categories"]][: len(self.fit_index)])  # cold: the warm items
+        self.masks = slice_masks(sp)
+        self.reusable: dict[str, torch.nn.Module] = {}  # this seed's default models: the hybrid is built from them
+        self.seconds_of: dict[str, float] = {}
+
+    def fit_and_test(self, name: str, base: str, over: dict, seed: int) -> dict:
+        """Fit ``base`` (with the ablation ``over``) for ``seed``; its test metrics per slice and fit facts."""
+        tpv = dataclasses.replace(self.tp, seed=seed, **over)
+        fitted, fits, seconds = self._fit(base, over, tpv)
+        model = self._test_model(fitted[base], base, tpv)
+        k = self.k
+        ranks, top = rank_targets(model, self.sp.test, k)  # on the model's device: fit_models returns them on the CPU
+        res = _slice_metrics(ranks, top, self.masks, k, n_items_of(model))
+        res["train_seconds"] = seconds
+        res["best_epoch"] = fits[base].best_epoch if base in fits else 0
+        if base == "hybrid":
+            res["hybrid_weights"] = fitted[base].weights
+        if isinstance(model, EASE):
+            res["ease_lambda"] = model.lam
+        if base in SWITCHED:
+            res["switch_prior"] = fitted[base].cfg.prior
+        log.info("[%s seed %d] %-24s ndcg@%d %.4f hr@%d %.4f (%.0f s)", self.protocol, seed, name, k, res["all"][f"ndcg@{k}"],
+                 k, res["all"][f"hr@{k}"], seconds)
+        return res
+
+    def _fit(self, base: str, over: dict, tpv: TrainParams) -> tuple[dict, dict, float]:
+        """The fitted models, their fit results and ``base``'s seconds, the cost of the models it
+        reuses included; a default (not ablated) fit is kept for the models built from it."""
+        reuse = {} if over else self.reusable
+        t0 = time.time()
+        fitted, fits = fit_models((base,), self.sp.train_df, self.fit_index, self.fit_text, self.sp.windows, self.sp.valid, tpv,
+                                  self.device, self.k, prefitted=reuse, shift_valid=self.shift_valid,
+                                  item_categories=self.fit_categories)
+        seconds = time.time() - t0
+        if base == "hybrid":  # its cost includes the models it is built from, fitted before or in this call
+            seconds += sum(self.seconds_of[c] for c in ("interest", *self.tp.hybrid_with) if c in reuse)
+        if base in SWITCHED and SWITCHED[base] in reuse:  # and a gated model the cost of its base
+            seconds += self.seconds_of[SWITCHED[base]]
+        if not over:
+            self.reusable.update(fitted)
+            self.seconds_of.update({n: seconds if n == base else fits[n].seconds if n in fits else 0.0 for n in fitted})
+        return fitted, fits, seconds
+
+    def _test_model(self, model: torch.nn.Module, base: str, tpv: TrainParams) -> torch.nn.Module:
+        """The fitted model as the protocol tests it: refit seed-free parts (temporal), EASE on
+        train + valid (leave-one-out), the held-out items added (cold)."""
+        sp = self.sp
+        if sp.refit_df is not None:
+            model = _for_test(model, base, sp.refit_df, sp.index, sp.text_emb, tpv, self.device)
+        if sp.ease_test_df is not None and isinstance(model, EASE):
+            model = baselines.ease(sp.ease_test_df, sp.index, model.lam)
+        if sp.cold is not None:  # then add the held-out items as POST /items does (to a copy: the hybrid reuses the original)
+            model = copy.deepcopy(model)
+            model.add_items(sp.cold[2])
+        return model
 
 
 def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, text_emb, tp, device: str) -> torch.nn.Module:
@@ -378,7 +317,7 @@ def main() -> None:
     text_emb = encode_items(params, v.items, device)
     seeds = [params.train.seed + i for i in range(args.seeds)]
     ablations = {} if args.no_ablations else ABLATIONS
-    report = {"dataset": args.dataset, "command": "python -m models.benchmark " + " ".join(_argv()), "seeds": seeds, "device": device,
+    report = {"dataset": args.dataset, "command": "python -m benchmarks.ranking " + " ".join(_argv()), "seeds": seeds, "device": device,
               "ablation_seeds": min(args.ablation_seeds, args.seeds), "n_users": int(v.interactions["user_id"].nunique()), "n_items": len(v.items), "n_interactions": len(v.interactions),
               "train_params": dataclasses.asdict(params.train), "encoder": params.encoder.model_name, "protocols": {}}
     out = params.path(args.out)
