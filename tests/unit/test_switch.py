@@ -176,7 +176,8 @@ def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch, frozen_long)
     assert torch.allclose(gate.score_all(seq, ts), one, atol=1e-4)
 
 
-def test_switch_state_explains_from_the_same_pass_as_two_separate_calls():
+@pytest.mark.parametrize("frozen_long", [False, True])
+def test_switch_state_explains_from_the_same_pass_as_two_separate_calls(frozen_long):
     """Serving takes scores and interest weights from one pass (``switch_state``); they must be
     those of ``score_all`` and ``interest_weights`` called apart."""
     from models.interest import InterestModel
