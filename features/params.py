@@ -85,6 +85,7 @@ class SwitchParams:
     text_temp: float = 20.0
     half_life: float = 1.0
     clip: float = 5.0
+    frozen_long: bool = True
     category_window: int = 0
     category_half_life: float = 2.0
     tolerance: float = 0.01

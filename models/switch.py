@@ -19,8 +19,10 @@ different spans of the history, weighted by how well each predicted what the use
     evidence      E_w = sum over the newest ``horizon`` events t of discount**(t-1) *
                         clip(dead-zone(log p_S_w(event_t) - log p_L(event_t))): how much better
                         S_w predicted what the user actually did, from what came before each
-                        event (ratios within ``margin`` nats count 0: two experts that agree on
-                        the user's interest differ by noise, a switch by several nats)
+                        event (ratios within ``margin`` nats count 0: noise); with ``frozen_long``
+                        p_L reads the history before the horizon only, the old interest as it
+                        stood: a model that learned "what follows what" (item-kNN) otherwise
+                        absorbs the new events, the evidence fades, the gate shuts too early
     weights           softmax over experts of (0 for L, prior - log(#windows) + E_w for S_w)
     prediction    p   = the weighted sum of the experts' next-item distributions
     gate          g   = the total weight of the short experts: the user is in a switch when g >= 0.5

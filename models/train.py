@@ -240,7 +240,7 @@ def gate_config(tp: TrainParams) -> GateConfig:
     sp = tp.switch
     return GateConfig(windows=sp.windows, horizon=sp.horizon, discount=sp.discount, text_weight=sp.text_weight,
                       text_temp=sp.text_temp, half_life=sp.half_life, clip=sp.clip, category_window=sp.category_window,
-                      category_half_life=sp.category_half_life)
+                      category_half_life=sp.category_half_life, frozen_long=sp.frozen_long)
 
 
 def shift_validation(seqs: dict, text_emb: torch.Tensor, tp: TrainParams) -> EvalSet:
