@@ -165,7 +165,7 @@ class PackageParams:
     promote: str = "auto"
     out: str = "reports/package.json"
     ann_min_items: int = 100_000
-    ann_nprobe: int = 64
+    ann_nprobe: int = 32
     ann_candidates: int = 200
     ann_nlist: int = 0
 

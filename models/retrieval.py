@@ -33,7 +33,7 @@ INDEX_FILE = "ann.faiss"  # beside the model's weights in the artifact / BentoML
 @dataclass(frozen=True)
 class AnnConfig:
     nlist: int = 0           # inverted lists (k-means centroids); 0: round(sqrt(N)), at least 1
-    nprobe: int = 32         # lists searched per query: the recall / latency knob
+    nprobe: int = 32         # lists searched per query: the recall / latency knob (docs/scaling.md)
     candidates: int = 200    # items the index proposes per query, before the exact re-rank
     train_per_list: int = 64  # k-means training points per list (a sample of the catalogue)
     seed: int = 0            # the k-means sample and initialisation
