@@ -117,7 +117,7 @@ def run_size(n: int, d: int, args: argparse.Namespace) -> dict:
     assert recall_at_k(exact_found, truth[:n_exact]) == 1.0 or n > 0  # ties aside, the same top-k
     sweep = []
     for nprobe in args.nprobe:
-        index.index.nprobe = nprobe
+        index.set_effort(nprobe)
         lat, found = ann_latency(index, vectors, queries, args.k, args.candidates)
         sweep.append({"nprobe": nprobe, "recall_at_10": round(recall_at_k(found, truth), 4), **lat})
         print(f"  N={n:>9,} nprobe={nprobe:>4}: recall@{args.k} {sweep[-1]['recall_at_10']:.4f}, "

@@ -1,6 +1,7 @@
 """The serving path with ANN retrieval on a large synthetic catalogue: the interest model's own scoring, exact vs index + re-rank.
 
-    python -m benchmarks.ann_serving --sizes 100000,1000000 --out reports/bench/ann_serving.json
+    python -m benchmarks.ann_serving --sizes 100000,1000000 --index hnsw --out reports/bench/ann_serving.json
+    python -m benchmarks.ann_serving --sizes 100000,1000000 --index ivf --effort 32,64,128,256 --out reports/bench/ann_serving_ivf.json
 
 ``benchmarks.ann`` measures the index alone on raw d = 384 vectors. This one measures what
 ``/recommend`` runs (``models.candidates.CandidateScorer.score``, which ``Engine.recommend``
@@ -48,39 +49,44 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
     text, _ = clustered(n, 384, 100, rng, noise=1.5, genres=100)
     model = model_over(n, text, args.seed)
     del text
-    settings = AnnSettings(min_items=1, nprobe=args.nprobe, candidates=args.candidates)
+    settings = AnnSettings(min_items=1, index=args.index, candidates=args.candidates)
     t0 = time.perf_counter()
     scorer = CandidateScorer(model, build_index(model, settings), settings)
     build_s = time.perf_counter() - t0
     hist = [torch.from_numpy(rng.integers(1, n + 1, args.history)).unsqueeze(0) for _ in range(args.requests)]
     ts = torch.arange(args.history).unsqueeze(0) * 3600 + 1_700_000_000
-    found, truth, t_ann, c_ann, t_ex, c_ex, t_cached, c_cached = [], [], [], [], [], [], [], []
     items = scorer.items
+    truth, t_ex, c_ex, t_cached, c_cached = [], [], [], [], []
     with torch.no_grad():
-        for r, seq in enumerate(hist):
+        for r, seq in enumerate(hist):  # the exact top-10: score_all's scores (no priors), from cached item vectors
             t1, c1 = time.perf_counter(), time.thread_time()
-            cand, scores, _ = scorer.score(seq, ts)
-            found.append(top10(cand, scores, seq[0]))
-            t_ann.append(time.perf_counter() - t1)
-            c_ann.append(time.thread_time() - c1)
-            if r < args.exact_requests:  # the exact top-10: the same scores as score_all (no priors), from cached vectors
-                t1, c1 = time.perf_counter(), time.thread_time()
-                user, _ = model.encode(seq, ts, items, last_only=True)
-                full = items @ user[0, -1]
-                full[0] = float("-inf")
-                truth.append(top10(torch.arange(n + 1), full, seq[0]))
-                t_cached.append(time.perf_counter() - t1)
-                c_cached.append(time.thread_time() - c1)
+            user, _ = model.encode(seq, ts, items, last_only=True)
+            full = items @ user[0, -1]
+            full[0] = float("-inf")
+            truth.append(top10(torch.arange(n + 1), full, seq[0]))
+            t_cached.append(time.perf_counter() - t1)
+            c_cached.append(time.thread_time() - c1)
             if r < args.model_requests:  # what serving runs without the index (item vectors recomputed per request)
                 t1, c1 = time.perf_counter(), time.thread_time()
                 model.score_and_explain(seq, ts)
                 t_ex.append(time.perf_counter() - t1)
                 c_ex.append(time.thread_time() - c1)
-    recall = recall_at_k(np.stack(found[: len(truth)]), np.stack(truth))
-    out = {"n_items": n, "model_dim": 64, "text_dim": 384, "nlist": scorer.index.index.nlist, "nprobe": args.nprobe,
-           "candidates": args.candidates, "build_s": round(build_s, 1), "index_mb": round(scorer.index.memory_bytes() / 2**20, 1),
-           "recall_at_10": round(recall, 4), "ann": percentiles(t_ann, c_ann), "exact_model": percentiles(t_ex, c_ex),
-           "exact_cached_vectors": percentiles(t_cached, c_cached)}
+        sweep = []
+        for effort in args.effort:
+            scorer.index.set_effort(effort)
+            found, t_ann, c_ann = [], [], []
+            for seq in hist:
+                t1, c1 = time.perf_counter(), time.thread_time()
+                cand, scores, _ = scorer.score(seq, ts)
+                found.append(top10(cand, scores, seq[0]))
+                t_ann.append(time.perf_counter() - t1)
+                c_ann.append(time.thread_time() - c1)
+            sweep.append({"index": args.index, "effort": effort, "recall_at_10": round(recall_at_k(np.stack(found), np.stack(truth)), 4),
+                          **percentiles(t_ann, c_ann)})
+            print(n, sweep[-1], flush=True)
+    out = {"n_items": n, "model_dim": 64, "text_dim": 384, "index": args.index, "candidates": args.candidates,
+           "build_s": round(build_s, 1), "index_mb": round(scorer.index.memory_bytes() / 2**20, 1), "ann": sweep,
+           "exact_model": percentiles(t_ex, c_ex), "exact_cached_vectors": percentiles(t_cached, c_cached)}
     print(json.dumps(out), flush=True)
     return out
 
@@ -88,15 +94,16 @@ def run_size(n: int, args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", default="100000,1000000")
-    ap.add_argument("--requests", type=int, default=200)
-    ap.add_argument("--exact-requests", type=int, default=100, help="requests also scored exactly (recall, exact latency)")
+    ap.add_argument("--requests", type=int, default=100)
     ap.add_argument("--model-requests", type=int, default=3, help="requests timed through the model's full score_and_explain (slow)")
     ap.add_argument("--history", type=int, default=30)
-    ap.add_argument("--nprobe", type=int, default=AnnSettings.nprobe)
+    ap.add_argument("--index", default=AnnSettings.index, choices=["hnsw", "ivf"])
+    ap.add_argument("--effort", default="64,128,256,512", help="efSearch (hnsw) or nprobe (ivf) values, comma-separated")
     ap.add_argument("--candidates", type=int, default=AnnSettings.candidates)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="reports/bench/ann_serving.json")
     args = ap.parse_args(argv)
+    args.effort = [int(x) for x in args.effort.split(",")]
     torch.set_num_threads(1)
     set_threads(1)
     results = [run_size(int(n), args) for n in args.sizes.split(",")]

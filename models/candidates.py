@@ -45,17 +45,24 @@ class AnnSettings:
     """How serving uses the index (``package.ann_*`` in params.yaml, recorded in the model's metadata)."""
 
     min_items: int = 100_000  # catalogue size from which /recommend retrieves candidates; below it scoring is exact
-    nprobe: int = 32          # lists searched per request: recall@10 0.9993 at 10^6 items (docs/scaling.md)
+    index: str = "hnsw"       # hnsw | ivf: HNSW keeps recall on the model's 64-wide vectors (docs/scaling.md)
+    ef_search: int = 256      # hnsw: search beam per request
+    nprobe: int = 32          # ivf: lists searched per request
     candidates: int = 200     # proposals of the index per request
     popular: int = 50         # top items of each popularity component added to the candidates (hybrid)
-    nlist: int = 0            # inverted lists when the index is built (0: sqrt(N))
+    nlist: int = 0            # ivf: inverted lists when the index is built (0: sqrt(N))
 
     @classmethod
     def from_metadata(cls, meta: dict) -> "AnnSettings":
-        return cls(**{k: int(meta[f"ann_{k}"]) for k in cls.__dataclass_fields__ if f"ann_{k}" in meta})
+        kinds = {"index": str}
+        return cls(**{k: kinds.get(k, int)(meta[f"ann_{k}"]) for k in cls.__dataclass_fields__ if f"ann_{k}" in meta})
 
     def index_config(self) -> AnnConfig:
-        return AnnConfig(nlist=self.nlist, nprobe=self.nprobe, candidates=self.candidates)
+        return AnnConfig(kind=self.index, nlist=self.nlist, nprobe=self.nprobe, candidates=self.candidates,
+                         ef_search=self.ef_search)
+
+    def effort(self) -> int:
+        return self.index_config().effort()
 
 
 def interest_part(model: nn.Module) -> InterestModel | None:
@@ -112,7 +119,7 @@ def package_index(model_dir: Path, model: nn.Module, settings: AnnSettings) -> P
     index = build_index(model, settings)
     path = Path(model_dir) / INDEX_FILE
     index.save(path)
-    log.info("ANN index over %d items (nlist %d) written to %s", index.ntotal, index.index.nlist, path)
+    log.info("ANN index (%s) over %d items written to %s", index.kind, index.ntotal, path)
     return path
 
 
@@ -138,7 +145,7 @@ class CandidateScorer:
         path = Path(model_dir) / INDEX_FILE
         n = model.text_emb.shape[0] - 1
         if path.exists():
-            index = AnnIndex.load(path, settings.nprobe)
+            index = AnnIndex.load(path, settings.effort())
             if index.ntotal < n:  # items added since the index was written (the service re-applies /items at load)
                 index.add(item_vectors(model)[index.ntotal:], np.arange(index.ntotal + 1, n + 1))
         else:

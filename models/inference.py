@@ -56,8 +56,8 @@ class Engine:
                             len(self.ids), ann.min_items, model_name)
             else:
                 self.retrieval = CandidateScorer.load(self.model, Path(model_dir), ann)
-                log.info("%d items >= ann_min_items %d: %s retrieves %d candidates per request (nprobe %d) and re-ranks them",
-                         len(self.ids), ann.min_items, model_name, ann.candidates, ann.nprobe)
+                log.info("%d items >= ann_min_items %d: %s retrieves %d candidates per request (%s index) and re-ranks them",
+                         len(self.ids), ann.min_items, model_name, ann.candidates, ann.index)
 
     @property
     def ranks_by_text(self) -> bool:

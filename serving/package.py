@@ -80,6 +80,8 @@ def run(params: Params) -> PackageResult:
         "long_half_life_days": params.features.long_half_life_days,
         "recent_half_life_events": params.features.recent_half_life_events,
         "ann_min_items": params.package.ann_min_items,
+        "ann_index": params.package.ann_index,
+        "ann_ef_search": params.package.ann_ef_search,
         "ann_nprobe": params.package.ann_nprobe,
         "ann_candidates": params.package.ann_candidates,
         "ann_nlist": params.package.ann_nlist,

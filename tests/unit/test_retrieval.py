@@ -39,10 +39,10 @@ def test_index_recall_on_a_clustered_catalogue(catalogue):
     index = AnnIndex.build(vectors, cfg=AnnConfig(nprobe=8))
     assert index.ntotal == 4000 and index.index.nlist == 63  # sqrt(N) lists
     few = recall_at_k(index.search(queries, 10), truth)
-    index.index.nprobe = 32
+    index.set_effort(32)
     more = recall_at_k(index.search(queries, 10), truth)
     assert 0.85 <= few < more and more >= 0.97  # nprobe is the recall knob: 8 of 63 lists miss some, 32 almost none
-    index.index.nprobe = index.index.nlist  # every list: the exact answer
+    index.set_effort(index.index.nlist)  # every list: the exact answer
     assert recall_at_k(index.search(queries, 10), truth) == 1.0
 
 
@@ -58,7 +58,7 @@ def test_added_items_are_found_without_a_rebuild(catalogue):
     assert index.search(queries[:1], 1)[0, 0] == 4001
     after = faiss.rev_swig_ptr(quantizer.get_xb(), quantizer.ntotal * quantizer.d)
     assert np.array_equal(centroids, after)  # the coarse quantiser was not retrained
-    index.index.nprobe = index.index.nlist
+    index.set_effort(index.index.nlist)
     truth = exact_top_k(queries[1:], np.vstack([vectors, extra]), 10) + 1
     assert recall_at_k(index.search(queries[1:], 10), truth) == 1.0  # the later items are searchable like the first
 
@@ -69,7 +69,7 @@ def test_update_replaces_an_items_vector(catalogue, tmp_path):
     index.update(np.array([17]), 5 * queries[:1] / np.linalg.norm(queries[:1]) * np.linalg.norm(vectors, axis=1).max())
     assert index.ntotal == 4000 and index.search(queries[:1], 1)[0, 0] == 17
     index.save(tmp_path / INDEX_FILE)
-    again = AnnIndex.load(tmp_path / INDEX_FILE, nprobe=5)
+    again = AnnIndex.load(tmp_path / INDEX_FILE, effort=5)
     assert again.ntotal == 4000 and again.index.nprobe == 5 and again.search(queries[:1], 1)[0, 0] == 17
 
 
@@ -118,13 +118,12 @@ def _history(seed: int) -> tuple[list[str], list[int]]:
     return [IDS[int(i)] for i in rng.integers(0, N_ITEMS, 6)], [T0 + 3600 * j for j in range(6)]
 
 
-COVER = AnnSettings(min_items=N_ITEMS, candidates=N_ITEMS, nprobe=1000, popular=5)  # every item a candidate
-
-
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 @pytest.mark.parametrize("name", ["interest", "hybrid"])
-def test_ann_path_above_the_threshold_gives_the_exact_top_k_when_candidates_cover_it(model_dir, name):
+def test_ann_path_above_the_threshold_gives_the_exact_top_k_when_candidates_cover_it(model_dir, name, kind):
+    cover = AnnSettings(min_items=N_ITEMS, index=kind, candidates=N_ITEMS, nprobe=1000, ef_search=1000, popular=5)  # every item
     exact = Engine(model_dir, name, max_len=L)
-    ann = Engine(model_dir, name, max_len=L, ann=COVER)
+    ann = Engine(model_dir, name, max_len=L, ann=cover)
     assert exact.retrieval is None and isinstance(ann.retrieval, CandidateScorer)
     ann._score = None  # the full-catalogue path must not run
     for seed in range(5):
@@ -144,11 +143,12 @@ def test_below_the_threshold_scoring_stays_exact(model_dir):
     engine = Engine(model_dir, "hybrid", max_len=L, ann=AnnSettings(min_items=N_ITEMS + 1))
     assert engine.retrieval is None
     engine.recommend(*_history(0))  # and it answers
-    assert AnnSettings.from_metadata({"ann_min_items": 7, "ann_nprobe": 3, "other": 1}) == AnnSettings(min_items=7, nprobe=3)
+    meta = {"ann_min_items": 7, "ann_nprobe": 3, "ann_index": "ivf", "other": 1}
+    assert AnnSettings.from_metadata(meta) == AnnSettings(min_items=7, nprobe=3, index="ivf")
 
 
 def test_the_ann_path_reads_only_candidates(model_dir):
-    settings = AnnSettings(min_items=N_ITEMS, candidates=20, nprobe=2, popular=3)
+    settings = AnnSettings(min_items=N_ITEMS, index="ivf", candidates=20, nprobe=2, popular=3)
     engine = Engine(model_dir, "hybrid", max_len=L, ann=settings)
     h, t = _history(3)
     seq = torch.tensor([[engine.pos[i] for i in h]])
@@ -161,10 +161,13 @@ def test_the_ann_path_reads_only_candidates(model_dir):
     assert {engine.pos[i["item_id"]] for i in rec.items} <= set(cand.tolist())
 
 
-def test_items_posted_after_packaging_join_the_index_without_a_rebuild(model_dir):
-    engine = Engine(model_dir, "interest", max_len=L, ann=AnnSettings(min_items=N_ITEMS, candidates=10, nprobe=4))
+@pytest.mark.parametrize("kind", ["ivf", "hnsw"])
+def test_items_posted_after_packaging_join_the_index_without_a_rebuild(model_dir, kind):
+    settings = AnnSettings(min_items=N_ITEMS, index=kind, candidates=10, nprobe=4, ef_search=16)
+    engine = Engine(model_dir, "interest", max_len=L, ann=settings)
     index = engine.retrieval.index
-    quantizer_size = index.index.quantizer.ntotal
+    assert index.kind == kind
+    quantizer_size = index.index.quantizer.ntotal if kind == "ivf" else 0
     h, t = _history(4)
     seq = torch.tensor([[engine.pos[i] for i in h]])
     user, _ = engine.model.encode(seq, torch.tensor([t]), last_only=True)
@@ -173,7 +176,8 @@ def test_items_posted_after_packaging_join_the_index_without_a_rebuild(model_dir
     text = torch.linalg.lstsq(proj.weight, (50 * user[0, -1] - proj.bias).unsqueeze(1)).solution.T.detach()
     new = engine.upsert_items(["fresh"], ["Fresh"], text)
     assert new == ["fresh"] and index.ntotal == N_ITEMS + 1 and engine.retrieval.index is index
-    assert index.index.quantizer.ntotal == quantizer_size  # not retrained
+    if kind == "ivf":
+        assert index.index.quantizer.ntotal == quantizer_size  # not retrained
     torch.testing.assert_close(engine.retrieval.items, engine.model.item_vectors())
     assert engine.recommend(h, t, k=3).items[0]["item_id"] == "fresh"
     # re-posting it with another text moves its index vector too
@@ -193,7 +197,7 @@ def test_a_packaged_index_is_loaded_and_extended(model_dir, tmp_path):
     assert package_index(d, models["interest"], AnnSettings(min_items=N_ITEMS + 1)) is None  # below: no index
     assert package_index(d, models["interest"], AnnSettings(min_items=N_ITEMS)) == d / INDEX_FILE
     engine = Engine(d, "interest", max_len=L, ann=AnnSettings(min_items=N_ITEMS))
-    assert engine.retrieval.index.ntotal == N_ITEMS
+    assert engine.retrieval.index.ntotal == N_ITEMS and engine.retrieval.index.kind == "hnsw"  # the default kind, from the file
 
 
 def test_item_rows_are_the_models_item_vectors(model_dir):
