@@ -25,6 +25,7 @@ An item outside every candidate source is missed: that is the recall the benchma
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,6 +139,9 @@ class CandidateScorer:
         self.components: list[tuple[float, nn.Module]] = (
             [(w, m) for w, m in zip(model.weights.values(), model.components.values()) if w] if isinstance(model, Hybrid) else [])
         self.popular = self._popular()
+        # FAISS indexes are not safe to search while an add runs: /items adds on a request thread,
+        # /recommend searches on the scoring thread
+        self._lock = threading.Lock()
 
     @classmethod
     def load(cls, model: nn.Module, model_dir: Path, settings: AnnSettings) -> "CandidateScorer":
@@ -169,20 +173,24 @@ class CandidateScorer:
         if n_now > n_have:
             idx = torch.arange(n_have, n_now)
             rows = item_rows(self.base, idx)
-            self.items = torch.cat([self.items, rows])
-            self.index.add(rows.float().numpy(), idx.numpy())
+            self.items = torch.cat([self.items, rows])  # before the index: every id it returns has a row
+            with self._lock:
+                self.index.add(rows.float().numpy(), idx.numpy())
         if updated:
             idx = torch.as_tensor(sorted(set(updated)), dtype=torch.long)
             rows = item_rows(self.base, idx)
             items = self.items.clone()  # a reader mid-request keeps the old tensor
             items[idx] = rows
             self.items = items
-            self.index.update(idx.numpy(), rows.float().numpy())
+            with self._lock:
+                self.index.update(idx.numpy(), rows.float().numpy())
         self.popular = self._popular()
 
-    def candidates(self, seq: torch.Tensor, user: torch.Tensor) -> torch.Tensor:
-        """Positions to re-rank for one history ``seq`` (1, L) with interest vector ``user`` (D,)."""
-        found = torch.from_numpy(self.index.search(user.detach().float().numpy(), self.settings.candidates)[0])
+    def candidates(self, seq: torch.Tensor, user: torch.Tensor, n_rows: int | None = None) -> torch.Tensor:
+        """Positions to re-rank for one history ``seq`` (1, L) with interest vector ``user`` (D,),
+        below ``n_rows`` (the item vectors the caller holds; default all)."""
+        with self._lock:
+            found = torch.from_numpy(self.index.search(user.detach().float().numpy(), self.settings.candidates)[0])
         parts = [found[found > 0], self.popular]
         for _, m in self.components:
             if isinstance(m, ItemKNN):
@@ -191,7 +199,7 @@ class CandidateScorer:
             recent = seq[:, -self.base.cfg.transition_recent:].reshape(-1)
             parts.append(self.base.transition._gather(recent[recent > 0])[1])
         cand = torch.cat(parts).unique()
-        return cand[(cand > 0) & (cand < len(self.items))]
+        return cand[(cand > 0) & (cand < (len(self.items) if n_rows is None else n_rows))]
 
     @torch.no_grad()
     def score(self, seq: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -199,7 +207,7 @@ class CandidateScorer:
         items = self.items
         user, weights = self.base.encode(seq, ts, items, last_only=True)
         user, weights = user[0, -1], weights[0, -1]
-        cand = self.candidates(seq, user)
+        cand = self.candidates(seq, user, len(items))
         scores = items[cand] @ user
         if self.base.cfg.use_transition:
             last = torch.zeros_like(seq, dtype=torch.bool)
