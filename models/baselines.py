@@ -80,7 +80,11 @@ class ItemKNN(nn.Module):
         self.n_trained = self.sim.n  # items (+ padding) it was fitted on; later ones are added
 
     @property
-    def scores(self) -> torch.Tensor:  # the catalogue size, as the evaluator reads it
+    def n_items(self) -> int:  # the catalogue size, as the evaluator reads it (row 0 is padding)
+        return self.sim.n - 1
+
+    @property
+    def scores(self) -> torch.Tensor:  # zeros of the catalogue's length, for callers that read a score vector's size
         return torch.zeros(self.sim.n, device=self.sim.val.device)
 
     def add_items(self, text_rows: torch.Tensor) -> None:
