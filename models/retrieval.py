@@ -1,30 +1,29 @@
-"""Approximate nearest-neighbour retrieval over item vectors: a FAISS IVF-flat index on inner product.
+"""Approximate nearest-neighbour retrieval over item vectors: a FAISS index on inner product (HNSW or IVF-flat).
 
 Why: exact scoring reads every item vector for every request. On the 2-core reference machine one
-request over 10^6 items at d = 384 takes about 160 ms (memory-bandwidth bound), so a million-item
-catalogue cannot be served exactly. The index narrows the catalogue to a few hundred candidates,
-which the model then scores exactly (``models/candidates.py``): the ranking among the candidates
-is the model's own; only an item the index never proposes can be missed (recall below 1).
+request over 10^6 items at d = 384 takes about 160 ms of CPU (memory-bandwidth bound), so a
+million-item catalogue cannot be served exactly. The index narrows the catalogue to a few hundred
+candidates, which the model then scores exactly (``models/candidates.py``): the ranking among the
+candidates is the model's own; only an item the index never proposes can be missed (recall < 1).
 
-Why IVF-flat on inner product (not HNSW): the interest model scores ``user . item`` (plus priors
-added per item), so the index searches that inner product, not the cosine. Measured on this
-2-core machine (shared: load average about 10), d = 384, clustered synthetic catalogues
-(docs/scaling.md): at 10^5 items IVF-flat (``nlist = sqrt(N)``) builds in 15 s, HNSW (M = 32,
-efConstruction 40) in 90 s; per query both cost about a millisecond of CPU at high recall (IVF
-nprobe 16: recall@10 1.0, 1.4 ms; HNSW efSearch 128: 0.965, 0.6 ms). At 10^6 items IVF-flat
-builds in 296 s and reaches recall@10 0.9993 at nprobe 32, 5.9 / 8.6 ms CPU p50 / p99 per
-request (exact: 160 / 172 ms); HNSW's build would take the better part of an hour here. IVF
-also stores the vectors as they are (exact inner products on the probed lists), takes new items
-with ``add_with_ids`` (each lands in its nearest centroid's list: no rebuild) and can drop and
-re-add an item whose text changed (``remove_ids``), which HNSW cannot. Its cost: the vectors a
-second time (4 * d bytes per item) plus an int64 id per item, and recall that depends on how
-clustered the vectors are: on catalogues with no topic structure it needs far more probes
-(docs/scaling.md, "The hard case").
+Inner product, not cosine: the interest model scores ``user . item`` (plus priors added per
+item), and item norms differ. Two index kinds, because the measurements (docs/scaling.md; the
+machine shared, load average about 10) favour each in one place:
 
-The serving default is HNSW all the same (``package.ann_index``): on the interest model's own
-64-wide item vectors (``benchmarks/ann_serving.py``) IVF-flat's recall collapses (0.71 at 10^6
-items with a quarter of the lists probed) where HNSW keeps 0.996 at efSearch 256 (10^5 items,
-5.8 ms CPU per request); in 64 dimensions its build is affordable (37 s at 10^5 on one thread).
+- IVF-flat (``kind="ivf"``, ``nlist = sqrt(N)``) on d = 384 clustered catalogues: at 10^5 items
+  it builds in 15 s where HNSW (M = 32, efConstruction 40) takes 90 s, at about a millisecond of
+  CPU per query for both at high recall; at 10^6 items it builds in 296 s and reaches recall@10
+  0.9993 at nprobe 32, 5.9 / 8.6 ms CPU p50 / p99 per request against 160 / 172 ms exact. It keeps
+  the vectors as they are, takes new items with ``add_with_ids`` (into the nearest centroid's
+  list, no retraining) and can drop a replaced vector (``remove_ids``). Its weakness: recall
+  needs structure. Without topic structure (10^4 unrelated clusters at 10^6 items) it falls to
+  0.41 at nprobe 32.
+- HNSW (``kind="hnsw"``, the serving default, ``package.ann_index``): on the interest model's own
+  64-wide item vectors (``benchmarks/ann_serving.py``), which have far less structure than the
+  384-wide text, IVF-flat needs most of its lists (recall 0.71 at 10^6 items with a quarter probed)
+  while HNSW keeps 0.996 at efSearch 256 (10^5 items, 5.8 ms CPU per request), and in 64
+  dimensions its build is affordable (37 s at 10^5 items on one thread). New items are inserted
+  into the graph; a replaced vector cannot be removed and stays as a second entry for its id.
 
 Ids in the index are catalogue positions (1..N; 0 is padding everywhere in pulse).
 """
