@@ -22,6 +22,7 @@ from models.switch import SwitchGate
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class Recommendation:
     items: list[dict]
