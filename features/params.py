@@ -166,7 +166,7 @@ class PackageParams:
     out: str = "reports/package.json"
     ann_min_items: int = 100_000
     ann_index: str = "hnsw"
-    ann_ef_search: int = 256
+    ann_ef_search: int = 512
     ann_nprobe: int = 32
     ann_candidates: int = 200
     ann_nlist: int = 0
