@@ -146,11 +146,7 @@ class InterestModel(nn.Module):
             self.trend_scale = nn.Parameter(torch.tensor(0.5))  # weight of the trend for a user active just now
             self.trend_gap = nn.Parameter(torch.tensor(0.0))    # its change per log1p(hour) since the newest behaviour
         if cfg.use_transition:  # (N+1, N+1) item-to-item similarity from training sequences, row 0 empty; sparse
-            if transition is None:
-                transition = CsrMatrix.empty(n)
-            # own module over the same tensors: .to(device) must not move the item-kNN's matrix it shares them with
-            self.transition = (CsrMatrix(transition.crow, transition.col, transition.val) if isinstance(transition, CsrMatrix)
-                               else CsrMatrix.from_dense(transition.float()))
+            self.transition = CsrMatrix.own(transition, n)
             self.transition_lag = nn.Parameter(torch.zeros(cfg.transition_recent))
             self.transition_scale = nn.Parameter(torch.tensor(1.0))
         # text embeddings are a frozen buffer (row 0 = padding); new items are appended at serving time
@@ -189,13 +185,9 @@ class InterestModel(nn.Module):
             # from an early "dominant interest" plateau, but slowed MovieLens-100K (docs/benchmarks.md)
             nn.init.constant_(self.gate.bias, cfg.gate_init)
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
-        dense = state_dict.pop(prefix + "transition", None)  # an artifact from before the sparse prior: convert it
-        if dense is not None and self.cfg.use_transition:
-            sparse = CsrMatrix.from_dense(dense.float())
-            for name in ("crow", "col", "val"):
-                state_dict[f"{prefix}transition.{name}"] = getattr(sparse, name)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs)
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        CsrMatrix.upgrade_state(state_dict, prefix + "transition")  # an artifact from before the sparse prior
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) vectors of every item; row 0 (padding) is zero."""

@@ -58,6 +58,26 @@ class CsrMatrix(nn.Module):
         return cls.from_coo(r, c, dense[r, c], dense.shape[0], top_k)
 
     @classmethod
+    def own(cls, matrix: "CsrMatrix | torch.Tensor | None", n: int) -> "CsrMatrix":
+        """A module of its own over ``matrix``'s tensors (``.to(device)`` of one owner must not move
+        another's: item-kNN and the transition prior share one); a dense tensor is converted, None is
+        an empty (n, n) matrix."""
+        if matrix is None:
+            return cls.empty(n)
+        if isinstance(matrix, CsrMatrix):
+            return cls(matrix.crow, matrix.col, matrix.val)
+        return cls.from_dense(matrix.float())
+
+    @staticmethod
+    def upgrade_state(state_dict: dict, key: str) -> None:
+        """Replace a dense matrix saved under ``key`` by its CSR tensors ``key.crow`` etc., in place."""
+        dense = state_dict.pop(key, None)
+        if dense is not None:
+            sparse = CsrMatrix.from_dense(dense.float())
+            for name in ("crow", "col", "val"):
+                state_dict[f"{key}.{name}"] = getattr(sparse, name)
+
+    @classmethod
     def empty(cls, n: int) -> "CsrMatrix":
         return cls(torch.zeros(n + 1, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))
 

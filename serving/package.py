@@ -79,12 +79,7 @@ def run(params: Params) -> PackageResult:
         "short_half_life_days": params.features.short_half_life_days,
         "long_half_life_days": params.features.long_half_life_days,
         "recent_half_life_events": params.features.recent_half_life_events,
-        "ann_min_items": params.package.ann_min_items,
-        "ann_index": params.package.ann_index,
-        "ann_ef_search": params.package.ann_ef_search,
-        "ann_nprobe": params.package.ann_nprobe,
-        "ann_candidates": params.package.ann_candidates,
-        "ann_nlist": params.package.ann_nlist,
+        **{f"ann_{k}": getattr(params.package, f"ann_{k}") for k in ("min_items", "index", "ef_search", "nprobe", "candidates", "nlist")},
     }
     for split in ("valid", "test"):
         for k, v in report["models"][selected][split].items():
