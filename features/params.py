@@ -117,6 +117,7 @@ class TrainParams:
     block: str = "preln"
     gate_init: float = 0.0
     cold_neighbours: int = 10
+    knn_top_k: int = 0
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
     sasrec_reference: bool = True
     lr: float = 1e-3
@@ -164,6 +165,12 @@ class PackageParams:
     candidate_name: str = "pulse-recommender-candidates"
     promote: str = "auto"
     out: str = "reports/package.json"
+    ann_min_items: int = 100_000
+    ann_index: str = "hnsw"
+    ann_ef_search: int = 512
+    ann_nprobe: int = 32
+    ann_candidates: int = 200
+    ann_nlist: int = 0
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@
     text_embeddings.safetensors text_emb (N+1, text_dim), row 0 zero
     <name>.safetensors          weights of each neural model (interest, sasrec) + <name>_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
-    item_knn.safetensors        item-to-item similarity matrix of the item-kNN baseline
+    item_knn.safetensors        item-to-item similarity of the item-kNN baseline, sparse (CSR: crow, col, val)
     ease.safetensors            the EASE baseline's item-to-item weights B and its regularisation
     hybrid.json                 the hybrid's component weights (it is built from the models above)
     switch_<name>.json          a switch-gated model: its base model's name and the gate's settings (models/switch.py)
@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from models.baselines import EASE, ItemKNN, StaticScores
 from models.hybrid import Hybrid
 from models.interest import InterestConfig, InterestModel
+from models.sparse import CsrMatrix
 from models.switch import GateConfig, SwitchGate
 
 
@@ -43,7 +44,7 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             save_file(state, str(out / f"{name}.safetensors"))
             (out / f"{name}_config.json").write_text(json.dumps(m.cfg.to_dict(), indent=2))
         elif isinstance(m, ItemKNN):
-            save_file({"sim": m.sim.cpu().contiguous()}, str(out / "item_knn.safetensors"))
+            save_file({k: v.cpu().contiguous() for k, v in m.sim.state_dict().items()}, str(out / "item_knn.safetensors"))
         elif isinstance(m, EASE):
             save_file({"B": m.B.cpu().contiguous(), "lam": torch.tensor(m.lam, dtype=torch.float64)}, str(out / "ease.safetensors"))
         elif isinstance(m, Hybrid):
@@ -91,7 +92,8 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
         for name, v in load_file(str(out / "baselines.safetensors")).items():
             models[name] = StaticScores(v)
     if (out / "item_knn.safetensors").exists():
-        models["item_knn"] = ItemKNN(load_file(str(out / "item_knn.safetensors"))["sim"])
+        state = load_file(str(out / "item_knn.safetensors"))  # sparse (crow, col, val); "sim": a dense one from before
+        models["item_knn"] = ItemKNN(state["sim"] if "sim" in state else CsrMatrix(state["crow"], state["col"], state["val"]))
     if (out / "ease.safetensors").exists():
         state = load_file(str(out / "ease.safetensors"))
         models["ease"] = EASE(state["B"], float(state["lam"]))

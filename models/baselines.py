@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from models.data import ItemIndex
+from models.sparse import CsrMatrix
 
 
 class StaticScores(nn.Module):
@@ -67,46 +68,55 @@ class ItemKNN(nn.Module):
 
     sim = cosine over co-occurrence counts within a window of ``window`` steps; a user's score
     for item j sums sim(i, j) over the last ``n_recent`` items i of their history, newer ones
-    weighted more (decay ** age).
+    weighted more (decay ** age). ``sim`` is sparse (``models.sparse.CsrMatrix``: the non-zeros
+    only, or each row's ``top_k`` largest), so its memory grows with the data, not the square of
+    the catalogue; a dense tensor given here is converted.
     """
 
-    def __init__(self, sim: torch.Tensor, n_recent: int = 5, decay: float = 0.8) -> None:
+    def __init__(self, sim: torch.Tensor | CsrMatrix, n_recent: int = 5, decay: float = 0.8) -> None:
         super().__init__()
-        self.register_buffer("sim", sim.float())
+        self.sim = sim if isinstance(sim, CsrMatrix) else CsrMatrix.from_dense(sim.float())
         self.n_recent, self.decay = n_recent, decay
-        self.n_trained = sim.shape[0]  # items (+ padding) it was fitted on; later ones are added
+        self.n_trained = self.sim.n  # items (+ padding) it was fitted on; later ones are added
 
     @property
-    def scores(self) -> torch.Tensor:  # the catalogue size, as the evaluator reads it
-        return self.sim[0]
+    def n_items(self) -> int:  # the catalogue size, as the evaluator reads it (row 0 is padding)
+        return self.sim.n - 1
+
+    @property
+    def scores(self) -> torch.Tensor:  # zeros of the catalogue's length, for callers that read a score vector's size
+        return torch.zeros(self.sim.n, device=self.sim.val.device)
 
     def add_items(self, text_rows: torch.Tensor) -> None:
         """New items co-occur with nothing yet: zero similarity."""
-        self.sim = torch.nn.functional.pad(self.sim, (0, len(text_rows), 0, len(text_rows)))
+        self.sim = self.sim.padded(len(text_rows))
 
     def borrow_rows(self, idx: torch.Tensor, w: torch.Tensor, at: int | None = None) -> None:
         """New items (appended, or the one at index ``at``) get the ``w``-weighted mean similarity
         rows (and columns) of their neighbours ``idx`` (m, k) over the trained items; to items
         added after training, none (so the result does not depend on how items were batched)."""
-        n, trained = self.sim.shape[0], self.n_trained
-        rows = torch.einsum("mk,mkn->mn", w.to(self.sim), self.sim[idx][:, :, :trained])  # (m, trained)
+        n, trained = self.sim.n, self.n_trained
+        rows = self.sim.weighted_rows(idx, w)[:, :trained]  # (m, trained)
+        j, c = rows.nonzero(as_tuple=True)
+        v = rows[j, c]
         if at is None:
-            m = len(rows)
-            sim = torch.nn.functional.pad(self.sim, (0, m, 0, m))
-            sim[n:, :trained] = rows
-            sim[:trained, n:] = rows.T
-            self.sim = sim
+            r = n + j
+            self.sim = self.sim.with_entries(torch.cat([r, c]), torch.cat([c, r]), torch.cat([v, v]), n + len(rows))
         else:
-            self.sim[at, :] = 0.0
-            self.sim[:, at] = 0.0
-            self.sim[at, :trained] = rows[0]
-            self.sim[:trained, at] = rows[0]
+            r = torch.full_like(j, at)
+            self.sim = self.sim.with_entries(torch.cat([r, c]), torch.cat([c, r]), torch.cat([v, v]), clear=at)
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last
         w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
         w = w.unsqueeze(0) * (recent > 0).float()  # (B, m)
-        return torch.einsum("bm,bmn->bn", w, self.sim[recent])
+        return self.sim.weighted_rows(recent, w)
+
+    def neighbours(self, seq: torch.Tensor) -> torch.Tensor:
+        """Item indices with a non-zero score for these histories (B, L): the items ``score_all`` can lift."""
+        recent = seq[:, -self.n_recent :].reshape(-1)
+        _, c, _ = self.sim._gather(recent[recent > 0])
+        return c.unique()
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         w = torch.zeros_like(seq, dtype=torch.float32)
@@ -116,26 +126,42 @@ class ItemKNN(nn.Module):
         return w / w.sum(1, keepdim=True).clamp(min=1e-9)
 
 
-def cooccurrence_similarity(train: pd.DataFrame, index: ItemIndex, window: int = 5) -> torch.Tensor:
-    """(N+1, N+1) cosine over co-occurrence counts of items consumed within ``window`` steps
-    (weight 1/distance); row and column 0 (padding) are zero. Shared by item-kNN and the
-    interest model's transition prior, so both read the same evidence."""
+def cooccurrence_similarity(train: pd.DataFrame, index: ItemIndex, window: int = 5, top_k: int = 0) -> CsrMatrix:
+    """(N+1, N+1) sparse cosine over co-occurrence counts of items consumed within ``window``
+    steps (weight 1/distance); row and column 0 (padding) are empty. Shared by item-kNN and the
+    interest model's transition prior, so both read the same evidence. ``top_k`` > 0 keeps each
+    row's k largest similarities (after the cosine, so the kept values are the full data's); 0
+    keeps every non-zero, which equals the former dense matrix entry for entry.
+
+    Built from the pairs themselves (no N x N array at any point): peak memory is a few arrays of
+    ``2 * window * events`` entries (docs/scaling.md, "Sparse item-kNN")."""
     pos = index.pos
     n = len(index) + 1
-    co = np.zeros((n, n), dtype=np.float32)
-    for _, g in train.groupby("user_id", sort=False):
-        s = g["item_id"].map(pos).dropna().astype(np.int64).to_numpy()
-        for d in range(1, window + 1):
-            if len(s) > d:
-                np.add.at(co, (s[:-d], s[d:]), 1.0 / d)
-    co = co + co.T
-    np.fill_diagonal(co, 0.0)
-    norm = np.sqrt(np.maximum(co.sum(1), 1e-9))
-    return torch.from_numpy(co / norm[:, None] / norm[None, :])
+    items = train["item_id"].map(pos)
+    known = items.notna().to_numpy()
+    s = items.to_numpy()[known].astype(np.int64)
+    users = pd.factorize(train["user_id"].to_numpy()[known])[0]
+    order = np.argsort(users, kind="stable")  # each user's rows together, in their original order (as groupby)
+    s, users = s[order], users[order]
+    rows, cols, vals = [], [], []
+    for d in range(1, window + 1):
+        same = users[:-d] == users[d:]
+        a, b = s[:-d][same], s[d:][same]
+        rows += [a, b]  # co + co.T
+        cols += [b, a]
+        vals.append(np.full(2 * len(a), 1.0 / d))
+    r = torch.from_numpy(np.concatenate(rows)) if rows else torch.zeros(0, dtype=torch.long)
+    c = torch.from_numpy(np.concatenate(cols)) if cols else torch.zeros(0, dtype=torch.long)
+    v = torch.from_numpy(np.concatenate(vals)) if vals else torch.zeros(0, dtype=torch.float64)
+    off = r != c  # the diagonal (an item repeated within the window) is zero
+    r, c, v = r[off], c[off], v[off]
+    degree = torch.zeros(n, dtype=torch.float64).index_add_(0, r, v)
+    norm = degree.clamp(min=1e-9).sqrt()
+    return CsrMatrix.from_coo(r, c, v / norm[r] / norm[c], n, top_k)
 
 
-def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5) -> ItemKNN:
-    return ItemKNN(cooccurrence_similarity(train, index, window), n_recent)
+def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5, top_k: int = 0) -> ItemKNN:
+    return ItemKNN(cooccurrence_similarity(train, index, window, top_k), n_recent)
 
 
 class EASE(nn.Module):
@@ -148,8 +174,10 @@ class EASE(nn.Module):
     Scientific, where it beats SASRec (docs/benchmarks.md).
 
     Cost: B is a dense (N+1) x (N+1) float32 matrix and the fit inverts an N x N matrix in float64
-    (O(N²) memory, O(N³) time): 77 MB and seconds for N = 4,385, but 40 GB at N = 100k, so a
-    catalogue of that size needs a sparse approximation instead.
+    (O(N²) memory, O(N³) time): 77 MB and seconds for N = 4,385, but 40 GB at N = 100k. The dense
+    inverse is EASE's definition, so it stays dense (the one item x item matrix in pulse that does,
+    docs/scaling.md); it is not in the default models, and a catalogue of that size needs
+    item-kNN (sparse) instead.
     """
 
     def __init__(self, B: torch.Tensor, lam: float = 0.0) -> None:

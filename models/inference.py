@@ -2,9 +2,12 @@
 
 Input is what the online store holds (item ids and unix timestamps, oldest first); unknown
 item ids in a history are ignored, an empty history is a cold start (recent popularity).
+Above ``ann.min_items`` items a single request scores the ANN index's candidates only
+(``models/candidates.py``); batch scoring (``recommend_many``) stays exact.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,9 +15,12 @@ import numpy as np
 import torch
 
 from models import artifacts
+from models.candidates import AnnSettings, CandidateScorer, interest_part
 from models.data import pad_left
 from models.metrics import mask_seen
 from models.switch import SwitchGate
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,7 +36,11 @@ class Engine:
     fallback, and ``recommend``. The HTTP service (``serving.service.Recommender``) and batch
     scoring (``serving.batch``) both hold one."""
 
-    def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu") -> None:
+    def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu",
+                 ann: AnnSettings | None = None) -> None:
+        """``ann``: retrieve candidates from an ANN index and re-rank them exactly when the catalogue
+        has at least ``ann.min_items`` items and the model supports it (``models/candidates.py``);
+        None, a smaller catalogue or an unsupported model: exact scoring of every item."""
         models = artifacts.load_models(Path(model_dir), device)
         if model_name not in models:
             raise ValueError(f"model '{model_name}' not in {model_dir} (has {sorted(models)})")
@@ -40,6 +50,15 @@ class Engine:
         self.pos = {i: k + 1 for k, i in enumerate(self.ids)}
         fallback = models.get("recent_popularity") or models.get("popularity")
         self.cold_scores = fallback.scores if fallback is not None else torch.zeros(len(self.ids) + 1)
+        self.retrieval: CandidateScorer | None = None
+        if ann is not None and len(self.ids) >= ann.min_items:
+            if interest_part(self.model) is None:
+                log.warning("%d items >= ann_min_items %d, but %s scores exactly (ANN supports interest and hybrid)",
+                            len(self.ids), ann.min_items, model_name)
+            else:
+                self.retrieval = CandidateScorer.load(self.model, Path(model_dir), ann)
+                log.info("%d items >= ann_min_items %d: %s retrieves %d candidates per request (%s index) and re-ranks them",
+                         len(self.ids), ann.min_items, model_name, ann.candidates, ann.index)
 
     @property
     def ranks_by_text(self) -> bool:
@@ -62,6 +81,9 @@ class Engine:
                 self.titles[self.pos[i] - 1] = titles[k]
                 if set_text is not None:
                     set_text(self.pos[i], text_vectors[k])
+        updated = [self.pos[i] for i in item_ids if i in self.pos]
+        if self.retrieval is not None and set_text is not None and updated:  # re-texted items: their index vectors too
+            self.retrieval.sync(updated)
         if new:
             base = len(self.ids)
             for k in new:
@@ -73,6 +95,8 @@ class Engine:
             self.model.add_items(text_vectors[new])
             if shared:
                 self.cold_scores = self.model.scores
+            if self.retrieval is not None:  # into the ANN index, no rebuild
+                self.retrieval.sync()
             for j, k in enumerate(new):  # last: a history can name the item only once its scores exist
                 self.pos[item_ids[k]] = base + j + 1
         return [item_ids[k] for k in new]
@@ -92,6 +116,9 @@ class Engine:
         # those of a max_len window (models.data.trim_padding), at a fraction of the work
         s = torch.as_tensor(seq, device=self.device).unsqueeze(0)
         t = torch.as_tensor(ts, device=self.device).unsqueeze(0)
+        if self.retrieval is not None:  # a large catalogue: the index's candidates, re-ranked by the model
+            cand, scores, weights = self.retrieval.score(s, t)
+            return self._finish(pairs, seq, scores, weights.cpu().numpy()[-len(seq):], None, k, exclude_seen, n_because, cand)
         scores, weights, switches = self._score(s, t)
         return self._finish(pairs, seq, scores[0], weights[0][-len(seq):], switches[0], k, exclude_seen, n_because)
 
@@ -132,13 +159,20 @@ class Engine:
         return Recommendation(items=[self._item(int(i), v) for v, i in zip(top.values, top.indices)], cold_start=True)
 
     def _finish(self, pairs: list[tuple[int, int]], seq: np.ndarray, scores: torch.Tensor, weights: np.ndarray,
-                switch: dict | None, k: int, exclude_seen: bool, n_because: int) -> Recommendation:
-        """Top-k, the behaviours that weighed most and the switch view of one scored history."""
+                switch: dict | None, k: int, exclude_seen: bool, n_because: int,
+                candidates: torch.Tensor | None = None) -> Recommendation:
+        """Top-k, the behaviours that weighed most and the switch view of one scored history.
+        ``candidates``: the positions ``scores`` belong to (ANN retrieval); None: every position."""
         # the whole known history, as the evaluation excludes it, not only the newest max_len
-        mask_seen(scores.unsqueeze(0), [np.unique([p for p, _ in pairs]) if exclude_seen else []])
+        seen = np.unique([p for p, _ in pairs]) if exclude_seen else []
+        if candidates is None:
+            mask_seen(scores.unsqueeze(0), [seen])
+        elif len(seen):
+            scores = scores.masked_fill(torch.isin(candidates, torch.as_tensor(seen, dtype=torch.long)), float("-inf"))
         k = min(k, int(torch.isfinite(scores).sum()))
         top = scores.topk(k)
-        items = [self._item(int(i), v) for v, i in zip(top.values, top.indices)]
+        index = top.indices if candidates is None else candidates[top.indices]
+        items = [self._item(int(i), v) for v, i in zip(top.values, index)]
         because = [{"item_id": self.ids[seq[j] - 1], "title": self.titles[seq[j] - 1], "weight": round(float(weights[j]), 4)}
                    for j in np.argsort(-weights, kind="stable")[:n_because]]
         if switch is not None:  # the behaviours the short-term expert read: what moved the interest, newest first

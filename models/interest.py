@@ -12,8 +12,8 @@ Trend prior (optional) = a learned multiple of the item's log event count in the
                the moment of the request (models/trend.py), larger the longer the user has been
                away: a user back after months takes what everyone takes now, one in the middle
                of a session follows their own sequence. Training reads each target's own moment.
-Transition prior (optional) = a learned mix of the co-occurrence rows of the last few
-               behaviours, added to the scores: short-term "what follows what" evidence that a
+Transition prior (optional) = a learned mix of the co-occurrence rows (sparse: models/sparse.py)
+               of the last few behaviours, added to the scores: short-term "what follows what" evidence that a
                small-data transformer learns slowly, fixed from the training data, with the
                per-lag weights and the overall scale learned end to end.
 
@@ -28,6 +28,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.sparse import CsrMatrix
 from models.trend import day_rows
 
 
@@ -144,8 +145,8 @@ class InterestModel(nn.Module):
             self.register_buffer("trend_start", torch.tensor(int(start), dtype=torch.long))
             self.trend_scale = nn.Parameter(torch.tensor(0.5))  # weight of the trend for a user active just now
             self.trend_gap = nn.Parameter(torch.tensor(0.0))    # its change per log1p(hour) since the newest behaviour
-        if cfg.use_transition:  # (N+1, N+1) item-to-item similarity from training sequences, row 0 zero
-            self.register_buffer("transition", transition.float() if transition is not None else torch.zeros(n, n))
+        if cfg.use_transition:  # (N+1, N+1) item-to-item similarity from training sequences, row 0 empty; sparse
+            self.transition = CsrMatrix.own(transition, n)
             self.transition_lag = nn.Parameter(torch.zeros(cfg.transition_recent))
             self.transition_scale = nn.Parameter(torch.tensor(1.0))
         # text embeddings are a frozen buffer (row 0 = padding); new items are appended at serving time
@@ -183,6 +184,10 @@ class InterestModel(nn.Module):
             # > 0 starts with the short-term interest leading: it rescued a one-switch synthetic set
             # from an early "dominant interest" plateau, but slowed MovieLens-100K (docs/benchmarks.md)
             nn.init.constant_(self.gate.bias, cfg.gate_init)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
+        CsrMatrix.upgrade_state(state_dict, prefix + "transition")  # an artifact from before the sparse prior
+        super()._load_from_state_dict(state_dict, prefix, *args)
 
     def item_vectors(self) -> torch.Tensor:
         """(N+1, D) vectors of every item; row 0 (padding) is zero."""
@@ -241,7 +246,7 @@ class InterestModel(nn.Module):
         out = 0.0
         for lag in range(self.cfg.transition_recent):
             prev = F.pad(seq, (lag, 0))[:, : seq.shape[1]]  # behaviour `lag` steps back (0 = padding)
-            out = out + w[lag] * self.transition[prev[keep]]
+            out = out + w[lag] * self.transition.rows(prev[keep])
         return self.transition_scale * out
 
     def trend_prior(self, now: torch.Tensor | None, newest: torch.Tensor) -> torch.Tensor:
@@ -309,7 +314,7 @@ class InterestModel(nn.Module):
         if self.id_emb is not None and self.text_proj is not None and self.cfg.cold_neighbours > 0:
             self.cold_id = torch.cat([self.cold_id, self.borrowed_id_rows(text_rows, neighbours)])
         if self.cfg.use_transition:
-            self.transition = F.pad(self.transition, (0, len(text_rows), 0, len(text_rows)))
+            self.transition = self.transition.padded(len(text_rows))
         if self.cfg.use_trend:
             self.trend = F.pad(self.trend, (0, len(text_rows)))
 

@@ -5,7 +5,8 @@ The store lives in $BENTOML_HOME (default ~/bentoml). The service serves
 under that name (``serving.promotion.should_promote``); a run with overrides or inside
 ``dvc exp run`` packages under ``package.candidate_name``, so BentoML's "latest" of the served
 name never moves to an experiment. Every version is labelled with its data version, params
-hash and git commit.
+hash and git commit. A catalogue of ``package.ann_min_items`` items or more also gets its ANN
+index (``ann.faiss``) here, beside the weights.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from features.cli import stage_main
 from features.params import Params
+from models.candidates import AnnSettings
 from serving.promotion import should_promote
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,17 @@ def git_commit(root: Path) -> str:
     return sha.stdout.strip() if sha.returncode == 0 and sha.stdout.strip() else "none"
 
 
+def ann_index(model_dir: Path, selected: str, settings: AnnSettings) -> Path | None:
+    """The FAISS index over the selected model's item vectors, written into the packaged model
+    when its catalogue reaches ``package.ann_min_items`` (models/candidates.py); None below."""
+    from models import artifacts
+    from models.candidates import package_index
+
+    if len(artifacts.load_item_ids(model_dir)) < settings.min_items:
+        return None
+    return package_index(model_dir, artifacts.load_models(model_dir)[selected], settings)
+
+
 def run(params: Params) -> PackageResult:
     import bentoml
 
@@ -66,6 +79,7 @@ def run(params: Params) -> PackageResult:
         "short_half_life_days": params.features.short_half_life_days,
         "long_half_life_days": params.features.long_half_life_days,
         "recent_half_life_events": params.features.recent_half_life_events,
+        **{f"ann_{k}": getattr(params.package, f"ann_{k}") for k in ("min_items", "index", "ef_search", "nprobe", "candidates", "nlist")},
     }
     for split in ("valid", "test"):
         for k, v in report["models"][selected][split].items():
@@ -77,6 +91,7 @@ def run(params: Params) -> PackageResult:
               "role": "served" if promoted else "candidate"}
     with bentoml.models.create(name, labels=labels, metadata=metadata) as ref:
         shutil.copytree(model_dir, ref.path, dirs_exist_ok=True)
+        ann_index(Path(ref.path), selected, AnnSettings.from_metadata(metadata))
         shutil.copy(params.path(params.evaluate.out), ref.path_of("metrics.json"))
     tag = str(ref.tag)
     serve = "make serve" if promoted else f"PULSE_MODEL_TAG={tag} make serve"

@@ -21,6 +21,7 @@ import torch
 from features.eventlog import read_items_log
 from features.transforms import category_matrix
 from models import artifacts
+from models.candidates import AnnSettings
 from models.encoder import TextEncoder
 from models.inference import Engine
 
@@ -67,7 +68,7 @@ def load_state(model: Any, categories: list[str], items_log: Path) -> ServingSta
     with the items posted through ``/items`` since its catalogue was made already applied."""
     meta = model.info.metadata
     model_dir = Path(model.path)
-    engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)))
+    engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)), ann=AnnSettings.from_metadata(meta))
     items = pd.DataFrame({"item_id": engine.ids, "categories": artifacts.load_item_categories(model_dir)})
     tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
     encoder_name = str(tuned) if tuned.is_dir() else str(meta.get("encoder", DEFAULT_ENCODER))

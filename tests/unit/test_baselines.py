@@ -56,7 +56,7 @@ def _scores(model, hist: list[int], length: int = 6) -> torch.Tensor:
 
 def test_item_knn_similarity_matrix():
     m = item_knn(_knn_train(), INDEX)
-    sim = m.sim.numpy()
+    sim = m.sim.to_dense().numpy()
     assert sim.shape == (8, 8)
     np.testing.assert_allclose(sim, sim.T, atol=1e-7)  # symmetric
     assert np.all(np.diag(sim) == 0)
@@ -75,7 +75,7 @@ def test_item_knn_similarity_matrix():
 
 def test_item_knn_window_limits_co_occurrence():
     train = _frame([("u", f"i{k}", k) for k in range(1, 7)])  # one user: i1 .. i6 in a row
-    sim = item_knn(train, INDEX, window=2).sim.numpy()
+    sim = item_knn(train, INDEX, window=2).sim.to_dense().numpy()
     assert sim[1, 2] > sim[1, 3] > 0
     assert sim[1, 4] == 0.0 and sim[1, 6] == 0.0  # farther apart than the window
     # co(1,2) = 1, co(1,3) = 1/2; r1 = 3/2, r2 = 1 + 1 + 1/2 = 5/2, r3 = 1/2 + 1 + 1 + 1/2 = 3
@@ -85,7 +85,7 @@ def test_item_knn_window_limits_co_occurrence():
 
 def test_item_knn_ignores_items_outside_the_index():
     train = _frame([("u", "i1", 0), ("u", "zz", 1), ("u", "i2", 2)])
-    sim = item_knn(train, INDEX).sim.numpy()
+    sim = item_knn(train, INDEX).sim.to_dense().numpy()
     assert sim.shape == (8, 8)
     assert sim[1, 2] > 0  # the unknown item is dropped from the sequence
 
@@ -104,7 +104,7 @@ def test_item_knn_ranks_the_follower_of_the_last_item_first():
 
 def test_item_knn_newer_history_items_weigh_more():
     m = item_knn(_knn_train(), INDEX)
-    sim = m.sim
+    sim = m.sim.to_dense()
     d = m.decay
     assert d == pytest.approx(0.8)
     # [i4, i1]: i1 newest -> its neighbour i2 first; [i1, i4]: i4 newest -> i5 first
@@ -120,12 +120,13 @@ def test_item_knn_only_the_last_n_recent_items_count():
     m = item_knn(_knn_train(), INDEX, n_recent=3)
     assert m.n_recent == 3
     s = _scores(m, [4, 7, 7, 1])  # i4 is the 4th newest: outside the 3 most recent
-    torch.testing.assert_close(s, m.sim[1] + 0.8 * m.sim[7] + 0.64 * m.sim[7])
+    sim = m.sim.to_dense()
+    torch.testing.assert_close(s, sim[1] + 0.8 * sim[7] + 0.64 * sim[7])
     assert s[5].item() == 0.0 and s[6].item() == 0.0
     # batch of two with left padding: padding never contributes
     seq = torch.tensor([[0, 0, 0, 1], [4, 7, 7, 1]])
     out = m.score_all(seq, torch.zeros_like(seq))
-    torch.testing.assert_close(out[0], m.sim[1])
+    torch.testing.assert_close(out[0], sim[1])
     torch.testing.assert_close(out[1], s)
 
 

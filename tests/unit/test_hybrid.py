@@ -129,8 +129,9 @@ def test_a_new_item_borrows_the_rows_of_its_text_twin():
     assert knn.sim.shape == (N_ITEMS + 2, N_ITEMS + 2) and len(pop.scores) == N_ITEMS + 2
     new = N_ITEMS + 1
     assert torch.equal(pop.scores[new], pop.scores[twin])
-    torch.testing.assert_close(knn.sim[new, :new], knn.sim[twin, :new])
-    torch.testing.assert_close(knn.sim[:new, new], knn.sim[:new, twin])
+    sim = knn.sim.to_dense()
+    torch.testing.assert_close(sim[new, :new], sim[twin, :new])
+    torch.testing.assert_close(sim[:new, new], sim[:new, twin])
     seq, ts = _batch()  # histories without the twin
     with torch.no_grad():
         s = h.score_all(seq, ts)
@@ -138,7 +139,8 @@ def test_a_new_item_borrows_the_rows_of_its_text_twin():
     # re-posting it with another item's text re-borrows from that item
     h.set_item_text(new, base.text_emb[3].clone())
     assert torch.equal(pop.scores[new], pop.scores[3])
-    torch.testing.assert_close(knn.sim[new, 1:new], knn.sim[3, 1:new])
+    sim = knn.sim.to_dense()
+    torch.testing.assert_close(sim[new, 1:new], sim[3, 1:new])
 
 
 def test_borrowed_knn_rows_do_not_depend_on_how_new_items_were_batched():
@@ -150,7 +152,7 @@ def test_borrowed_knn_rows_do_not_depend_on_how_new_items_were_batched():
     apart = Hybrid(_interest(cold_neighbours=3), {"item_knn": _knn()}, {"item_knn": 1.0})
     apart.add_items(text[:1].clone())
     apart.add_items(text[1:].clone())
-    a, b = together.components["item_knn"].sim, apart.components["item_knn"].sim
+    a, b = together.components["item_knn"].sim.to_dense(), apart.components["item_knn"].sim.to_dense()
     torch.testing.assert_close(a, b)
     new = N_ITEMS + 1
     assert a[new, new + 1] == 0 and a[new + 1, new] == 0 and a[new, new] == 0
@@ -158,7 +160,7 @@ def test_borrowed_knn_rows_do_not_depend_on_how_new_items_were_batched():
     torch.testing.assert_close(a, a.T)
     # re-posting one of them changes its own row only, and keeps it off the other new item
     together.set_item_text(new, base.text_emb[4].clone())
-    s = together.components["item_knn"].sim
+    s = together.components["item_knn"].sim.to_dense()
     assert s[new, new + 1] == 0 and s[new + 1, new] == 0
     torch.testing.assert_close(s[new + 1], a[new + 1])
     torch.testing.assert_close(s, s.T)
@@ -168,7 +170,7 @@ def test_without_text_neighbours_new_items_get_no_borrowed_evidence():
     base, knn, pop = _interest(cold_neighbours=0), _knn(), _pop()
     h = Hybrid(base, {"item_knn": knn, "popularity": pop}, {"item_knn": 1.0, "popularity": 1.0})
     h.add_items(base.text_emb[5:6].clone())
-    assert pop.scores[-1] == 0 and knn.sim[-1].abs().sum() == 0 and knn.sim.shape[0] == N_ITEMS + 2
+    assert pop.scores[-1] == 0 and knn.sim.to_dense()[-1].abs().sum() == 0 and knn.sim.shape[0] == N_ITEMS + 2
 
 
 def test_save_and_load_round_trip_with_own_copies_of_the_components(tmp_path):
@@ -232,7 +234,7 @@ def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():
     models, fits = fit_models(("hybrid",), _train_df(), index, text, _windows(), valid, tp, "cpu")
     assert set(models) == {"hybrid", "interest", "item_knn", "recent_popularity"}
     assert models["hybrid"].base is models["interest"] and models["hybrid"].components["item_knn"] is models["item_knn"]
-    assert torch.equal(models["item_knn"].sim, cooccurrence_similarity(_train_df(), index))
+    assert torch.equal(models["item_knn"].sim.to_dense(), cooccurrence_similarity(_train_df(), index).to_dense())
     assert fits["hybrid"].best_valid == pytest.approx(evaluate_model(models["hybrid"], valid)["ndcg@10"], abs=1e-9)
     again, fits2 = fit_models(("hybrid",), _train_df(), index, text, None, valid, tp, "cpu", prefitted=models)
     assert set(again) == {"hybrid"} and set(fits2) == {"hybrid"}  # nothing retrained (no windows were even given)
