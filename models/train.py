@@ -277,7 +277,7 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     configs = {n: model_config(n, tp, len(index), text_emb.shape[1]) for n in NEURAL if n in todo}
     sim = None
     if "item_knn" in todo or any(c.use_transition for c in configs.values()):
-        sim = baselines.cooccurrence_similarity(train, index)  # one matrix for item-kNN and the transition prior
+        sim = baselines.cooccurrence_similarity(train, index, top_k=tp.knn_top_k)  # one matrix for item-kNN and the transition prior
     if "item_knn" in todo:
         models["item_knn"] = baselines.ItemKNN(sim)
     if "ease" in todo:
