@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
 from features.eventlog import EventLog, events_by_user, items_log_path, tombstone
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
@@ -162,8 +162,9 @@ class Recommender:
     def recommend(
         self,
         user_id: Annotated[str, Field(min_length=1, max_length=256, description="user id", examples=["u00001"])],
-        k: Annotated[int, Field(ge=1, le=100, description="how many items", examples=[5])] = 10,
-        exclude_seen: Annotated[bool, Field(description="leave out items the user already has", examples=[True])] = True,
+        # strict: `"5"`, `5.0`, `0` or `"yes"` are not what the schema declares (pydantic's lax mode took them)
+        k: Annotated[int, Field(ge=1, le=100, strict=True, description="how many items", examples=[5])] = 10,
+        exclude_seen: Annotated[bool, Field(strict=True, description="leave out items the user already has", examples=[True])] = True,
     ) -> RecommendResponse:
         """Top-k items for the user, with the past behaviours that weighed most ("because")."""
         if why := id_problem(user_id, "user_id"):
@@ -185,9 +186,10 @@ class Recommender:
             {"user_id": "u00001", "item_id": "i00039", "event": "purchase", "value": 1.0}]])] = None,
         user_id: Annotated[str | None, Field(description="one event: the user", examples=["u00001"])] = None,
         item_id: Annotated[str | None, Field(description="one event: the item", examples=["i00041"])] = None,
-        ts: Annotated[int | str | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
+        # strict, as the schema says: `true` is no time and `false` no value (pydantic's lax mode read them as 1 and 0.0)
+        ts: Annotated[StrictInt | StrictStr | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
         event: Annotated[str | None, Field(examples=["click"])] = None,
-        value: Annotated[float | None, Field(examples=[1.0])] = None,
+        value: Annotated[StrictFloat | StrictInt | None, Field(examples=[1.0])] = None,
     ) -> EventsResponse:
         """Accept one event (fields at the top level) or a batch (`events: [...]`), all or nothing.
 
