@@ -3,7 +3,9 @@ write (``write_online_rows``), ``OnlineBehaviour`` reads, the service's event me
 (two replicas) on one Redis seeing each other's writes."""
 from __future__ import annotations
 
+import json
 import threading
+import time
 
 import pandas as pd
 import pytest
@@ -116,13 +118,35 @@ def test_features_stage_on_redis_keeps_logged_events(project_with_event_log, red
     params, root = project_with_event_log
     redis_server.client().flushall()
     monkeypatch.setenv(store.ONLINE_STORE_ENV, redis_server.url)
-    for attempt in range(2):
-        res = features_stage.run(params)
-        u1, u2 = store.online_user_behaviour(store.get_store(root / "features" / "repo"), ["u1", "u2"])
-        assert list(u2["hist_item_ids"]) == ["i6", "i1", "i3"] and u2["event_count"] == 4, attempt
-        assert list(u1["hist_item_ids"]) == ["i4", "i5", "i6"] and u1["event_count"] == 6
-        assert res.replayed_events == 1
+    res = features_stage.run(params)  # (one run: test_feast_store checks on SQLite that a rerun applies nothing twice)
+    u1, u2 = store.online_user_behaviour(store.get_store(root / "features" / "repo"), ["u1", "u2"])
+    assert list(u2["hist_item_ids"]) == ["i6", "i1", "i3"] and u2["event_count"] == 4
+    assert list(u1["hist_item_ids"]) == ["i4", "i5", "i6"] and u1["event_count"] == 6
+    assert res.replayed_events == 1
     assert not (root / "features" / "repo" / "data" / "online_store.db").exists()
 
 
 from tests.unit.test_feast_store import project_with_event_log  # noqa: E402,F401  (the fixture, shared)
+
+
+def test_broadcast_reaches_the_other_processes_not_the_sender(redis_server):
+    """`/reload` and `/items` on one service process are published on Redis; every other process
+    (worker or replica) applies them, the sender does not apply its own twice."""
+    from serving.broadcast import Broadcast
+
+    got: dict[str, list] = {"a": [], "b": []}
+    a = Broadcast(redis_server.client(), {"reload": lambda m: got["a"].append(m["model_tag"])}, channel="test-signals").start()
+    b = Broadcast(redis_server.client(), {"reload": lambda m: got["b"].append(m["model_tag"]),
+                                          "items": lambda m: 1 / 0}, channel="test-signals").start()
+    try:
+        assert a.publish("reload", model_tag="m:2") == 2  # both subscribed; only b applies it
+        assert b.publish("items", rows=[]) == 2  # a has no handler; b's own message is skipped (its handler would raise)
+        b.handle(json.dumps({"kind": "items", "from": "elsewhere", "rows": []}))  # a failing handler is logged, not raised
+        b.handle("not json")
+        deadline = time.monotonic() + 10
+        while not got["b"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert got == {"a": [], "b": ["m:2"]}
+    finally:
+        a.close()
+        b.close()
