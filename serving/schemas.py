@@ -186,7 +186,8 @@ _EVENT = {"type": "object", "required": ["user_id", "item_id"], "properties": {
     "user_id": _ID_OR_INT, "item_id": {**_ID_OR_INT, "description": "a known item (the catalogue or POST /items)"},
     "ts": {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}], "nullable": True,
            "description": "unix seconds or ISO-8601, within the accepted window around now; default now"},
-    "event": {"type": "string", "maxLength": 256, "nullable": True, "pattern": rf"^[^{_NO_CONTROL}]*$"},
+    "event": {"anyOf": [{"type": "string", "maxLength": 256, "pattern": rf"^[^{_NO_CONTROL}]*$"}, {"type": "integer"}], "nullable": True,
+              "description": "the kind of event (an integer is read as its digits); default interaction"},
     "value": {"type": "number", "nullable": True, "description": "a finite number"}}}
 _ITEM = {"type": "object", "required": ["item_id", "text"], "properties": {
     "item_id": _ID_OR_INT,
@@ -198,7 +199,8 @@ REQUEST_PATCHES: dict[str, dict[str, dict]] = {
     "/forget": {"user_id": _ID},
     # the top-level fields are typed (str, int | str) by the endpoint's signature: no integer ids, no float ts there
     "/events": {"events": {"minItems": 1, "items": _EVENT}, "user_id": _ID, "item_id": _ID,
-                "ts": {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True}, "event": _EVENT["properties"]["event"]},
+                "ts": {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+                "event": {"type": "string", "maxLength": 256, "nullable": True, "pattern": rf"^[^{_NO_CONTROL}]*$"}},
     "/items": {"items": {"items": _ITEM}},
 }
 SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <PULSE_API_KEY>"},

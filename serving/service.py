@@ -195,6 +195,10 @@ class Recommender:
 
         Each event: user_id, item_id, ts (unix seconds or ISO-8601; default now), event, value.
         """
+        if events is not None:  # a batch: single-event fields beside it are ignored, but must still be what the schema allows
+            for name, given in (("user_id", user_id), ("item_id", item_id), ("event", event)):
+                if given is not None and (given != "" or name != "event") and (why := id_problem(given, name)):
+                    return bad_request(why, [{"field": name, "reason": why}])
         raw = events if events is not None else [{"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value}]
         if not raw:
             return bad_request("no events given")

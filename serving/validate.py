@@ -211,7 +211,7 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None,
         if why:
             reasons.append({"index": i, "reason": ", ".join(why)})
         else:
-            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind or "interaction").strip(),
+            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind).strip() if _given(kind) else "interaction",
                              None if value is None else float(value)))
     if reasons:
         raise EventRejected(reasons)
