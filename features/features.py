@@ -78,8 +78,9 @@ def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str],
         return 0
     spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
                                 fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events)
-    with eventlog.log_lock(path):  # a running service appends and writes online rows under the same lock
-        n = online.replay_events(store.OnlineBehaviour(store.get_store(repo)), eventlog.read_events(path), spec)
+    ob = store.OnlineBehaviour(store.get_store(repo))
+    with eventlog.log_lock(path), ob.write_lock():  # a running service appends and writes online rows under the same locks
+        n = online.replay_events(ob, eventlog.read_events(path), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
     return n
 
@@ -92,8 +93,8 @@ def forget_online(params: Params, interactions: pd.DataFrame, n_categories: int,
     gone = {u: at for u, at in eventlog.forgotten_users(path).items() if u not in left}
     if not gone:
         return 0
-    with eventlog.log_lock(path):
-        ob = store.OnlineBehaviour(store.get_store(repo))
+    ob = store.OnlineBehaviour(store.get_store(repo))
+    with eventlog.log_lock(path), ob.write_lock():
         states = dict(zip(gone, ob.read(list(gone))))
         # events the service accepted after the tombstone (not ingested yet) stay; the rest goes
         ob.write([online.forgotten_row(u, n_categories, at) for u, at in gone.items()

@@ -5,14 +5,22 @@ The Feast objects themselves are declared in ``features/repo/`` (which Feast, an
 ``load_repo_objects`` here, load by path). Other modules only hold what this one returns: the
 service and the ``features`` stage open the store with ``get_store`` and hand it to
 ``OnlineBehaviour``; ``models/train.py`` reads the training set through ``historical_user_behaviour``.
+
+The online store is the repo's ``feature_store.yaml`` (SQLite, embedded, one machine) unless
+``PULSE_ONLINE_STORE`` names another: ``redis://[:password@]host:port[/db]`` (``rediss://`` for TLS)
+puts it on a Redis server that every worker and replica of the service shares, for the pipeline's
+``feast apply`` and materialization as for the service (``online_store_override``).
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import logging
 import sys
 from pathlib import Path
+from typing import Iterator
+from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
@@ -34,19 +42,98 @@ USER_BEHAVIOUR_FEATURES = [
 ]
 
 
-def get_store(repo_dir: Path):
+ONLINE_STORE_ENV = "PULSE_ONLINE_STORE"
+FS_YAML = "feature_store.yaml"
+# the repo's feature_store.yaml with the online store of PULSE_ONLINE_STORE, for `feast -f ... apply`
+# (in data/, which .feastignore and .gitignore leave out: it may hold the Redis password)
+OVERRIDE_YAML = "data/feature_store.online.yaml"
+REDIS_LOCK_KEY = "pulse:online-write-lock"
+
+
+def online_store_override(url: str | None = None) -> dict | None:
+    """The Feast ``online_store`` config that ``url`` (default: ``$PULSE_ONLINE_STORE``) names, or
+    None for the repo's own (SQLite): empty or ``sqlite`` keep it; ``redis://[user:password@]host[:port][/db]``
+    and ``rediss://`` (TLS) give Feast's Redis store.
+
+    ``skip_dedup``: Feast's Redis write skips a row whose event timestamp is not newer than the
+    stored one; pulse's rows carry the user's newest event time, so a late event (older than the
+    newest) or a second event in the same second would be dropped. pulse's writers read, merge
+    and write a whole row under a lock (``OnlineBehaviour.write_lock``), so the row they write is
+    always the newest state: every write must land.
+    """
+    url = (os.environ.get(ONLINE_STORE_ENV, "") if url is None else url).strip()
+    if not url or url.lower() == "sqlite":
+        return None
+    u = urlsplit(url)
+    if u.scheme not in ("redis", "rediss") or not u.hostname:
+        raise ValueError(f"{ONLINE_STORE_ENV}={url!r}: expected redis://host:port[/db] (or rediss://, or sqlite / empty for the repo's SQLite store)")
+    parts = [f"{u.hostname}:{u.port or 6379}"]
+    db = u.path.strip("/")
+    if db:
+        if not db.isdigit():
+            raise ValueError(f"{ONLINE_STORE_ENV}: the database must be a number (redis://host:port/0), not {db!r}")
+        parts.append(f"db={int(db)}")
+    for key, value in (("username", u.username), ("password", u.password)):
+        if value:
+            value = unquote(value)
+            if "," in value or "=" in value:
+                raise ValueError(f"{ONLINE_STORE_ENV}: Feast's Redis connection string cannot carry a {key} with ',' or '='")
+            parts.append(f"{key}={value}")
+    if u.scheme == "rediss":
+        parts.append("ssl=true")
+    return {"type": "redis", "connection_string": ",".join(parts), "skip_dedup": True}
+
+
+def _repo_yaml(repo_dir: Path, online: dict | None) -> dict:
+    import yaml
+
+    raw = yaml.safe_load((Path(repo_dir) / FS_YAML).read_text())
+    if online is not None:
+        raw["online_store"] = online
+    return raw
+
+
+def repo_config(repo_dir: Path, url: str | None = None):
+    """Feast's RepoConfig of the repo, with the online store of ``url`` / ``$PULSE_ONLINE_STORE``."""
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(**_repo_yaml(repo_dir, online_store_override(url)))
+    config.repo_path = Path(repo_dir)
+    return config
+
+
+def get_store(repo_dir: Path, url: str | None = None):
+    """The repo's FeatureStore; its online store is the repo's SQLite one unless ``url`` or
+    ``$PULSE_ONLINE_STORE`` says otherwise (``online_store_override``)."""
     from feast import FeatureStore
 
-    return FeatureStore(repo_path=str(repo_dir))
+    if online_store_override(url) is None:
+        return FeatureStore(repo_path=str(repo_dir))
+    return FeatureStore(repo_path=str(repo_dir), config=repo_config(repo_dir, url))
+
+
+def online_store_kind(store) -> str:
+    """``sqlite``, ``redis``, ...: the type of the store's online store."""
+    return str(getattr(store.config.online_store, "type", "sqlite"))
 
 
 def apply_repo(repo_dir: Path) -> list[str]:
     """``feast apply`` on the repo: Feast's own CLI, so the stage does exactly what an operator
     does by hand in ``features/repo`` (it imports the repo's files, registers every object,
     removes the ones deleted from the files, and creates the online tables). Returns the names of
-    the registered objects."""
+    the registered objects. With ``$PULSE_ONLINE_STORE`` it applies with that online store
+    (``feast -f data/feature_store.online.yaml apply``), so Feast prepares the store the service reads."""
+    import yaml
+
     feast = Path(sys.executable).with_name("feast")
     cmd = [str(feast) if feast.exists() else "feast", "apply"]
+    online = online_store_override()
+    if online is not None:
+        path = Path(repo_dir) / OVERRIDE_YAML
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(_repo_yaml(repo_dir, online), sort_keys=False))
+        path.chmod(0o600)
+        cmd[1:1] = ["-f", str(path.resolve())]
     env = {**os.environ, "FEAST_USAGE": "False"}  # no usage telemetry from pipeline runs
     proc = subprocess.run(cmd, cwd=Path(repo_dir), capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -68,7 +155,7 @@ def write_offline(repo_dir: Path, user_behaviour: pd.DataFrame, item_profile: pd
 
 
 def materialize(repo_dir: Path, start: pd.Timestamp, end: pd.Timestamp) -> None:
-    """Load the latest feature rows in [start, end] into the SQLite online store."""
+    """Load the latest feature rows in [start, end] into the online store (SQLite, or ``$PULSE_ONLINE_STORE``)."""
     get_store(repo_dir).materialize(start_date=start.to_pydatetime(), end_date=end.to_pydatetime())
 
 
@@ -141,3 +228,37 @@ class OnlineBehaviour:
 
     def write(self, rows: list[dict]) -> None:
         write_online_rows(self.store, self.view, rows)
+
+    @property
+    def shared(self) -> bool:
+        """The online store is a server other processes write too (Redis), not this machine's SQLite file."""
+        return online_store_kind(self.store) == "redis"
+
+    def redis(self):
+        """The redis-py client of a Redis online store (Feast's own connection), else None."""
+        if not self.shared:
+            return None
+        return self.store._get_provider().online_store._get_client(self.store.config.online_store)
+
+    @contextlib.contextmanager
+    def write_lock(self, timeout_s: float = 30.0) -> Iterator[None]:
+        """Serialise read-modify-writes of user rows across every process that shares the store.
+
+        The event log's file lock covers the processes of one machine and one log; replicas on a
+        shared Redis each keep their own log, so on Redis a Redis lock (``SET NX`` with an expiry,
+        redis-py's ``Lock``) is taken as well. On SQLite this is a no-op.
+        """
+        client = self.redis()
+        if client is None:
+            yield
+            return
+        lock = client.lock(REDIS_LOCK_KEY, timeout=timeout_s, blocking_timeout=timeout_s)
+        if not lock.acquire():
+            raise TimeoutError(f"could not take the Redis lock {REDIS_LOCK_KEY} in {timeout_s:.0f} s")
+        try:
+            yield
+        finally:
+            try:
+                lock.release()
+            except Exception:  # expired meanwhile (a write over timeout_s): another writer may hold it now
+                log.warning("the Redis lock %s expired before its release", REDIS_LOCK_KEY)

@@ -59,6 +59,19 @@ def ann_index(model_dir: Path, selected: str, settings: AnnSettings) -> Path | N
     return package_index(model_dir, artifacts.load_models(model_dir)[selected], settings)
 
 
+def project_relative(params: Params, configured: str) -> str:
+    """A configured path as the packaged model records it: relative to the project root (POSIX
+    separators). A path configured absolute outside the project stays as configured."""
+    path = Path(configured)
+    if not path.is_absolute():
+        return path.as_posix()
+    try:
+        return path.resolve().relative_to(Path(params.root).resolve()).as_posix()
+    except ValueError:
+        log.warning("%s is outside the project: the packaged model records it as an absolute path", configured)
+        return str(path)
+
+
 def run(params: Params) -> PackageResult:
     import bentoml
 
@@ -74,8 +87,11 @@ def run(params: Params) -> PackageResult:
         "encoder": meta["encoder"],
         "max_len": params.train.max_len,
         "history_len": params.features.history_len,
-        "feature_repo": str(params.path(params.features.repo_dir).resolve()),
-        "event_log": str(params.path(params.data.event_log).resolve()),
+        # where the service finds the Feast repo and the event log: relative to the project root
+        # (the service's working directory, or PULSE_PROJECT_DIR), never this machine's absolute
+        # paths; PULSE_FEATURE_REPO / PULSE_EVENT_LOG override them where the model is served
+        "feature_repo": project_relative(params, params.features.repo_dir),
+        "event_log": project_relative(params, params.data.event_log),
         "short_half_life_days": params.features.short_half_life_days,
         "long_half_life_days": params.features.long_half_life_days,
         "recent_half_life_events": params.features.recent_half_life_events,

@@ -149,6 +149,7 @@ class ErrorResponse(BaseModel):
     rejected: list[dict[str, Any]] = Field(examples=[[{"index": 1, "field": "item_id", "reason": "unknown item"}]])
 
 
+PROTECTED = ("events", "items", "forget", "reload")  # serving/guard.py's PROTECTED_PATHS, without the slash
 ERRORS = {400: "the request was rejected: nothing was written", 401: "the endpoint needs the API key",
           413: "the body is over PULSE_MAX_BODY_BYTES", 429: "too many requests from this client (see Retry-After)"}
 
@@ -170,6 +171,77 @@ def _oas30_examples(node: Any) -> None:
             _oas30_examples(getattr(node, field.name))
 
 
+# What the service accepts, declared as exactly as a schema can (issue 14: Schemathesis against the spec).
+# BentoML's inline request schemas drop the `null` of optional fields (`value: float | None` became
+# `type: number`) and leave the body optional; the bodies below are built from each endpoint's own
+# input model (pydantic), with OpenAPI 3.0's `nullable` for `null`, the body required where the
+# endpoint has required fields, and the free-form event and item objects spelled out. What no
+# schema can say stays a 400 at run time: an item id the catalogue lacks, a ts outside the window
+# around now, an id with an unprintable character (serving/validate.py).
+_NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
+_ID = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$",
+       "description": "at most 256 printable characters, not blank"}
+_ID_OR_INT = {"anyOf": [_ID, {"type": "integer"}], "description": "an id (an integer is read as its digits)"}
+_EVENT = {"type": "object", "required": ["user_id", "item_id"], "properties": {
+    "user_id": _ID_OR_INT, "item_id": {**_ID_OR_INT, "description": "a known item (the catalogue or POST /items)"},
+    "ts": {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}], "nullable": True,
+           "description": "unix seconds or ISO-8601, within the accepted window around now; default now"},
+    "event": {"anyOf": [{"type": "string", "maxLength": 256, "pattern": rf"^[^{_NO_CONTROL}]*$"}, {"type": "integer"}], "nullable": True,
+              "description": "the kind of event (an integer is read as its digits); default interaction"},
+    "value": {"type": "number", "nullable": True, "description": "a finite number"}}}
+_ITEM = {"type": "object", "required": ["item_id", "text"], "properties": {
+    "item_id": _ID_OR_INT,
+    "text": {"type": "string", "minLength": 1, "maxLength": 20_000, "pattern": r"^[^\u0000]*\S[^\u0000]*$", "description": "not blank, no NUL"},
+    "title": {"type": "string", "maxLength": 500, "nullable": True, "pattern": r"^[^\u0000]*$"},
+    "categories": {"type": "array", "maxItems": 50, "nullable": True, "items": _ID_OR_INT}}}
+REQUEST_PATCHES: dict[str, dict[str, dict]] = {
+    "/recommend": {"user_id": _ID},
+    "/forget": {"user_id": _ID},
+    # the top-level fields are typed (str, int | str) by the endpoint's signature: no integer ids, no float ts there
+    "/events": {"events": {"minItems": 1, "items": _EVENT}, "user_id": _ID, "item_id": _ID,
+                "ts": {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
+                "event": {"type": "string", "maxLength": 256, "nullable": True, "pattern": rf"^[^{_NO_CONTROL}]*$"}},
+    "/items": {"items": {"items": _ITEM}},
+}
+SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <PULSE_API_KEY>"},
+                    "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <PULSE_API_KEY>"}}
+
+
+def _nullable(node: Any) -> Any:
+    """JSON Schema's ``anyOf: [X, {"type": "null"}]`` (pydantic's ``X | None``) as OpenAPI 3.0's
+    ``X`` with ``nullable: true``, everywhere in ``node``."""
+    if isinstance(node, list):
+        return [_nullable(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    node = {k: _nullable(v) for k, v in node.items()}
+    options = node.get("anyOf")
+    if isinstance(options, list) and {"type": "null"} in options:
+        rest = [o for o in options if o != {"type": "null"}]
+        node.pop("anyOf")
+        node.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        node["nullable"] = True
+    return node
+
+
+def request_body(route: str, input_schema: dict) -> dict:
+    """The OpenAPI request body of an endpoint from its input model's JSON schema."""
+    schema = _nullable(input_schema)
+    schema.pop("$defs", None)
+    for name, patch in REQUEST_PATCHES.get(route, {}).items():
+        prop = schema["properties"][name]
+        if "anyOf" in patch:  # a replaced type: drop the generated one
+            for key in ("type", "anyOf", "minLength", "maxLength", "pattern"):
+                prop.pop(key, None)
+        prop.update({k: v for k, v in patch.items() if k != "description" or "description" not in prop})
+    body: dict[str, Any] = {"content": {"application/json": {"schema": schema}}}
+    if schema.get("required") or route == "/events":
+        body["required"] = True
+    if route == "/events":  # one event (user_id, item_id at the top) or a batch (events)
+        schema["anyOf"] = [{"required": ["events"], "properties": {"events": {"type": "array"}}}, {"required": ["user_id", "item_id"]}]
+    return body
+
+
 def api_version() -> str:
     try:
         return metadata.version("pulse")
@@ -187,6 +259,7 @@ class PulseService(bentoml.Service):
         info = attrs.evolve(spec.info, title=TITLE, description=DESCRIPTION, version=api_version(), contact=None)
         spec = attrs.evolve(spec, info=info)
         spec.components["schemas"]["ErrorResponse"] = Schema(**ErrorResponse.model_json_schema())
+        spec.components["securitySchemes"] = SECURITY_SCHEMES
         error = {status: Response(description=why, content={"application/json": MediaType(
             schema=Reference("#/components/schemas/ErrorResponse"))}) for status, why in ERRORS.items()}
         for api in self.apis.values():
@@ -194,5 +267,15 @@ class PulseService(bentoml.Service):
             responses = op["responses"] if isinstance(op, dict) else op.responses
             responses.pop(404, None)  # BentoML's NotFound: no endpoint here answers it
             responses.update(error)
+            body = request_body(api.route, api.input_spec.model_json_schema())
+            if isinstance(op, dict):
+                op["requestBody"] = body
+            else:
+                op.requestBody = body
+            if api.route.lstrip("/") in PROTECTED:  # the key is needed only when PULSE_API_KEY is set
+                if isinstance(op, dict):
+                    op["security"] = [{"bearer": []}, {"apiKey": []}]
+                else:
+                    op.security = [{"bearer": []}, {"apiKey": []}]
         _oas30_examples(spec)
         return spec

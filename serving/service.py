@@ -7,6 +7,10 @@ next recommendation with no retraining. Everything tied to the model version liv
 replaces whole, so a newly packaged model goes live without a restart or a failed request.
 At start the event log is replayed into the online store, so an event logged by a process that
 was killed before its online write is not missing there.
+
+With ``PULSE_ONLINE_STORE=redis://...`` every worker of every replica reads and writes one online
+store; read-modify-writes of user rows take a Redis lock as well as the event log's file lock,
+and ``/reload`` and ``/items`` are broadcast to the other processes (``serving/broadcast.py``).
 """
 from __future__ import annotations
 
@@ -19,11 +23,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-from pydantic import Field
+from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
 from features.eventlog import EventLog, events_by_user, items_log_path, tombstone
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
+from serving.broadcast import Broadcast
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
@@ -35,6 +40,15 @@ log = logging.getLogger(__name__)
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
 REQUIRE_KEY_ENV = "PULSE_REQUIRE_API_KEY"  # set in the Bento's image: no key, no start
+PROJECT_DIR_ENV = "PULSE_PROJECT_DIR"  # what relative paths of the model's metadata are relative to (default: the working directory)
+
+
+def served_path(path: str) -> Path:
+    """A path of the model's metadata (relative to the project) or of the environment: a relative
+    one is resolved against ``PULSE_PROJECT_DIR``, else the working directory (``make serve``'s is
+    the project)."""
+    p = Path(path)
+    return p if p.is_absolute() else Path(os.environ.get(PROJECT_DIR_ENV) or ".").resolve() / p
 
 
 def show_service_logs() -> None:
@@ -87,9 +101,9 @@ class Recommender:
         model = self.model_ref  # resolved: the stored model, with its concrete version
         meta = model.info.metadata
         self.model_name = model.tag.name
-        repo = Path(os.environ.get("PULSE_FEATURE_REPO", meta["feature_repo"]))
+        repo = served_path(os.environ.get("PULSE_FEATURE_REPO") or meta["feature_repo"])
         self.online = OnlineBehaviour(get_store(repo))  # feature service and view resolved once, not per request
-        self.event_log = EventLog(Path(os.environ.get("PULSE_EVENT_LOG", meta["event_log"])))
+        self.event_log = EventLog(served_path(os.environ.get("PULSE_EVENT_LOG") or meta["event_log"]))
         self.items_log = EventLog(items_log_path(self.event_log.path))
         self.history_len = int(meta.get("history_len", 50))
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
@@ -101,8 +115,12 @@ class Recommender:
         self._reload_lock = threading.Lock()
         self.replay_event_log()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
-        log.info("serving %s (%s); event log %s; scoring on one thread with %d torch thread(s)", self.state.tag, meta["selected"],
-                 self.event_log.path, self.scorer.threads)
+        # a shared (Redis) online store: /reload and /items reach every process of every replica
+        self.broadcast = Broadcast(self.online.redis(), {"reload": lambda _msg: self.reload_model(),
+                                                          "items": self._items_from_elsewhere}).start() \
+            if self.online.shared else None
+        log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s)", self.state.tag,
+                 meta["selected"], self.online.store.config.online_store.type, self.event_log.path, self.scorer.threads)
 
     def reload_model(self) -> dict:
         """Serve `<name>:latest` from the model store if it is not the version being served.
@@ -130,7 +148,7 @@ class Recommender:
     def replay_event_log(self) -> int:
         """Merge into the online store the logged events it lacks (a process killed between the log
         append and the online write), so it agrees with the log again; returns how many."""
-        with self.event_log.locked():
+        with self.event_log.locked(), self.online.write_lock():
             self.event_log.repair()
             n = replay_events(self.online, self.event_log.read(), self._spec())
         if n:
@@ -144,8 +162,9 @@ class Recommender:
     def recommend(
         self,
         user_id: Annotated[str, Field(min_length=1, max_length=256, description="user id", examples=["u00001"])],
-        k: Annotated[int, Field(ge=1, le=100, description="how many items", examples=[5])] = 10,
-        exclude_seen: Annotated[bool, Field(description="leave out items the user already has", examples=[True])] = True,
+        # strict: `"5"`, `5.0`, `0` or `"yes"` are not what the schema declares (pydantic's lax mode took them)
+        k: Annotated[int, Field(ge=1, le=100, strict=True, description="how many items", examples=[5])] = 10,
+        exclude_seen: Annotated[bool, Field(strict=True, description="leave out items the user already has", examples=[True])] = True,
     ) -> RecommendResponse:
         """Top-k items for the user, with the past behaviours that weighed most ("because")."""
         if why := id_problem(user_id, "user_id"):
@@ -167,14 +186,19 @@ class Recommender:
             {"user_id": "u00001", "item_id": "i00039", "event": "purchase", "value": 1.0}]])] = None,
         user_id: Annotated[str | None, Field(description="one event: the user", examples=["u00001"])] = None,
         item_id: Annotated[str | None, Field(description="one event: the item", examples=["i00041"])] = None,
-        ts: Annotated[int | str | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
+        # strict, as the schema says: `true` is no time and `false` no value (pydantic's lax mode read them as 1 and 0.0)
+        ts: Annotated[StrictInt | StrictStr | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
         event: Annotated[str | None, Field(examples=["click"])] = None,
-        value: Annotated[float | None, Field(examples=[1.0])] = None,
+        value: Annotated[StrictFloat | StrictInt | None, Field(examples=[1.0])] = None,
     ) -> EventsResponse:
         """Accept one event (fields at the top level) or a batch (`events: [...]`), all or nothing.
 
         Each event: user_id, item_id, ts (unix seconds or ISO-8601; default now), event, value.
         """
+        if events is not None:  # a batch: single-event fields beside it are ignored, but must still be what the schema allows
+            for name, given in (("user_id", user_id), ("item_id", item_id), ("event", event)):
+                if given is not None and (given != "" or name != "event") and (why := id_problem(given, name)):
+                    return bad_request(why, [{"field": name, "reason": why}])
         raw = events if events is not None else [{"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value}]
         if not raw:
             return bad_request("no events given")
@@ -183,7 +207,7 @@ class Recommender:
         except EventRejected as e:
             return bad_request(f"{len(e.reasons)} of {len(raw)} event(s) rejected, none written", e.reasons)
         by_user = events_by_user(parsed)
-        with self.event_log.locked():  # read-modify-write of each user's sequence is serialised
+        with self.event_log.locked(), self.online.write_lock():  # read-modify-write of each user's sequence is serialised
             # an event the user's row already holds (same item, same second: a client's retry) is
             # acknowledged but not logged again, so retries leave one log line, not five
             states, fresh = fresh_events(self.online, by_user)
@@ -204,7 +228,7 @@ class Recommender:
             return bad_request(why, [{"field": "user_id", "reason": why}])
         user_id = user_id.strip()
         at = int(time.time())
-        with self.event_log.locked():  # after any write of this user in flight, before the next
+        with self.event_log.locked(), self.online.write_lock():  # after any write of this user in flight, before the next
             held = self.online.read([user_id])[0]
             self.event_log.append([tombstone(user_id, at)])
             self.online.write([forgotten_row(user_id, len(self.categories), at)])
@@ -225,6 +249,24 @@ class Recommender:
             rows = parse_items(items)  # ids, sizes; title and text HTML-escaped
         except ItemsRejected as e:
             return bad_request(f"{len(e.reasons)} of {len(items)} item(s) rejected, none written", e.reasons)
+        new, current = self.store_items(rows)
+        if self.broadcast is not None:  # the other workers and replicas: encoded and logged by each
+            self.broadcast.publish("items", rows=rows)
+        out = {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new)),
+               "ranked_by_text_now": current.engine.ranks_by_text}
+        if not current.engine.ranks_by_text:
+            out["note"] = (f"the served model ({current.engine.model_name}) has no text representation: new items are stored and "
+                           "can be used in events, and become recommendable after the next pipeline run")
+        return ItemsResponse.model_validate(out)
+
+    def _items_from_elsewhere(self, msg: dict) -> None:
+        """Items another worker or replica accepted (validated and escaped there): stored here too."""
+        new, _ = self.store_items(msg["rows"])
+        log.info("stored %d item(s) posted to another service process (%d new)", len(msg["rows"]), len(new))
+
+    def store_items(self, rows: list[dict]) -> tuple[list[str], ServingState]:
+        """Log validated item rows and make them recommendable in this process: (the new ids, the
+        state they went into). ``/items`` and the items broadcast of another process."""
         serving = self.state
         vectors = serving.encode([r["text"] for r in rows])  # outside the lock: the slow part
         with self.event_log.locked():  # a reload swaps the state under this lock too
@@ -233,18 +275,17 @@ class Recommender:
             if current.encoder_name != serving.encoder_name:  # swapped meanwhile to another encoder
                 vectors = current.encode([r["text"] for r in rows])
             new = current.upsert_items(rows, vectors, self.categories)
-        out = {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new)),
-               "ranked_by_text_now": current.engine.ranks_by_text}
-        if not current.engine.ranks_by_text:
-            out["note"] = (f"the served model ({current.engine.model_name}) has no text representation: new items are stored and "
-                           "can be used in events, and become recommendable after the next pipeline run")
-        return ItemsResponse.model_validate(out)
+        return new, current
 
     @bentoml.api
     def reload(self) -> ReloadResponse:
         """Serve the newest packaged version of the model now, without dropping a request:
-        `{"reloaded": bool, "model_tag", "previous_tag"}`, plus a `reason` when not reloaded."""
-        return ReloadResponse.model_validate(self.reload_model())
+        `{"reloaded": bool, "model_tag", "previous_tag"}`, plus a `reason` when not reloaded.
+        On a shared (Redis) online store every other worker and replica is told to do the same."""
+        out = self.reload_model()
+        if self.broadcast is not None and out.get("reloaded"):
+            self.broadcast.publish("reload", model_tag=out["model_tag"])
+        return ReloadResponse.model_validate(out)
 
 
 # before BentoML reads a body: the API key, JSON-only bodies, a size limit, and one error shape for every 4xx

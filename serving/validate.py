@@ -60,6 +60,11 @@ def id_problem(value: Any, name: str) -> str | None:
     return None
 
 
+def _given(value: Any) -> bool:
+    """A field is given unless it is missing, null or blank (``0`` and ``False`` are given)."""
+    return value is not None and str(value).strip() != ""
+
+
 def text_problem(value: Any, name: str, max_len: int, required: bool = False) -> str | None:
     """Why ``value`` is not an acceptable text field of at most ``max_len`` characters."""
     if value is None or value == "":
@@ -116,7 +121,7 @@ def parse_items(raw: list[Any]) -> list[dict]:
         if not isinstance(it, dict):
             reasons.append({"index": i, "reason": "not a JSON object"})
             continue
-        if not str(it.get("item_id") or "").strip() or not str(it.get("text") or "").strip():
+        if not _given(it.get("item_id")) or not _given(it.get("text")):  # (an id 0 is given: "0")
             reasons.append({"index": i, "reason": "item_id and text are required"})
             continue
         why = [p for p in (id_problem(it.get("item_id"), "item_id"),
@@ -174,7 +179,7 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None,
             reasons.append({"index": i, "reason": "not a JSON object"})
             continue
         why += [p for p in (id_problem(e.get("user_id"), "user_id"), id_problem(e.get("item_id"), "item_id")) if p]
-        item = str(e.get("item_id") or "").strip()
+        item = str(e["item_id"]).strip() if _given(e.get("item_id")) else ""
         if not any("item_id" in w for w in why) and item not in known_items:
             why.append(f"unknown item_id '{_short(item)}'")
         ts = e.get("ts")
@@ -206,7 +211,7 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None,
         if why:
             reasons.append({"index": i, "reason": ", ".join(why)})
         else:
-            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind or "interaction").strip(),
+            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind).strip() if _given(kind) else "interaction",
                              None if value is None else float(value)))
     if reasons:
         raise EventRejected(reasons)

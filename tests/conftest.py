@@ -32,3 +32,14 @@ def isolated_homes(tmp_path_factory: pytest.TempPathFactory):
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real redis-server for the session (``tests/redis_server.py``): its ``url`` is what
+    ``PULSE_ONLINE_STORE`` takes. Tests that share it use keys of their own (or flush it)."""
+    from tests.redis_server import start_redis
+
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

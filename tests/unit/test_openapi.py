@@ -112,3 +112,33 @@ def test_bentoml_serializes_the_returned_model_with_its_keys():
         return b"".join(sent)
 
     assert json.loads(asyncio.run(render())) == body
+
+
+def test_request_bodies_say_what_the_service_accepts(spec):
+    """Schemathesis (tests/e2e/test_service_replicas.py) generates requests from these: optional
+    fields are nullable, bodies with required fields are required, events and items are spelled
+    out, and the write endpoints declare the API key."""
+    def body(route: str) -> dict:
+        return spec["paths"][route]["post"]["requestBody"]
+
+    events = body("/events")["content"]["application/json"]["schema"]
+    assert body("/events")["required"] is True and body("/recommend")["required"] is True
+    assert "required" not in body("/reload")  # an empty body is fine
+    assert events["properties"]["value"]["nullable"] is True and {"type": "null"} not in events["properties"]["value"]["anyOf"]
+    assert events["properties"]["events"]["items"]["required"] == ["user_id", "item_id"]
+    assert events["properties"]["events"]["minItems"] == 1
+    item = body("/items")["content"]["application/json"]["schema"]["properties"]["items"]["items"]
+    assert item["required"] == ["item_id", "text"] and item["properties"]["text"]["maxLength"] == 20_000
+    assert set(spec["components"]["securitySchemes"]) == {"bearer", "apiKey"}
+    assert spec["paths"]["/events"]["post"]["security"] and "security" not in spec["paths"]["/recommend"]["post"]
+
+
+def test_package_metadata_paths_are_relative_to_the_project(tmp_path):
+    from features.params import load_params
+    from serving.package import project_relative
+
+    (tmp_path / "params.yaml").write_text("{}")
+    params = load_params(tmp_path / "params.yaml")
+    assert project_relative(params, "features/repo") == "features/repo"
+    assert project_relative(params, str(tmp_path / "data/events/events.jsonl")) == "data/events/events.jsonl"
+    assert project_relative(params, "/elsewhere/events.jsonl") == "/elsewhere/events.jsonl"  # configured so: kept
