@@ -148,14 +148,14 @@ class LossModule(torch.nn.Module):
 
 
 def wrap(model: torch.nn.Module, device: str) -> torch.nn.Module:
-    """The DDP-wrapped loss of ``model`` (parameters broadcast from rank 0 here). Buffers are not
-    broadcast at every step: they are the frozen text embeddings and priors, equal on every rank."""
+    """The DDP-wrapped loss of ``model`` (parameters and buffers broadcast from rank 0 here). Buffers
+    are not re-broadcast at every step: they are the frozen text embeddings and priors."""
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
     # static graph: the same parameters take part in every step, and some configurations leave one
     # out every time (the long-term decay without use_time_decay), which a plain DDP refuses
-    return DDP(LossModule(model), device_ids=ids, broadcast_buffers=False, static_graph=True)
+    return DDP(LossModule(model), device_ids=ids, forward_sync_buffers=False, static_graph=True)
 
 
 def launch(params: Any, processes: int) -> dict:
