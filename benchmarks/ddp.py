@@ -60,6 +60,8 @@ def scores(params, model_dir: Path, k: int) -> dict:
         m = evaluate_model(model, leave_one_out(seqs, split, params.train.max_len), k)
         out.update({f"{split}_ndcg@{k}": round(m[f"ndcg@{k}"], 4), f"{split}_hr@{k}": round(m[f"hr@{k}"], 4)})
     out["seconds_per_epoch"] = round(out["fit_seconds"] / max(out["epochs_run"], 1), 2)
+    out["history"] = [{"epoch": h["epoch"], "loss": round(h["loss"], 6), "valid_ndcg@10": round(h["valid_ndcg@10"], 4)}
+                      for h in meta["history"]["interest"]]
     return out
 
 
