@@ -439,6 +439,23 @@ def run(params: Params) -> TrainResult:
     return result
 
 
+def _inputs(params: Params, interactions: pd.DataFrame, items: pd.DataFrame, index: ItemIndex, train: pd.DataFrame,
+            device: str, neural: bool) -> tuple[torch.Tensor, Windows | None]:
+    """The item text embeddings and (``neural``) the training windows from Feast, computed by rank 0
+    and broadcast to the other processes of a distributed run."""
+    text_emb = windows = None
+    if ddp.is_main():
+        out = params.path(params.train.out_dir)
+        shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
+        text_emb = encode_items(params, items, device, train, out / "encoder")
+        if neural:
+            entity_df = training_entity_df(interactions, params.train.max_len)
+            log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
+            rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
+            windows = windows_from_features(rows, index, params.train.max_len)
+    return ddp.broadcast_object((text_emb, windows))
+
+
 def _run(params: Params, device: str) -> TrainResult:
     t0 = time.time()
     tp = params.train
@@ -450,18 +467,10 @@ def _run(params: Params, device: str) -> TrainResult:
     train = train_interactions(interactions)
     out = params.path(tp.out_dir)
     neural = any(n in with_components(tp.models, tp) for n in NEURAL)
-    text_emb = windows = valid = shift_valid = None
-    if main:  # the other processes of a distributed run get the text embeddings and windows from rank 0
-        shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
-        text_emb = encode_items(params, items, device, train, out / "encoder")
+    text_emb, windows = _inputs(params, interactions, items, index, train, device, neural)
+    valid = shift_valid = None
     if "ease" in tp.models and len(tp.ease_lambdas) > 1:  # EASE picks its regularisation on validation
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
-    if neural and main:
-        entity_df = training_entity_df(interactions, tp.max_len)
-        log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
-        rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
-        windows = windows_from_features(rows, index, tp.max_len)
-    text_emb, windows = ddp.broadcast_object((text_emb, windows))
     if neural:
         seqs = user_sequences(interactions, index)
         valid = leave_one_out(seqs, "valid", tp.max_len)
