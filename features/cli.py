@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 from typing import Any, Callable, Sequence
 
 import yaml
@@ -41,5 +42,6 @@ def stage_main(run: Callable[[Params], Any], description: str, argv: Sequence[st
     overrides.update({key: getattr(args, key) for key in (flags or {}).values() if getattr(args, key) is not None})
     result = run(load_params(args.params, overrides))
     summary = result.summary() if hasattr(result, "summary") else result
-    print(json.dumps(summary, indent=2, default=str))
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary: rank 0's
+        print(json.dumps(summary, indent=2, default=str))
     return result

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from features import eventlog, online, store, transforms
+from features import eventlog, materialize, online, store, transforms
 from features.cli import stage_main
 from features.params import Params
 
@@ -28,6 +28,7 @@ class FeaturesResult:
     now: str
     feast_objects: list[str]
     replayed_events: int = 0
+    materialized: dict | None = None  # mode (full | incremental), why, the interval and the rows in it
 
     def summary(self) -> dict:
         return asdict(self)
@@ -55,7 +56,8 @@ def run(params: Params) -> FeaturesResult:
     (repo / "data" / "categories.json").write_text(json.dumps(categories))
     names = store.apply_repo(repo)
     log.info("materializing the online store up to %s", now)
-    store.materialize(repo, timeline["event_timestamp"].min() - pd.Timedelta(seconds=1), now + pd.Timedelta(seconds=1))
+    # the first run loads everything; later ones only the rows after the last run (features/materialize.py)
+    loaded = materialize.materialize_online(repo, {"user_behaviour": timeline, "item_profile": profile})
     replayed = replay_event_log(params, items, categories, repo)
     forget_online(params, interactions, len(categories), repo)
     return FeaturesResult(
@@ -66,6 +68,7 @@ def run(params: Params) -> FeaturesResult:
         now=str(now),
         feast_objects=names,
         replayed_events=replayed,
+        materialized=loaded.summary(),
     )
 
 

@@ -130,6 +130,7 @@ class TrainParams:
     patience: int = 10
     recent_days: int = 30
     device: str = "auto"
+    processes: int = 1
     seed: int = 42
     out_dir: str = "artifacts/model"
     checkpoint_dir: str = ".cache/checkpoints"

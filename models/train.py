@@ -5,7 +5,9 @@ The interest model's training examples come from Feast's point-in-time join
 """
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -22,6 +24,7 @@ from features.cli import stage_main
 from features.ingest import data_version
 from features.params import Params, TrainParams
 from models import artifacts, baselines
+from models import distributed as ddp
 from models.data import (EvalSet, ItemIndex, Windows, item_category_matrix, item_index, leave_one_out, splice_windows, train_interactions, training_entity_df,
                          trim_padding, user_sequences, windows_from_features)
 from models.encoder import TextEncoder
@@ -112,19 +115,29 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
     gen = torch.Generator().manual_seed(tp.seed)
     res = FitResult(model)
     best_state, bad, start = None, 0, 1
-    if checkpoint is not None and checkpoint.exists():
-        ck = torch.load(checkpoint, map_location=device, weights_only=False)
-        if ck["cfg"] == cfg.to_dict() and ck["seed"] == tp.seed:
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["opt"])
-            gen.set_state(ck["gen"].cpu())  # map_location may have moved it; generator states live on the CPU
-            if "rng" in ck:  # dropout draws from the global RNG: without it a resumed run diverges
-                torch.set_rng_state(ck["rng"].cpu())
-            if ck.get("cuda_rng") is not None and device.startswith("cuda"):
-                torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
-            best_state, bad, start = ck["best_state"], ck["bad"], ck["epoch"] + 1
-            res.history, res.best_epoch, res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
-            log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
+    distributed, main = ddp.active(), ddp.is_main()
+    if distributed and not main:  # dropout: other masks than rank 0's (the batch generator `gen` stays shared)
+        torch.manual_seed(tp.seed + 1000 * ddp.rank())
+    ck = None
+    if main and checkpoint is not None and checkpoint.exists():
+        ck = torch.load(checkpoint, map_location="cpu" if distributed else device, weights_only=False)
+        if not (ck["cfg"] == cfg.to_dict() and ck["seed"] == tp.seed):
+            ck = None
+    if distributed:  # rank 0 reads the checkpoint; every rank resumes from it
+        ck = ddp.broadcast_object(ck)
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["opt"])
+        gen.set_state(ck["gen"].cpu())  # map_location may have moved it; generator states live on the CPU
+        rng = ck.get("rng_ranks", {}).get(ddp.world_size(), [None] * (ddp.rank() + 1))[ddp.rank()] if distributed else ck
+        if rng and "rng" in rng:  # dropout draws from the global RNG: without it a resumed run diverges
+            torch.set_rng_state(rng["rng"].cpu())
+        if rng and rng.get("cuda_rng") is not None and device.startswith("cuda"):
+            torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
+        best_state, bad, start = ck["best_state"], ck["bad"], ck["epoch"] + 1
+        res.history, res.best_epoch, res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
+        log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
+    step_model = ddp.wrap(model, device) if distributed else None  # gradients averaged across the processes
     use_amp = device.startswith("cuda")
     t_start, done = time.monotonic(), 0  # for the time left in each epoch's log line
     for epoch in range(start, tp.epochs + 1):
@@ -135,9 +148,12 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
         batches = length_bucketed_batches(lengths, tp.batch_size, gen) if tp.length_buckets else shuffled_batches(len(lengths), tp.batch_size, gen)
         bar = tqdm(batches, desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
         for b in bar:
-            bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
-            with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
-                loss = model.loss(bs, bt, bl, blt)
+            if distributed:  # this rank's share of the global batch, its loss weighted to the global mean
+                loss = _shard_loss(step_model, b, seq, ts, lab, lab_ts, device, use_amp)
+            else:
+                bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
+                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+                    loss = model.loss(bs, bt, bl, blt)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tp.grad_clip > 0:
@@ -145,6 +161,13 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
             opt.step()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.3f}")
+        if distributed:  # the global batches' mean loss: the ranks' weighted losses sum to it (times N)
+            total = ddp.all_reduce_sum(total, device) / ddp.world_size()
+            rngs = ddp.all_gather_object(_rng_state(device)) if checkpoint is not None else None
+        if not main:  # rank 0 evaluates, checkpoints and decides when to stop
+            if ddp.broadcast_flag(False, device):
+                break
+            continue
         m = evaluate_model(model, valid, k, device)
         res.history.append({"epoch": epoch, "loss": total / max(steps, 1), **{f"valid_{a}": b for a, b in m.items()}})
         if m[f"ndcg@{k}"] > res.best_valid:
@@ -162,19 +185,46 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
                  extra={"train_model": name, "epoch": epoch, "epochs": tp.epochs, "loss": total / max(steps, 1),
                         "valid_ndcg": m[f"ndcg@{k}"], "time_left": _duration(left)})
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
-                                          "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
-                                          "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
-                                          "best_state": best_state, "bad": bad,
-                                          "history": res.history, "best_epoch": res.best_epoch, "best_valid": res.best_valid})
-        if bad >= tp.patience:
+            state = {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": model.state_dict(),
+                     "opt": opt.state_dict(), "gen": gen.get_state(), "rng": torch.get_rng_state(),
+                     "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
+                     "best_state": best_state, "bad": bad,
+                     "history": res.history, "best_epoch": res.best_epoch, "best_valid": res.best_valid}
+            if distributed:  # every rank's dropout RNG, by world size (a resume with another size reseeds)
+                state["rng_ranks"] = {ddp.world_size(): rngs}
+            _save_checkpoint(checkpoint, state)
+        stop = bad >= tp.patience
+        if distributed:
+            ddp.broadcast_flag(stop, device)
+        if stop:
             log.info("early stop at epoch %d (best %d)", epoch, res.best_epoch)
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    if checkpoint is not None:
+    if checkpoint is not None and main:
         checkpoint.unlink(missing_ok=True)
     return res
+
+
+def _rng_state(device: str) -> dict:
+    return {"rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
+
+
+def _shard_loss(step_model: torch.nn.Module, b: torch.Tensor, seq: torch.Tensor, ts: torch.Tensor, lab: torch.Tensor,
+                lab_ts: torch.Tensor, device: str, use_amp: bool) -> torch.Tensor:
+    """This rank's loss on its shard of the global batch ``b``, weighted (``ddp.loss_weight``) so that
+    DDP's gradient average equals the gradient of the global batch's mean loss, as one process has it.
+    A rank whose shard has no labelled position (a last batch smaller than the world) runs a window
+    with weight 0: every rank must take part in every gradient all-reduce."""
+    n_global = int((lab[b] > 0).sum())
+    mine = ddp.shard(b)
+    n_local = int((lab[mine] > 0).sum()) if len(mine) else 0
+    weight = ddp.loss_weight(n_local, n_global)
+    if n_local == 0:
+        mine, weight = b[(lab[b] > 0).any(1)][:1], 0.0
+    bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[mine], ts[mine], lab[mine], lab_ts[mine]))
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+        return step_model(bs, bt, bl, blt) * weight
 
 
 @dataclass
@@ -268,6 +318,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
         raise ValueError(f"train.hybrid_with {list(tp.hybrid_with)}: expected one or more of {list(HYBRID_COMPONENTS)}")
     prefitted = prefitted or {}
     todo = [n for n in with_components(names, tp) if n in names or n not in prefitted]
+    if not ddp.is_main():  # the other processes of a distributed run only help train the neural models
+        todo = [n for n in todo if n in NEURAL]
     models: dict[str, torch.nn.Module] = {}
     fits: dict[str, FitResult] = {}
     if "popularity" in todo:
@@ -300,6 +352,8 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
                                   trend_table(train, index, tp.trend_days) if cfg.use_trend else None, name=name)
         fits[name].seconds = round(time.time() - t0, 1)
         models[name] = fits[name].model.cpu()
+    if not ddp.is_main():
+        return models, fits
     if "hybrid" in todo:
         assert valid is not None
         have = {**prefitted, **models}
@@ -369,32 +423,64 @@ def encode_items(params: Params, items: pd.DataFrame, device: str, train: pd.Dat
 
 
 def run(params: Params) -> TrainResult:
+    """The train stage. Under torchrun (``WORLD_SIZE`` > 1) every process runs it and they train the
+    neural models together (models/distributed.py); rank 0 alone writes the artifacts. With
+    ``train.processes`` > 1 outside torchrun, it launches torchrun on itself and returns rank 0's result."""
+    root = os.environ.get(ddp.ROOT_ENV)
+    if root and ddp.launched_by_torchrun():  # launched by `train.processes`: its params are a temporary copy
+        params = replace(params, root=root)
+    if params.train.processes > 1 and not ddp.launched_by_torchrun():
+        return TrainResult(**ddp.launch(params, params.train.processes))
+    device = ddp.rank_device(pick_device(params.train.device))
+    with ddp.session(device):
+        result = _run(params, device)
+        if ddp.is_main() and root and os.environ.get(ddp.RESULT_ENV):
+            Path(os.environ[ddp.RESULT_ENV]).write_text(json.dumps(result.summary()))
+    return result
+
+
+def _inputs(params: Params, interactions: pd.DataFrame, items: pd.DataFrame, index: ItemIndex, train: pd.DataFrame,
+            device: str, neural: bool) -> tuple[torch.Tensor, Windows | None]:
+    """The item text embeddings and (``neural``) the training windows from Feast, computed by rank 0
+    and broadcast to the other processes of a distributed run."""
+    text_emb = windows = None
+    if ddp.is_main():
+        out = params.path(params.train.out_dir)
+        shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
+        text_emb = encode_items(params, items, device, train, out / "encoder")
+        if neural:
+            entity_df = training_entity_df(interactions, params.train.max_len)
+            log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
+            rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
+            windows = windows_from_features(rows, index, params.train.max_len)
+    return ddp.broadcast_object((text_emb, windows))
+
+
+def _run(params: Params, device: str) -> TrainResult:
     t0 = time.time()
     tp = params.train
-    device = pick_device(tp.device)
+    main = ddp.is_main()
     raw = params.path(params.data.raw_dir)
     interactions = pd.read_parquet(raw / "interactions.parquet")
     items = pd.read_parquet(raw / "items.parquet")
     index = item_index(items)
     train = train_interactions(interactions)
     out = params.path(tp.out_dir)
-    shutil.rmtree(out / "encoder", ignore_errors=True)  # never serve a stale fine-tuned encoder
-    text_emb = encode_items(params, items, device, train, out / "encoder")
-    windows = valid = shift_valid = None
+    neural = any(n in with_components(tp.models, tp) for n in NEURAL)
+    text_emb, windows = _inputs(params, interactions, items, index, train, device, neural)
+    valid = shift_valid = None
     if "ease" in tp.models and len(tp.ease_lambdas) > 1:  # EASE picks its regularisation on validation
         valid = leave_one_out(user_sequences(interactions, index), "valid", tp.max_len)
-    if any(n in with_components(tp.models, tp) for n in NEURAL):
-        entity_df = training_entity_df(interactions, tp.max_len)
-        log.info("fetching %d training windows from Feast (point-in-time join)", len(entity_df))
-        rows = store.historical_user_behaviour(params.path(params.features.repo_dir), entity_df)
-        windows = windows_from_features(rows, index, tp.max_len)
+    if neural:
         seqs = user_sequences(interactions, index)
         valid = leave_one_out(seqs, "valid", tp.max_len)
-        shift_valid = shift_validation(seqs, text_emb, tp)
+        shift_valid = shift_validation(seqs, text_emb, tp) if main else None
     ck_dir = params.path(tp.checkpoint_dir) / f"{params.data.dataset}-{data_version(raw)}-{params.section_hash('features', 'encoder', 'train')}"
     models, fits = fit_models(tp.models, train, index, text_emb, windows, valid, tp, device,
                               params.evaluate.k, ck_dir, shift_valid=shift_valid,
                               item_categories=item_category_matrix([list(c) for c in items["categories"]]))
+    if not main:  # rank 0 writes the artifacts
+        return TrainResult(str(out), sorted(models), 0, 0.0, round(time.time() - t0, 1), device)
     best = fits.get("interest") or next(iter(fits.values()), None)
     hybrid = {"hybrid_weights": models["hybrid"].weights} if "hybrid" in models else {}
     hybrid.update({f"{n}_gate": fits[n].history[0] for n in SWITCHED if n in fits})
@@ -404,6 +490,7 @@ def run(params: Params) -> TrainResult:
         "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""), "models": sorted(models), "device": device,
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
         "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1), **hybrid,
+        **({"processes": ddp.world_size()} if ddp.active() else {}),
     }
     artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist(),
                    [list(c) for c in items["categories"]])

@@ -215,4 +215,7 @@ def test_features_rerun_keeps_logged_events_that_no_ingest_has_folded_in(project
         assert list(u2["hist_item_ids"]) == ["i6", "i1", "i3"], attempt  # the logged event, newest
         assert u2["event_count"] == 4 and u2["last_event_ts"] == int((T0 + 2 * 86400 * S).timestamp())
         assert list(u1["hist_item_ids"]) == ["i4", "i5", "i6"] and u1["event_count"] == 6  # already ingested: not again
-        assert res.replayed_events == 1
+        # the rerun materializes incrementally (features/materialize.py): nothing new, so u2's online
+        # row, which holds the logged event already, is not rewritten and there is nothing to replay
+        assert res.replayed_events == (1 if attempt == 0 else 0), attempt
+        assert res.materialized["mode"] == ("full" if attempt == 0 else "incremental")
