@@ -26,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from benchmarks.report import write_report
 from features.cli import parse_overrides
 from features.params import load_params
 from models import artifacts
@@ -93,10 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
               "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                           "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
               "runs": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return report
 
 

@@ -12,7 +12,6 @@ model's ``interest.recent_items`` starts with it). Figures go to ``--out`` (JSON
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import subprocess
@@ -25,6 +24,7 @@ import httpx
 import numpy as np
 import pandas as pd
 
+from benchmarks.report import write_report
 from features.params import load_params
 
 
@@ -102,10 +102,7 @@ def main() -> None:
               "pairs": len(results), "errors": sum(ok is None for _, ok in results), "pairs_per_s": round(len(results) / wall, 1),
               "event_to_recommendation_ms": stats(ms[:, 0]), "events_ms": stats(ms[:, 1]), "recommend_ms": stats(ms[:, 2]),
               "reflected_in_next_response": round(float(np.mean([ok for _, ok in results if ok is not None])), 4)}
-    out = params.path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(params.path(args.out), report)
 
 
 if __name__ == "__main__":

@@ -12,15 +12,14 @@ Run one ``--top-k`` per process: ``ru_maxrss`` is the process's peak so far.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from benchmarks.report import write_report
 from models.baselines import cooccurrence_similarity
 from models.data import ItemIndex
 
@@ -66,10 +65,7 @@ def main(argv: list[str] | None = None) -> dict:
               "neighbours_per_item_mean": round(float(degree.mean()), 1), "neighbours_per_item_max": int(degree.max()),
               "peak_rss_before_build_mb": round(before, 1), "peak_rss_after_build_mb": round(after, 1),
               "dense_matrix_would_be_mb": round((args.items + 1) ** 2 * 4 / 2**20, 1)}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(json.dumps(report, indent=2))
+    write_report(args.out, report)
     return report
 
 
