@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from benchmarks.finetuned import ROW, finetuned_row
 from benchmarks.fit_log import FitLog, fit_key
 from benchmarks.protocols import Split, slice_masks, split_for
 from features import adapters
@@ -304,6 +305,8 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     ap.add_argument("--out", default="reports")
     ap.add_argument("--resume", action="store_true", help="reuse the fits of an interrupted run with the same settings")
+    ap.add_argument("--finetuned", action="store_true", help="add the row interest-finetuned (leave-one-out): the encoder "
+                    "fine-tuned for encoder.finetune_steps on the training events (benchmarks/finetuned.py)")
     args = ap.parse_args()
     configure_logging()
     over = {"data.dataset": args.dataset, **parse_overrides(args.set)}
@@ -328,6 +331,9 @@ def main() -> None:
     report["protocols"] = run_protocols(params, protocols, v.interactions, v.items, text_emb,
                                         tuple(m for m in args.models.split(",") if m), seeds, device, args.ablation_seeds,
                                         fit_log, args.jobs)
+    if args.finetuned and "loo" in protocols:
+        report["protocols"]["loo"]["models"][ROW], report["finetune"] = finetuned_row(
+            params, v.interactions, v.items, seeds, device, out, args.dataset, args.resume)
     report["seconds"] = time.time() - t0
     (out / f"benchmark-{args.dataset}.json").write_text(json.dumps(report, indent=2))
     (out / f"benchmark-{args.dataset}.md").write_text(markdown(report, params.evaluate.k))

@@ -2,6 +2,8 @@
 trainer (models/finetune.py), seconds per step on the same next-item pairs.
 
     PULSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nice -n 10 python docs/experiments/finetune_speed.py [steps] [batch] [--trainer-first]
+    # the trainer alone, at several batch sizes, on a GPU (bf16), figures to a JSON file:
+    python docs/experiments/finetune_speed.py 30 64,256,512 --trainer-only --device cuda --model PATH --json out.json
 
 Pairs: consecutive items of the Amazon Industrial & Scientific training sequences (the RecBole
 ``Scientific.train.inter`` rows' last history item -> target item), texts from ``Scientific.text``
@@ -12,6 +14,7 @@ Why it is here: docs/benchmarks.md, "Encoder fine-tuning".
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -100,21 +103,49 @@ def trainer_step_times(enc: TextEncoder, pairs: list[tuple[str, str]], steps: in
     return [b - a for a, b in zip(stamps, stamps[1:])], stamps[0] - t0
 
 
+def _option(name: str, default: str) -> str:
+    return sys.argv[sys.argv.index(name) + 1] if name in sys.argv else default
+
+
+def trainer_only(pairs: list[tuple[str, str]], steps: int, batches: list[int], model: str, device: str, out: str) -> None:
+    """Pairs per second of the sentence-transformers trainer at each batch size (bf16 on CUDA),
+    each from the same pretrained weights; written to ``out`` as JSON when given."""
+    rows = []
+    for batch in batches:
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+        times, setup = trainer_step_times(TextEncoder(model, device=device), pairs, steps, batch)
+        med = statistics.median(times[1:])
+        row = {"batch": batch, "steps": len(times), "median_s_per_step": med, "pairs_per_s": batch / med,
+               "first_step_s": times[0], "setup_s": setup,
+               "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if device.startswith("cuda") else None}
+        log.info("trainer on %s, batch %d: median %.4f s/step, %.0f pairs/s, set-up %.1f s", device, batch, med, row["pairs_per_s"], setup)
+        rows.append(row)
+    if out:
+        Path(out).write_text(json.dumps({"device": device, "model": model, "n_pairs": len(pairs),
+                                         "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None,
+                                         "torch": torch.__version__, "rows": rows}, indent=2))
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    nums = [a for a in sys.argv[1:] if not a.startswith("--")]
+    nums = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and not sys.argv[i - 1].startswith("--")]
     steps = int(nums[0]) if nums else 20
-    batch = int(nums[1]) if len(nums) > 1 else 32
+    batches = [int(b) for b in nums[1].split(",")] if len(nums) > 1 else [32]
+    model, device = _option("--model", "all-MiniLM-L6-v2"), _option("--device", "cpu")
     root = Path(os.environ.get("PULSE_DATA_DIR", "../shared/data")) / "amazon-scientific"
     pairs = amazon_pairs(root, 20000)
     log.info("%d pairs, mean text length %.0f characters, torch threads %d", len(pairs),
              statistics.mean(len(t) for p in pairs for t in p), torch.get_num_threads())
+    if "--trainer-only" in sys.argv:
+        return trainer_only(pairs, steps, batches, model, device, _option("--json", ""))
+    batch = batches[0]
     if "--trainer-first" in sys.argv:  # the machine's load drifts: run both orders
-        new, setup = trainer_step_times(TextEncoder("all-MiniLM-L6-v2"), pairs, steps, batch)
-        old = old_loop(TextEncoder("all-MiniLM-L6-v2"), pairs, steps, batch)
+        new, setup = trainer_step_times(TextEncoder(model), pairs, steps, batch)
+        old = old_loop(TextEncoder(model), pairs, steps, batch)
     else:
-        old = old_loop(TextEncoder("all-MiniLM-L6-v2"), pairs, steps, batch)
-        new, setup = trainer_step_times(TextEncoder("all-MiniLM-L6-v2"), pairs, steps, batch)
+        old = old_loop(TextEncoder(model), pairs, steps, batch)
+        new, setup = trainer_step_times(TextEncoder(model), pairs, steps, batch)
     for name, t in (("old loop", old), ("trainer", new)):
         log.info("%-8s %d steps, batch %d: median %.2f s/step (after the first), mean %.2f, first %.2f",
                  name, len(t), batch, statistics.median(t[1:]), statistics.mean(t[1:]), t[0])
