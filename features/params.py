@@ -70,6 +70,7 @@ class EncoderParams:
     max_length: int = 128
     batch_size: int = 64
     cache_dir: str = ".cache/embeddings"
+    pooling: str = "mean"
     finetune_steps: int = 0
     finetune_batch_size: int = 32
     finetune_lr: float = 2e-5

@@ -8,9 +8,10 @@ especially for cold items.
 
 The loss, optimiser loop, mixed precision and batching are sentence-transformers' rather than a
 hand-written loop: a ``SentenceTransformer`` made of the modules that reproduce ``TextEncoder``
-exactly (Transformer on the same weights and max length, mean Pooling, Normalize) is trained by
-``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` in its symmetric form, and
-the ``NoDuplicatesBatchSampler`` keeps a text from being its own false negative within a batch.
+exactly (Transformer on the same weights, max length and padding, the same Pooling, Normalize)
+is trained by ``SentenceTransformerTrainer`` with ``MultipleNegativesRankingLoss`` in its
+symmetric form, and the ``NoDuplicatesBatchSampler`` keeps a text from being its own false
+negative within a batch.
 The Transformer module holds the encoder's own ``AutoModel`` (shared, not copied), so the
 weights are updated in place and ``TextEncoder(save_to)`` loads the result as before.
 On CUDA the trainer runs in bf16 mixed precision; on CPU, keep ``encoder.finetune_steps`` small.
@@ -48,18 +49,26 @@ def next_item_pairs(train: pd.DataFrame, items: pd.DataFrame, max_pairs: int, se
     return pairs[:max_pairs]
 
 
+# TextEncoder's pooling -> sentence-transformers' Pooling mode with the same rule
+ST_POOLING = {"mean": "mean", "cls": "cls", "last_token": "lasttoken"}
+
+
 def sentence_transformer(enc: TextEncoder) -> SentenceTransformer:
-    """``enc`` as a SentenceTransformer: same tokenizer and max length, mean pooling, L2 norm.
+    """``enc`` as a SentenceTransformer: same tokenizer, padding and max length, same pooling, L2 norm.
 
     The Transformer module is loaded from the same path, then given ``enc.model`` itself, so
-    training it trains the encoder (no second copy of the weights is kept).
+    training it trains the encoder (no second copy of the weights is kept). Its own tokenizer
+    gets ``enc``'s pad token and padding side (a decoder tokenizer pads with eos, see
+    ``models.encoder.ensure_pad_token``), or last-token vectors would differ.
     """
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 
     transformer = Transformer(resolve_model_path(enc.model_name), max_seq_length=enc.max_length)
     transformer.model = enc.model
-    pooling = Pooling(enc.dim, pooling_mode="mean")
+    transformer.tokenizer.pad_token = enc.tokenizer.pad_token
+    transformer.tokenizer.padding_side = enc.tokenizer.padding_side
+    pooling = Pooling(enc.dim, pooling_mode=ST_POOLING[enc.pooling])
     return SentenceTransformer(modules=[transformer, pooling, Normalize()], device=str(enc.device))
 
 

@@ -411,7 +411,7 @@ def encode_items(params: Params, items: pd.DataFrame, device: str, train: pd.Dat
     """
     ep = params.encoder
     tune = ep.finetune_steps > 0 and train is not None
-    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, None if tune else params.path(ep.cache_dir))
+    encoder = TextEncoder(ep.model_name, ep.max_length, ep.batch_size, device, None if tune else params.path(ep.cache_dir), ep.pooling)
     if tune:
         pairs = next_item_pairs(train, items, ep.finetune_max_pairs, params.train.seed)
         finetune(encoder, pairs, ep.finetune_steps, ep.finetune_batch_size, ep.finetune_lr, seed=params.train.seed)

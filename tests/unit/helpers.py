@@ -81,6 +81,34 @@ def write_tiny_bert(path: Path, texts: list[str] | None = None, hidden: int = 32
     return path
 
 
+EOS = "<|endoftext|>"
+
+
+def write_tiny_decoder(path: Path, arch: str = "gpt2", hidden: int = 32) -> Path:
+    """A randomly initialised 1-layer decoder (``gpt2``: absolute positions, or ``llama``: rotary)
+    and a word-level tokenizer with an eos token but no pad token, as LLM tokenizers ship: the
+    encoder must pad with eos. Built offline, vocabulary ``WORDS`` (covers ``BERT_TEXTS``)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import GPT2Config, GPT2Model, LlamaConfig, LlamaModel, PreTrainedTokenizerFast
+
+    path.mkdir(parents=True, exist_ok=True)
+    vocab = {w: i for i, w in enumerate([EOS, "[UNK]"] + WORDS)}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=EOS, unk_token="[UNK]")
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2Model(GPT2Config(vocab_size=len(vocab), n_layer=1, n_embd=hidden, n_head=2, n_positions=64,
+                                     bos_token_id=0, eos_token_id=0))
+    else:
+        model = LlamaModel(LlamaConfig(vocab_size=len(vocab), hidden_size=hidden, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+                                       bos_token_id=0, eos_token_id=0, pad_token_id=None))
+    model.eval().save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return path
+
+
 REPO_SRC = Path(__file__).resolve().parents[2] / "features" / "repo"
 
 

@@ -33,9 +33,14 @@ def test_next_item_pairs_are_consecutive_distinct_items_with_distinct_text():
     assert len(next_item_pairs(train, items, max_pairs=1, seed=0)) == 1
 
 
-def test_sentence_transformer_is_the_text_encoder(tiny_bert):  # noqa: F811
-    """Same tokens, mean pooling, L2 norm, same weights object: the trainer trains what we encode with."""
-    enc = TextEncoder(str(tiny_bert), max_length=16, device="cpu")
+@pytest.mark.parametrize("model, pooling, side", [
+    ("tiny_bert", "mean", "right"), ("tiny_bert", "cls", "right"), ("tiny_bert", "last_token", "right"),
+    ("tiny_gpt2", "last_token", "right"), ("tiny_gpt2", "last_token", "left"), ("tiny_gpt2", "mean", "left")])
+def test_sentence_transformer_is_the_text_encoder(model, pooling, side, request):
+    """Same tokens and padding (eos for the decoder), same pooling, L2 norm, same weights object:
+    the trainer trains what we encode with, for each pooling and padding side."""
+    enc = TextEncoder(str(request.getfixturevalue(model)), max_length=16, device="cpu", pooling=pooling)
+    enc.tokenizer.padding_side = side
     st = sentence_transformer(enc)
     assert st[0].auto_model is enc.model
     texts = [p[1] for p in PAIRS] + ["a funny movie about love and war and space " * 4]  # the last one is truncated
@@ -50,6 +55,19 @@ def test_symmetric_infonce_loss_decreases_and_weights_change(tiny_bert):  # noqa
     assert sum(losses[-5:]) / 5 < sum(losses[:5]) / 5  # it learns the pairing
     assert not np.allclose(before, enc.encode_batch(["a funny movie"]))
     assert not enc.model.training  # back in eval mode for encoding
+
+
+def test_decoder_embedder_fine_tunes_with_last_token_pooling(tiny_gpt2):
+    """A decoder (eos as pad, left padding) trains through the trainer, and afterwards its
+    SentenceTransformer and its TextEncoder still give the same vectors."""
+    enc = TextEncoder(str(tiny_gpt2), max_length=16, device="cpu", pooling="last_token")
+    enc.tokenizer.padding_side = "left"
+    before = enc.encode_batch(["a funny movie"])
+    losses = finetune(enc, PAIRS, steps=3, batch_size=4, lr=1e-3, seed=0)
+    assert len(losses) == 3 and all(np.isfinite(losses))
+    assert not np.allclose(before, enc.encode_batch(["a funny movie"]))
+    texts = [p[0] for p in PAIRS]
+    np.testing.assert_allclose(sentence_transformer(enc).encode(texts, convert_to_numpy=True), enc.encode_batch(texts), atol=1e-6)
 
 
 def test_saved_encoder_reloads_through_text_encoder_and_nothing_else_is_written(tiny_bert, tmp_path, monkeypatch):  # noqa: F811
