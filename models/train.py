@@ -487,7 +487,9 @@ def _run(params: Params, device: str) -> TrainResult:
     meta = {
         "data_version": data_version(raw), "params_hash": params.section_hash("features", "encoder", "train"),
         "dataset": params.data.dataset,
-        "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""), "models": sorted(models), "device": device,
+        "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""),
+        "encoder_pooling": params.encoder.pooling, "encoder_max_length": params.encoder.max_length,  # serving encodes /items as training did
+        "models": sorted(models), "device": device,
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
         "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1), **hybrid,
         **({"processes": ddp.world_size()} if ddp.active() else {}),

@@ -42,6 +42,8 @@ class ServingState:
     cat_vectors: dict[str, np.ndarray]
     known_items: set[str]
     encoder_name: str
+    encoder_pooling: str | None = None  # as trained (model metadata); None: the encoder's own or mean
+    encoder_max_length: int = 128
     encoder: Any = field(default=None, repr=False)  # a TextEncoder, loaded on first use
     cache_dir: Path | None = None  # the encoder's text-hash cache: a restart does not re-encode posted items
 
@@ -50,7 +52,8 @@ class ServingState:
         and an item encoded by another version's encoder would not match its catalogue (the cache
         is keyed by encoder name, so versions never share vectors)."""
         if self.encoder is None:
-            self.encoder = TextEncoder(self.encoder_name, cache_dir=self.cache_dir)
+            self.encoder = TextEncoder(self.encoder_name, self.encoder_max_length, cache_dir=self.cache_dir,
+                                       pooling=self.encoder_pooling)
         return torch.as_tensor(self.encoder.encode(texts, progress=False))
 
     def upsert_items(self, rows: list[dict], vectors: torch.Tensor, categories: list[str]) -> list[str]:
@@ -73,6 +76,7 @@ def load_state(model: Any, categories: list[str], items_log: Path) -> ServingSta
     tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
     encoder_name = str(tuned) if tuned.is_dir() else str(meta.get("encoder", DEFAULT_ENCODER))
     state = ServingState(str(model.tag), engine, category_matrix(items, categories), set(engine.ids), encoder_name,
+                         meta.get("encoder_pooling"), int(meta.get("encoder_max_length", 128)),
                          cache_dir=Path(items_log).parent / ENCODER_CACHE)
     apply_logged_items(state, items_log, categories)
     return state

@@ -22,8 +22,8 @@ DIM = 8
 class FakeEncoder:
     """Deterministic text vectors of the model's text width, without loading a transformer."""
 
-    def __init__(self, name: str, cache_dir: Path | None = None) -> None:
-        self.name, self.cache_dir = name, cache_dir
+    def __init__(self, name: str, max_length: int = 128, cache_dir: Path | None = None, pooling: str | None = None) -> None:
+        self.name, self.max_length, self.cache_dir, self.pooling = name, max_length, cache_dir, pooling
 
     def encode(self, texts: list[str], progress: bool = True) -> np.ndarray:
         return np.stack([np.random.default_rng(len(t)).standard_normal(DIM).astype(np.float32) for t in texts])
@@ -58,6 +58,17 @@ def test_load_state_builds_everything_one_version_needs(model, tmp_path):
     assert s.engine.recommend(["i1"], [1_700_000_000], k=3).items
     (Path(model.path) / "encoder").mkdir()  # a fine-tuned encoder travels with the model
     assert load_state(model, CATS, tmp_path / "items.jsonl").encoder_name == str(Path(model.path) / "encoder")
+
+
+def test_posted_items_are_encoded_with_the_pooling_and_length_the_model_was_trained_with(model, tmp_path):
+    model.info.metadata.update(encoder_pooling="last_token", encoder_max_length=64)
+    s = load_state(model, CATS, tmp_path / "items.jsonl")
+    s.encode(["a new item"])
+    assert (s.encoder.pooling, s.encoder.max_length) == ("last_token", 64)
+    del model.info.metadata["encoder_pooling"], model.info.metadata["encoder_max_length"]  # a model packaged before
+    s = load_state(model, CATS, tmp_path / "items.jsonl")
+    s.encode(["a new item"])
+    assert (s.encoder.pooling, s.encoder.max_length) == (None, 128)  # the encoder's own pooling (mean), as trained then
 
 
 def test_logged_items_the_catalogue_lacks_are_reapplied(model, tmp_path):
