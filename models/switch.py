@@ -304,7 +304,10 @@ class SwitchGate(nn.Module):
         self.base.set_item_text(index, text_row)
 
 
-PRIOR_GRID = (-8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)  # -8: the gate all but closed (the base model alone)
+# The evidence is at most clip * sum(discount ** t for t < horizon) (5 * 4.16 = 20.8 at the defaults), so
+# only a prior below that closes the gate for every user (-24: the base model alone); without the low
+# end, data where any opening costs more than the tolerance fell back to the least-bad open gate.
+PRIOR_GRID = (-24.0, -16.0, -12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)
 
 
 @torch.no_grad()

@@ -117,6 +117,18 @@ def test_fit_gate_picks_the_best_shift_score_within_the_stationary_tolerance():
     assert report["valid_shift_hr"] > 0.5  # the gated model follows the spliced switches
 
 
+def test_fit_gate_shuts_the_gate_when_every_opening_costs_the_stationary_users_too_much():
+    # stationary users whose newest events look like a switch (4 B in a row) but who go back to A:
+    # any prior the evidence can overcome costs them; only a prior below the largest possible
+    # evidence (clip * sum of discounts = 20.8 here) keeps their ranking, and the fit must find it
+    valid = _evalset([(30, 4, 5), (25, 4, 7), (20, 4, 9)])
+    shifted = _evalset([(30, 4, 18), (25, 4, 19), (20, 4, 17)])
+    gate, report = fit_gate(MajorityFollower(), valid, shifted, GateConfig(), "interest", tolerance=0.01)
+    assert max(r["valid_ndcg"] for r in report["grid"] if r["prior"] >= -8) < 0.99 * report["base_valid_ndcg"]
+    assert gate.cfg.prior <= -20.8
+    assert report["valid_ndcg"] >= 0.99 * report["base_valid_ndcg"]
+
+
 def test_the_category_mix_expert_follows_a_switch_to_any_category():
     cats = torch.zeros(N + 1, 2)
     cats[1:11, 0], cats[11:, 1] = 1.0, 1.0
