@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler
 TITLE = "pulse recommender"
 DESCRIPTION = """Recommendations that follow each user's changing interests.
 
-- `POST /recommend`: the top-k items for a user, the past behaviours that weighed most (`because`) and the user's
+- `POST /recommend`: the top-k items for a user (each with its profile from the feature store: categories,
+  popularity, recent popularity), the past behaviours that weighed most (`because`) and the user's
   short-term interest (`interest`: whether the switch gate sees a change of interest, and the recent category mix).
 - `POST /events`: behaviour events, one or a batch; each changes the user's very next recommendation (no retraining).
 - `POST /items`: add or update items; recommendable at once by their text where the model reads text.
@@ -46,10 +47,24 @@ class _Body(BaseModel):
         return {k: v for k, v in data.items() if k in given}
 
 
+class ItemProfile(_Body):
+    """The item's ``item_profile`` row in Feast's online store (feature service ``item_profile_v1``),
+    as the last materialization wrote it; every value is null for an item it lacks (one posted
+    through ``/items`` since). A feature the service adds appears under its own name."""
+
+    categories: list[str] | None = Field(None, description="the item's categories", examples=[["science", "nature"]])
+    popularity: int | None = Field(None, description="events on the item up to the snapshot (as_of)", examples=[412])
+    recent_popularity: int | None = Field(None, description="events in the recent window before the snapshot", examples=[37])
+    as_of: int | None = Field(None, description="unix seconds of the snapshot: the latest event when the features were computed",
+                              examples=[1777636800])
+
+
 class ScoredItem(_Body):
     item_id: str = Field(examples=["i00100"])
     title: str = Field(examples=["Deep sea vents and the origin of life"])
     score: float = Field(description="the model's score (higher ranks first)", examples=[-2.61])
+    profile: ItemProfile | None = Field(description="the item's profile from the online store; null when it "
+                                                          "cannot be read now (the items are served all the same)")
 
 
 class BecauseItem(_Body):
@@ -80,7 +95,8 @@ class RecommendResponse(_Body):
 
     model_config = ConfigDict(json_schema_extra={"example": {
         "user_id": "u00001", "model": "hybrid_switch", "model_tag": "pulse-recommender:3xq5ybqkd2g2oaav", "cold_start": False,
-        "items": [{"item_id": "i00100", "title": "Deep sea vents and the origin of life", "score": -2.61}],
+        "items": [{"item_id": "i00100", "title": "Deep sea vents and the origin of life", "score": -2.61,
+                   "profile": {"categories": ["science", "nature"], "popularity": 412, "recent_popularity": 37, "as_of": 1777636800}}],
         "because": [{"item_id": "i00041", "title": "A field guide to hydrothermal systems", "weight": 0.51}],
         "interest": {"in_switch": True, "gate": 0.93, "evidence": 6.2, "expert": "recent 3", "window": 3,
                      "recent_items": ["i00041", "i00039", "i00012"],

@@ -29,6 +29,7 @@ from features.eventlog import EventLog, events_by_user, items_log_path, tombston
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
 from serving.broadcast import Broadcast
+from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
@@ -103,6 +104,7 @@ class Recommender:
         self.model_name = model.tag.name
         repo = served_path(os.environ.get("PULSE_FEATURE_REPO") or meta["feature_repo"])
         self.online = OnlineBehaviour(get_store(repo))  # feature service and view resolved once, not per request
+        self.profiles = ItemProfiles(self.online.store)  # item_profile_v1, shown with each recommended item
         self.event_log = EventLog(served_path(os.environ.get("PULSE_EVENT_LOG") or meta["event_log"]))
         self.items_log = EventLog(items_log_path(self.event_log.path))
         self.history_len = int(meta.get("history_len", 50))
@@ -166,7 +168,8 @@ class Recommender:
         k: Annotated[int, Field(ge=1, le=100, strict=True, description="how many items", examples=[5])] = 10,
         exclude_seen: Annotated[bool, Field(strict=True, description="leave out items the user already has", examples=[True])] = True,
     ) -> RecommendResponse:
-        """Top-k items for the user, with the past behaviours that weighed most ("because")."""
+        """Top-k items for the user, each with its profile (categories, popularity) from the online
+        store, and the past behaviours that weighed most ("because")."""
         if why := id_problem(user_id, "user_id"):
             return bad_request(why, [{"field": "user_id", "reason": why}])
         user_id = user_id.strip()
@@ -175,7 +178,7 @@ class Recommender:
         rec = self.scorer(serving.engine.recommend, state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
         return RecommendResponse.model_validate({
             "user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
-            "cold_start": rec.cold_start, "items": rec.items, "because": rec.because,
+            "cold_start": rec.cold_start, "items": self.profiles.attach(rec.items), "because": rec.because,
             "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)})
 
     @bentoml.api

@@ -121,6 +121,9 @@ def test_recommend_over_http(project, server):
     for j in (ja, jb):
         assert len(j["items"]) == 5 and j["cold_start"] is False
         assert all({"item_id", "title", "score"} <= set(i) for i in j["items"])
+        # each item's profile from the online store (item_profile_v1): every catalogue item was materialized
+        assert all(isinstance(i["profile"]["popularity"], int) and isinstance(i["profile"]["categories"], list)
+                   and i["profile"]["as_of"] > 0 for i in j["items"]), j["items"]
         assert [i["score"] for i in j["items"]] == sorted((i["score"] for i in j["items"]), reverse=True)
         assert j["because"] and all(0 <= x["weight"] <= 1 for x in j["because"])
     assert [i["item_id"] for i in ja["items"]] != [i["item_id"] for i in jb["items"]]

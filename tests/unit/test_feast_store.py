@@ -152,7 +152,7 @@ def test_retrieval_goes_through_the_registered_feature_service(feast_repo):
     service = fs.get_feature_service(store.USER_SERVICE)
     names = [f"{p.name}:{f.name}" for p in service.feature_view_projections for f in p.features]
     assert sorted(names) == sorted(store.USER_BEHAVIOUR_FEATURES)
-    assert {fs_.name for fs_ in fs.list_feature_services()} == {"user_online_v1", "recommender_v1"}
+    assert {fs_.name for fs_ in fs.list_feature_services()} == {"user_online_v1", "item_profile_v1", "recommender_v1"}
     from feast import FeatureService
 
     narrowed = FeatureService(name=store.USER_SERVICE, features=[fs.get_feature_view("user_behaviour")[["hist_item_ids", "event_count"]]])

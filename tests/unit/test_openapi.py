@@ -45,6 +45,18 @@ def test_typed_responses_with_examples(spec, route):
     assert set(spec["components"]["schemas"]["ErrorResponse"]["properties"]) == {"error", "rejected"}
 
 
+def test_recommended_items_carry_their_profile(spec):
+    """Each /recommend item has its profile (item_profile_v1 from the online store): always present,
+    null when unreadable, its features null for an item the store lacks; the example shows one."""
+    schemas_ = spec["components"]["schemas"]
+    item = schemas_["ScoredItem"]
+    assert "profile" in item["required"]
+    assert {"$ref": "#/components/schemas/ItemProfile"} in item["properties"]["profile"]["anyOf"]
+    assert set(schemas_["ItemProfile"]["properties"]) == {"categories", "popularity", "recent_popularity", "as_of"}
+    ok = spec["paths"]["/recommend"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert set(ok["example"]["items"][0]["profile"]) == set(schemas_["ItemProfile"]["properties"])
+
+
 def test_request_examples(spec):
     def props(route: str) -> dict:
         return spec["paths"][route]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
@@ -63,7 +75,11 @@ def test_bodies_keep_exactly_the_given_keys():
     with_reason = {**no_reason, "reloaded": False, "reason": "already serving the latest"}
     assert json.loads(schemas.ReloadResponse.model_validate(with_reason).model_dump_json()) == with_reason
     rec = {"user_id": "u1", "model": "interest", "model_tag": "m:1", "cold_start": False,
-           "items": [{"item_id": "i1", "title": "t", "score": -2.5}],
+           "items": [{"item_id": "i1", "title": "t", "score": -2.5,
+                      "profile": {"categories": ["a"], "popularity": 3, "recent_popularity": 1, "as_of": 1700000000}},
+                     {"item_id": "i9", "title": "new", "score": -3.0,  # posted after the last materialization
+                      "profile": {"categories": None, "popularity": None, "recent_popularity": None, "as_of": None}},
+                     {"item_id": "i8", "title": "u", "score": -3.5, "profile": None}],  # profiles unreadable now
            "because": [{"item_id": "i2", "title": "u", "weight": 0.5}],
            "interest": {"in_switch": None, "recent_categories": [{"category": "science", "share": 0.7}]}}
     assert json.loads(schemas.RecommendResponse.model_validate(rec).model_dump_json()) == rec
