@@ -9,7 +9,8 @@
 # transfer limit; converted back to fp32 here, so training starts from the same weights up to fp16
 # rounding). Figures go to OUT: env.txt, finetune-throughput.json, the benchmark's JSON/markdown, logs.
 # Parts run in order, each under its share of BUDGET_S seconds, so a slow part cannot eat the others.
-# SMOKE=1 shrinks everything (CPU dry run of the script itself).
+# SMOKE=1 shrinks everything (CPU dry run of the script itself). RESUME_FROM=DIR (the fit logs a first
+# run brought back) runs part 3 alone, reusing those fits: seeds a short lease could not finish.
 set -u
 CARRY=$(realpath "${1:?carry folder}"); OUT=$(realpath -m "${2:?out folder}"); BUDGET=${3:-540}
 mkdir -p "$OUT"; START=$(date +%s)
@@ -39,15 +40,19 @@ else FT_STEPS=40 BATCHES=64,256,512 EPOCHS=""
   FT="--set encoder.finetune_steps=400 --set encoder.finetune_batch_size=256 --set encoder.finetune_max_pairs=100000 --set encoder.finetune_lr=0.00005"
 fi
 
+BENCH="$PY -m benchmarks.ranking --dataset amazon-scientific --protocols loo --no-ablations --device $DEVICE --finetuned
+  --set encoder.model_name=$MODEL $FT $EPOCHS --out $OUT/amazon"
+if [ -n "${RESUME_FROM:-}" ]; then  # a second lease: the fit logs of the first come back in, only part 3 runs
+  mkdir -p "$OUT/amazon" && cp "$RESUME_FROM"/*.fits.jsonl "$OUT/amazon/"
+else
 echo "== 1. fine-tuning throughput ($(left) s left)"
 timeout $(( $(left) / 6 )) $PY docs/experiments/finetune_speed.py $FT_STEPS $BATCHES --trainer-only --device $DEVICE --model $MODEL \
   --json "$OUT/finetune-throughput.json" > /tmp/finetune-throughput.log 2>&1; echo "rc $?"; tail -5 /tmp/finetune-throughput.log
 
 echo "== 2. Amazon Scientific, leave-one-out: interest (frozen encoder) vs fine-tuned, SASRec; seed 42 ($(left) s left)"
-BENCH="$PY -m benchmarks.ranking --dataset amazon-scientific --protocols loo --no-ablations --device $DEVICE --finetuned
-  --set encoder.model_name=$MODEL $FT $EPOCHS --out $OUT/amazon"
 timeout $(( $(left) * 2 / 3 )) $BENCH --models interest,sasrec --seeds 1 > "$OUT/amazon-seed1.log" 2>&1; echo "rc $?"
 tail -12 "$OUT/amazon-seed1.log"
+fi
 
 echo "== 3. the same, seeds 43 and 44 added (fits of seed 42 reused) ($(left) s left)"
 timeout $(( $(left) - 15 )) $BENCH --models interest,sasrec --seeds 3 --resume > "$OUT/amazon-seed3.log" 2>&1; echo "rc $?"
