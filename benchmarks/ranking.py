@@ -253,8 +253,8 @@ def _for_test(model: torch.nn.Module, name: str, train: pd.DataFrame, index, tex
         return fit_models((name,), train, index, text_emb, None, None, tp, device)[0][name]
     if isinstance(model, SwitchGate):
         return SwitchGate(_for_test(model.base, model.base_name, train, index, text_emb, tp, device), model.cfg, model.base_name)
-    if isinstance(model, Hybrid):
-        parts = fit_models(tuple(model.components), train, index, text_emb, None, None, tp, device)[0]
+    if isinstance(model, Hybrid):  # its components refit as above (EASE with the regularisation it picked)
+        parts = {c: _for_test(m, c, train, index, text_emb, tp, device) for c, m in model.components.items()}
         return Hybrid(_for_test(model.base, "interest", train, index, text_emb, tp, device), parts, model.weights, model.eps)
     if isinstance(model, InterestModel) and model.cfg.use_trend:
         model = copy.deepcopy(model)  # the hybrid of this seed is built from the original

@@ -271,8 +271,9 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
     return tp
 
 
-HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn")  # non-negative scores the hybrid can log-normalise
-BASELINES = (*HYBRID_COMPONENTS, "ease")  # seed-free models: fitted once, no epochs
+# scores the hybrid log-normalises (EASE's negative scores count as 0: "no evidence for this item")
+HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn", "ease")
+BASELINES = HYBRID_COMPONENTS  # seed-free models: fitted once, no epochs
 SWITCHED = {"interest_switch": "interest", "hybrid_switch": "hybrid"}  # model behind the switch gate -> its base
 
 

@@ -113,7 +113,30 @@ def test_fit_ease_picks_the_regularisation_on_validation():
     assert fit_ease(train, index, (5.0,), None)[0].lam == 5.0
     with pytest.raises(ValueError, match="positive"):
         ease(train, index, 0.0)
-    assert "ease" in BASELINES and "ease" not in HYBRID_COMPONENTS  # seed-free; negative scores: not a hybrid part
+    assert "ease" in BASELINES and "ease" in HYBRID_COMPONENTS  # seed-free, and a part the hybrid can weigh
+
+
+def test_the_hybrid_weighs_ease_as_a_component_and_round_trips(tmp_path):
+    from models.hybrid import Hybrid, log_normalised
+    from models.interest import InterestConfig, InterestModel
+
+    m = ease(_frame({"a": ["i1", "i2", "i3"], "b": ["i2", "i3"], "c": ["i3", "i1"], "d": ["i1", "i2"]}), _index(3), 1.0)
+    torch.manual_seed(0)
+    text = torch.randn(4, 4)
+    text[0] = 0
+    base = InterestModel(InterestConfig(n_items=3, text_dim=4, dim=8, max_len=4, n_layers=1, n_heads=2, dropout=0.0), text).eval()
+    hybrid = Hybrid(base, {"ease": m}, {"ease": 2.0}).eval()
+    seq = torch.as_tensor(pad_left(np.array([1]), 4)).unsqueeze(0)
+    ts = torch.zeros_like(seq)
+    expected = hybrid.base_log_probs(seq, ts) + 2.0 * log_normalised(m.score_all(seq, ts), 1e-3)
+    got = hybrid.score_all(seq, ts)
+    assert torch.isfinite(got[0, 1:]).all()  # EASE's negative scores count as "no evidence", never NaN
+    torch.testing.assert_close(got[:, 1:], expected[:, 1:])
+    artifacts.save(tmp_path, ["i1", "i2", "i3"], text, {"interest": base, "ease": m, "hybrid": hybrid}, {"dataset": "t"})
+    loaded = artifacts.load_models(tmp_path)["hybrid"]
+    torch.testing.assert_close(loaded.score_all(seq, ts), got)
+    hybrid.add_items(torch.randn(1, 4))  # a new item borrows EASE rows by text, as it does item-kNN's
+    assert hybrid.components["ease"].B.shape == (5, 5)
 
 
 def test_artifact_round_trip(tmp_path):
