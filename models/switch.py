@@ -35,7 +35,6 @@ on evidence alone: it needs no switch in the training data.
 """
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -43,7 +42,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-log = logging.getLogger(__name__)
 
 STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
 
@@ -212,6 +210,8 @@ class SwitchGate(nn.Module):
         targets, moments = torch.cat([seq[:, L - t] for t in steps]), torch.cat([ts[:, L - t] for t in steps])
         valid = ((targets > 0) & (prev_seq[:, -1] > 0)).unsqueeze(1)  # an event, with at least one before it
         idx = targets.clamp(min=0).unsqueeze(1)
+        if not self._reads_now() and (h + 1) * B <= STEP_ROWS and self.cfg.frozen_long:  # serving, frozen long expert
+            return self._frozen_pass(seq, ts, prev_seq, prev_ts, idx, valid, h, text)
         if not self._reads_now() and (h + 1) * B <= STEP_ROWS:  # serving: the request and its evidence in one pass
             both, base_w = self._expert_logps(torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts]), None, text)
             logps = [lp[:B] for lp in both]
@@ -234,6 +234,33 @@ class SwitchGate(nn.Module):
             ratio = ratio + torch.cat(ll_longs) - frozen.repeat(h, 1).gather(1, idx)
             valid = valid & (prev_seq[(h - 1) * B:, -1] > 0).repeat(h).unsqueeze(1)
         return logps, self._evidence(ratio, valid, h, B), base_w
+
+    def _frozen_pass(self, seq: torch.Tensor, ts: torch.Tensor, prev_seq: torch.Tensor, prev_ts: torch.Tensor,
+                     idx: torch.Tensor, valid: torch.Tensor, h: int, text: torch.Tensor
+                     ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """``explained_experts`` for serving with ``frozen_long``, in two passes sized to what each
+        expert reads: the long expert needs only two row sets at the history's full width (the
+        request, and the history before the horizon that every step's evidence is weighed
+        against), the short experts' (h + 1) x windows rows only the widest window's width.
+        Positions count back from the newest behaviour and padding is masked, so a row scores as
+        in the one padded pass; this pass does about a quarter of its work (27 rows of 45
+        behaviours -> 2 of 45 and 18 of 10 at the defaults)."""
+        B, L = seq.shape
+        W = min(max(self.cfg.windows), L)
+        long_lp, base_w = self._long(torch.cat([seq, prev_seq[(h - 1) * B:]]), torch.cat([ts, prev_ts[(h - 1) * B:]]), None)
+        rows, rows_ts = torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts])
+        pad = lambda x, w: F.pad(x[:, -min(w, L):], (W - min(w, L), 0))  # noqa: E731  (every window fits in W)
+        short_lp, _ = self._long(torch.cat([pad(rows, w) for w in self.cfg.windows]),
+                                 torch.cat([pad(rows_ts, w) for w in self.cfg.windows]), None)
+        shorts = [self._text_prior(lp, rows[:, -w:], text) for w, lp in zip(self.cfg.windows, short_lp.split(len(rows)))]
+        if self.item_cat is not None:
+            shorts.append(self._category(rows))
+        logps = [long_lp[:B]] + [lp[:B] for lp in shorts]
+        ll_short = [lp[B:].gather(1, idx) for lp in shorts]
+        ll_long = long_lp[B:].repeat(h, 1).gather(1, idx)
+        valid = valid & (prev_seq[(h - 1) * B:, -1] > 0).repeat(h).unsqueeze(1)
+        ratio = torch.cat(ll_short, 1) - ll_long
+        return logps, self._evidence(ratio, valid, h, B), None if base_w is None else base_w[:B]
 
     def _evidence(self, ratio: torch.Tensor, valid: torch.Tensor, h: int, B: int) -> torch.Tensor:
         """(B, E) evidence from the (h*B, E) log-likelihood ratios of the newest h events, step-major."""
@@ -302,51 +329,3 @@ class SwitchGate(nn.Module):
     @torch.no_grad()
     def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
         self.base.set_item_text(index, text_row)
-
-
-# The evidence is at most clip * sum(discount ** t for t < horizon) (5 * 4.16 = 20.8 at the defaults), so
-# only a prior below that closes the gate for every user (-24: the base model alone); without the low
-# end, data where any opening costs more than the tolerance fell back to the least-bad open gate.
-PRIOR_GRID = (-24.0, -16.0, -12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)
-
-
-@torch.no_grad()
-def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: int) -> list[np.ndarray]:
-    """Target ranks of ``data`` under each prior: the experts score once, the priors only re-mix."""
-    from models.data import eval_batches
-    from models.metrics import target_ranks
-
-    ranks: list[list[np.ndarray]] = [[] for _ in priors]
-    device = str(next(gate.base.buffers()).device)
-    for _, x, exclude in eval_batches(data, batch_size, device):
-        logps, evidence = gate.experts(x["seq"], x["ts"], x["now"])
-        for j, p in enumerate(priors):
-            r, _ = target_ranks(gate.mix(logps, gate.expert_weights(evidence, p)), x["targets"], exclude)
-            ranks[j].append(r.cpu().numpy())
-    return [np.concatenate(r) if r else np.zeros(0) for r in ranks]
-
-
-@torch.no_grad()
-def fit_gate(base: nn.Module, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
-             priors: tuple[float, ...] = PRIOR_GRID, k: int = 10, batch_size: int = 256, item_categories: torch.Tensor | None = None,
-             popularity: torch.Tensor | None = None) -> tuple[SwitchGate, dict]:
-    """The gate's ``prior`` from ``priors``: the best validation shift score (HR@k on the spliced
-    switches, ``models.shift.spliced_switch_set``) among the priors whose validation NDCG@k stays
-    within ``tolerance`` (relative) of the base model's. Both jobs count: following a switch may
-    not cost the users who did not switch more than that."""
-    from models.metrics import metrics_from_ranks
-
-    gate = SwitchGate(base, cfg, base_name, item_categories, popularity).eval()
-    stationary = [metrics_from_ranks(r, k)[f"ndcg@{k}"] for r in _gated_ranks(gate, valid, priors, batch_size)]
-    from models.evaluate import evaluate_model
-
-    base_ndcg = evaluate_model(base, valid, k)[f"ndcg@{k}"]
-    shifted = [metrics_from_ranks(r, k)[f"hr@{k}"] if len(r) else 0.0 for r in _gated_ranks(gate, shift_valid, priors, batch_size)]
-    allowed = [j for j, v in enumerate(stationary) if v >= (1 - tolerance) * base_ndcg] or [int(np.argmax(stationary))]
-    best = max(allowed, key=lambda j: (shifted[j], stationary[j]))
-    gate.cfg.prior = float(priors[best])
-    log.info("switch gate on %s: prior %.1f, validation ndcg@%d %.4f (base %.4f), validation shift hr@%d %.4f",
-             base_name, gate.cfg.prior, k, stationary[best], base_ndcg, k, shifted[best])
-    report = {"prior": gate.cfg.prior, "valid_ndcg": stationary[best], "base_valid_ndcg": base_ndcg, "valid_shift_hr": shifted[best],
-              "grid": [{"prior": p, "valid_ndcg": a, "valid_shift_hr": b} for p, a, b in zip(priors, stationary, shifted)]}
-    return gate, report

@@ -33,7 +33,8 @@ from models.hybrid import fit_hybrid
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
 from models.shift import spliced_switch_set
-from models.switch import GateConfig, fit_gate
+from models.gate_fit import fit_gate
+from models.switch import GateConfig
 from models.trend import trend_table
 
 log = logging.getLogger(__name__)

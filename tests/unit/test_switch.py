@@ -8,7 +8,8 @@ import torch
 import torch.nn as nn
 
 from models.data import EvalSet, pad_left
-from models.switch import GateConfig, SwitchGate, decayed_centroid, fit_gate, shift_back
+from models.gate_fit import fit_gate
+from models.switch import GateConfig, SwitchGate, decayed_centroid, shift_back
 
 N = 20  # items 1..10 are category A, 11..20 category B
 
