@@ -23,6 +23,7 @@ import pandas as pd
 import torch
 
 from benchmarks.finetuned import ROW, finetuned_row
+from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order, merge_runs
 from benchmarks.fit_log import FitLog, fit_key
 from benchmarks.protocols import Split, slice_masks, split_for
 from features import adapters
@@ -82,15 +83,20 @@ def run_protocols(params: Params, protocols: dict[str, dict[str, dict]], interac
     in the order given (leave-one-out, the long one, first by default), so the short temporal fits
     fill the gap a worker would otherwise idle in while the other finishes the last long job.
     """
-    n_ablation_seeds = len(seeds) if ablation_seeds is None else min(ablation_seeds, len(seeds))
-    # last: built from the others of its seed (the hybrid, then the switch-gated models over it)
-    models = tuple(sorted(models, key=lambda m: (m in SWITCHED, m == "hybrid")))
+    n_ablation_seeds = ablation_seed_count(seeds, ablation_seeds)
+    models = fit_order(models)
     if jobs <= 1:
         runs = {proto: _runs(params, proto, interactions, items, text_emb, models, seeds, abl, device, n_ablation_seeds, fit_log)
                 for proto, abl in protocols.items()}
     else:
         runs = _parallel_runs(params, protocols, interactions, items, text_emb, models, seeds, device, n_ablation_seeds,
                               fit_log, jobs)
+    return summarise(runs)
+
+
+def summarise(runs: dict[str, tuple[int, dict, dict]]) -> dict[str, dict]:
+    """Each protocol's report section: users, slice sizes, and mean and std over seeds per model
+    (one function, so the process pool and the Prefect flow report alike)."""
     return {proto: {"users": users, "slice_users": slice_users, "models": {n: _aggregate(r) for n, r in per_model.items()}}
             for proto, (users, slice_users, per_model) in runs.items()}
 
@@ -107,12 +113,20 @@ def exit_with_parent(parent: int, every: float = 2.0) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
+def run_job(params: Params, job: FitJob, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, device: str,
+            fit_log: FitLog | None = None, threads: int = 0) -> tuple[int, dict, dict]:
+    """One job of ``fit_jobs`` in this process (a pool worker, a Dask worker, or the flow's own),
+    on ``threads`` torch threads (0: leave torch's setting), so that jobs running side by side
+    share the cores instead of each spinning up one thread per core."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    return _runs(params, job.protocol, interactions, items, text_emb, job.models, [job.seed], job.ablations, device, 1, fit_log)
+
+
 def _job(args: tuple) -> tuple[int, dict, dict]:
     """One worker process's share of ``_parallel_runs`` (module level, so spawn can import it)."""
-    *rest, threads = args
     configure_logging()
-    torch.set_num_threads(threads)
-    return _runs(*rest)
+    return run_job(*args)
 
 
 def _parallel_runs(params: Params, protocols: dict[str, dict[str, dict]], interactions: pd.DataFrame, items: pd.DataFrame,
@@ -121,31 +135,14 @@ def _parallel_runs(params: Params, protocols: dict[str, dict[str, dict]], intera
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    # per protocol, in the given order (leave-one-out, the long one, first): the seed-independent
-    # baselines run once (first seed); every other job is a neural seed or an ablation row
-    tasks = []
-    for proto, ablations in protocols.items():
-        tasks += [(proto, models if i == 0 else tuple(m for m in models if m not in BASELINES), [seed], {})
-                  for i, seed in enumerate(seeds)]
-        tasks += [(proto, (), [seed], {name: over}) for name, over in ablations.items() for seed in seeds[:n_ablation_seeds]]
+    tasks = fit_jobs(protocols, models, seeds, n_ablation_seeds)
     threads = max(1, torch.get_num_threads() // jobs)
-    args = [(params, proto, interactions, items, text_emb, m, s, a, device, 1, fit_log, threads) for proto, m, s, a in tasks]
+    args = [(params, job, interactions, items, text_emb, device, fit_log, threads) for job in tasks]
     log.info("%d jobs (%s) on %d worker processes, %d thread(s) each", len(tasks), ", ".join(protocols), jobs, threads)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=exit_with_parent,
                              initargs=(os.getpid(),)) as pool:
         results = list(pool.map(_job, args))
-    out = {}
-    for proto, ablations in protocols.items():
-        mine = [r for (p, *_), r in zip(tasks, results) if p == proto]
-        per_model: dict[str, list[dict]] = {}
-        for name in [*models, *ablations]:
-            runs = [r for _, _, pm in mine for r in pm.get(name, [])]
-            if name in BASELINES:
-                runs = runs * len(seeds)  # one fit serves all seeds, as in a single process
-            per_model[name] = runs
-        users, slice_users, _ = mine[0]
-        out[proto] = (users, slice_users, per_model)
-    return out
+    return merge_runs(protocols, models, seeds, tasks, results)
 
 
 def _runs(params: Params, protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb, models: tuple[str, ...],

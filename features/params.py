@@ -176,6 +176,14 @@ class PackageParams:
 
 
 @dataclass(frozen=True)
+class ScaleParams:
+    task_runner: str = "sequential"
+    dask_address: str = ""
+    dask_workers: int = 2
+    torch_threads: int = 0
+
+
+@dataclass(frozen=True)
 class TrackingParams:
     metrics_dir: str = "metrics"
 
@@ -190,6 +198,7 @@ class Params:
     evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     monitor: MonitorParams = field(default_factory=MonitorParams)
     package: PackageParams = field(default_factory=PackageParams)
+    scale: ScaleParams = field(default_factory=ScaleParams)
     tracking: TrackingParams = field(default_factory=TrackingParams)
     root: str = "."  # repository root every relative path is resolved against
 
