@@ -43,6 +43,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.data import eval_batches
+from models.interface import ServableModel
+from models.metrics import metrics_from_ranks, target_ranks
+
 log = logging.getLogger(__name__)
 
 STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
@@ -90,10 +94,10 @@ def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) ->
 
 
 class SwitchGate(nn.Module):
-    """Any model with ``score_all`` (the interest model, the hybrid) behind the switch gate; the
-    one model interface again (``score_all``, ``interest_weights``, ``add_items``)."""
+    """Any ``ServableModel`` with ``text_emb`` (the interest model, the hybrid) behind the switch
+    gate; itself a ``ServableModel`` again (the one model interface, ``models.interface``)."""
 
-    def __init__(self, base: nn.Module, cfg: GateConfig, base_name: str = "interest", item_categories: torch.Tensor | None = None,
+    def __init__(self, base: ServableModel, cfg: GateConfig, base_name: str = "interest", item_categories: torch.Tensor | None = None,
                  popularity: torch.Tensor | None = None) -> None:
         """``item_categories`` (N+1, C) category weights per item (rows sum to 1, row 0 zero) and
         ``popularity`` (N+1,) training counts enable the category-mix expert."""
@@ -113,7 +117,7 @@ class SwitchGate(nn.Module):
 
     @property
     def n_items(self) -> int:
-        return self.base.text_emb.shape[0] - 1
+        return self.base.n_items
 
     @property
     def text_proj(self) -> nn.Module | None:  # ranks items known only by text, as its base does
@@ -193,8 +197,7 @@ class SwitchGate(nn.Module):
         """([log p_L, log p_S_w for each window] (B, N+1) each, evidence (B, len(windows))): the
         experts' next-item log-probabilities and the switch evidence of each short expert from
         the newest ``horizon`` events (see the module docstring)."""
-        logps, evidence, _ = self.explained_experts(seq, ts, now)
-        return logps, evidence
+        return self.explained_experts(seq, ts, now)[:2]
 
     def explained_experts(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
                           ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
@@ -313,9 +316,6 @@ PRIOR_GRID = (-24.0, -16.0, -12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)
 @torch.no_grad()
 def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: int) -> list[np.ndarray]:
     """Target ranks of ``data`` under each prior: the experts score once, the priors only re-mix."""
-    from models.data import eval_batches
-    from models.metrics import target_ranks
-
     ranks: list[list[np.ndarray]] = [[] for _ in priors]
     device = str(next(gate.base.buffers()).device)
     for _, x, exclude in eval_batches(data, batch_size, device):
@@ -327,15 +327,13 @@ def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: 
 
 
 @torch.no_grad()
-def fit_gate(base: nn.Module, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
+def fit_gate(base: ServableModel, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
              priors: tuple[float, ...] = PRIOR_GRID, k: int = 10, batch_size: int = 256, item_categories: torch.Tensor | None = None,
              popularity: torch.Tensor | None = None) -> tuple[SwitchGate, dict]:
     """The gate's ``prior`` from ``priors``: the best validation shift score (HR@k on the spliced
     switches, ``models.shift.spliced_switch_set``) among the priors whose validation NDCG@k stays
     within ``tolerance`` (relative) of the base model's. Both jobs count: following a switch may
     not cost the users who did not switch more than that."""
-    from models.metrics import metrics_from_ranks
-
     gate = SwitchGate(base, cfg, base_name, item_categories, popularity).eval()
     stationary = [metrics_from_ranks(r, k)[f"ndcg@{k}"] for r in _gated_ranks(gate, valid, priors, batch_size)]
     from models.evaluate import evaluate_model
