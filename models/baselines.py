@@ -1,4 +1,5 @@
-"""Baselines behind the same interface as the interest model (``score_all(seq, ts, now=None)``).
+"""Baselines behind the same interface as the interest model (``models.interface``: ``n_items``,
+``score_all(seq, ts, now=None)``, ``add_items``, ``interest_weights``; ``borrow_rows`` as hybrid components).
 
 They ignore the sequence on purpose: they are the floor any sequential model must clear.
 """
@@ -19,6 +20,10 @@ class StaticScores(nn.Module):
     def __init__(self, scores: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("scores", scores.float())
+
+    @property
+    def n_items(self) -> int:  # the catalogue size (models.interface; row 0 is padding)
+        return len(self.scores) - 1
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         return self.scores.unsqueeze(0).expand(seq.shape[0], -1)
@@ -80,12 +85,8 @@ class ItemKNN(nn.Module):
         self.n_trained = self.sim.n  # items (+ padding) it was fitted on; later ones are added
 
     @property
-    def n_items(self) -> int:  # the catalogue size, as the evaluator reads it (row 0 is padding)
+    def n_items(self) -> int:  # the catalogue size (models.interface; row 0 is padding)
         return self.sim.n - 1
-
-    @property
-    def scores(self) -> torch.Tensor:  # zeros of the catalogue's length, for callers that read a score vector's size
-        return torch.zeros(self.sim.n, device=self.sim.val.device)
 
     def add_items(self, text_rows: torch.Tensor) -> None:
         """New items co-occur with nothing yet: zero similarity."""
@@ -187,7 +188,7 @@ class EASE(nn.Module):
         self.n_trained = B.shape[0]  # items (+ padding) it was fitted on; later ones are added
 
     @property
-    def n_items(self) -> int:  # the catalogue size, as the evaluator reads it (row 0 is padding)
+    def n_items(self) -> int:  # the catalogue size (models.interface; row 0 is padding)
         return self.B.shape[0] - 1
 
     def history_matrix(self, seq: torch.Tensor) -> torch.Tensor:

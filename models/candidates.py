@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from models.baselines import ItemKNN, StaticScores
 from models.hybrid import Hybrid
+from models.interface import HybridComponent, ScoringModel
 from models.interest import InterestModel
 from models.retrieval import INDEX_FILE, AnnConfig, AnnIndex
 
@@ -66,7 +66,7 @@ class AnnSettings:
         return self.index_config().effort()
 
 
-def interest_part(model: nn.Module) -> InterestModel | None:
+def interest_part(model: ScoringModel) -> InterestModel | None:
     """The interest model whose user . item the index searches, or None where ANN is not supported."""
     if isinstance(model, InterestModel):
         return model
@@ -94,7 +94,7 @@ def item_rows(base: InterestModel, idx: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def item_vectors(model: nn.Module) -> np.ndarray:
+def item_vectors(model: ScoringModel) -> np.ndarray:
     """(N, D) float32 vectors of items 1..N that the index is built over (its ids are 1..N)."""
     base = interest_part(model)
     if base is None:
@@ -103,14 +103,14 @@ def item_vectors(model: nn.Module) -> np.ndarray:
         return base.item_vectors()[1:].float().cpu().numpy()
 
 
-def build_index(model: nn.Module, settings: AnnSettings) -> AnnIndex:
+def build_index(model: ScoringModel, settings: AnnSettings) -> AnnIndex:
     return AnnIndex.build(item_vectors(model), cfg=settings.index_config())
 
 
-def package_index(model_dir: Path, model: nn.Module, settings: AnnSettings) -> Path | None:
+def package_index(model_dir: Path, model: ScoringModel, settings: AnnSettings) -> Path | None:
     """Write ``ann.faiss`` beside the weights when the catalogue reaches ``min_items`` and the model
     is supported (the package stage); None otherwise."""
-    n = model.text_emb.shape[0] - 1 if hasattr(model, "text_emb") else 0
+    n = model.n_items
     if n < settings.min_items:
         return None
     if interest_part(model) is None:
@@ -127,7 +127,7 @@ def package_index(model_dir: Path, model: nn.Module, settings: AnnSettings) -> P
 class CandidateScorer:
     """What ``Engine.recommend`` calls instead of scoring the whole catalogue."""
 
-    def __init__(self, model: nn.Module, index: AnnIndex, settings: AnnSettings) -> None:
+    def __init__(self, model: ScoringModel, index: AnnIndex, settings: AnnSettings) -> None:
         base = interest_part(model)
         if base is None:
             raise ValueError(f"ANN retrieval supports the interest model and the hybrid, not {type(model).__name__}")
@@ -136,7 +136,7 @@ class CandidateScorer:
             self.items = base.item_vectors().detach()  # (N+1, D): the scoring vectors, computed once, not per request
         if index.ntotal != len(self.items) - 1:
             raise ValueError(f"the index holds {index.ntotal} items, the model {len(self.items) - 1}")
-        self.components: list[tuple[float, nn.Module]] = (
+        self.components: list[tuple[float, HybridComponent]] = (
             [(w, m) for w, m in zip(model.weights.values(), model.components.values()) if w] if isinstance(model, Hybrid) else [])
         self.popular = self._popular()
         # FAISS indexes are not safe to search while an add runs: /items adds on a request thread,
@@ -144,10 +144,10 @@ class CandidateScorer:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, model: nn.Module, model_dir: Path, settings: AnnSettings) -> "CandidateScorer":
+    def load(cls, model: ScoringModel, model_dir: Path, settings: AnnSettings) -> "CandidateScorer":
         """From the packaged ``ann.faiss``, or built now when the package has none."""
         path = Path(model_dir) / INDEX_FILE
-        n = model.text_emb.shape[0] - 1
+        n = model.n_items
         if path.exists():
             index = AnnIndex.load(path, settings.effort())
             if index.ntotal < n:  # items added since the index was written (the service re-applies /items at load)

@@ -17,6 +17,7 @@ from features.cli import stage_main
 from features.params import Params
 from models import artifacts
 from models.hybrid import Hybrid
+from models.interface import ScoringModel, require
 from models.shift import spliced_switch_set
 from models.switch import SwitchGate
 from models.data import EvalSet, ItemIndex, eval_batches, leave_one_out, user_sequences
@@ -25,24 +26,23 @@ from models.metrics import metrics_from_ranks, target_ranks
 log = logging.getLogger(__name__)
 
 
-def n_items_of(model: nn.Module) -> int:
-    """Catalogue size: the model's ``n_items`` when it says, else its item-sized buffer (row 0 is padding)."""
-    if isinstance(getattr(model, "n_items", None), int):
-        return model.n_items
-    for name, buf in model.named_buffers():
-        if name.rsplit(".", 1)[-1] in ("scores", "text_emb", "sim"):
-            return buf.shape[0] - 1
-    raise ValueError(f"cannot tell the catalogue size of {type(model).__name__}")
+def n_items_of(model: ScoringModel) -> int:
+    """Catalogue size (row 0, padding, excluded), the denominator of coverage@k: every model states
+    it (``models.interface.ScoringModel.n_items``); one that does not is refused, not guessed at."""
+    require(model, ScoringModel, "the evaluator")
+    return model.n_items
 
 
 @torch.no_grad()
-def rank_targets(model: nn.Module, data: EvalSet, k: int = 10, device: str | None = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def rank_targets(model: ScoringModel, data: EvalSet, k: int = 10, device: str | None = None, batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Per-user 1-based target ranks (B,) and top-k item indices (B, k), history excluded.
     ``device``: where the inputs go; by default the model's own (a fitted model may have been
     moved back to the CPU, as ``fit_models`` returns them). Batches: ``eval_batches``.
     """
-    model.eval()
-    device = device or str(next(model.buffers()).device)
+    if isinstance(model, nn.Module):  # every model here is one: dropout off, inputs where its tensors are
+        model.eval()
+        device = device or str(next(model.buffers()).device)
+    device = device or "cpu"
     n = len(data.targets)
     if not n:
         return np.zeros(0), np.zeros((0, k), dtype=np.int64)
@@ -63,10 +63,11 @@ def metrics_for(ranks: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dic
     return out
 
 
-def evaluate_model(model: nn.Module, data: EvalSet, k: int = 10, device: str | None = None, batch_size: int = 512) -> dict[str, float]:
+def evaluate_model(model: ScoringModel, data: EvalSet, k: int = 10, device: str | None = None, batch_size: int = 512) -> dict[str, float]:
     """Full-ranking metrics of one model on one split."""
+    n_items = n_items_of(model)  # first: a model without the interface is refused before any scoring
     ranks, top = rank_targets(model, data, k, device, batch_size)
-    return metrics_for(ranks, top, k, n_items_of(model))
+    return metrics_for(ranks, top, k, n_items)
 
 
 @dataclass
@@ -98,7 +99,7 @@ def select_model(metrics: dict[str, dict], key: str, select_from: tuple[str, ...
     return max(near, key=lambda m: (metrics[m].get("valid_shift", {}).get(shift_key, 0.0), metrics[m]["valid"][key]))
 
 
-def degenerate(name: str, model: nn.Module) -> str | None:
+def degenerate(name: str, model: ScoringModel) -> str | None:
     """Why a model is not a distinct model (None: it is). A hybrid whose weights all came out 0 is
     its interest model; a switch gate over it is the gated interest model."""
     hybrid = model.base if isinstance(model, SwitchGate) else model

@@ -8,8 +8,10 @@ import logging
 
 import numpy as np
 import torch
-import torch.nn as nn
 
+from models.data import eval_batches
+from models.interface import ServableModel
+from models.metrics import metrics_from_ranks, target_ranks
 from models.switch import GateConfig, SwitchGate
 
 log = logging.getLogger(__name__)
@@ -24,9 +26,6 @@ PRIOR_GRID = (-24.0, -16.0, -12.0, -8.0, -6.0, -4.0, -3.0, -2.0, -1.0, 0.0, 1.0)
 @torch.no_grad()
 def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: int) -> list[np.ndarray]:
     """Target ranks of ``data`` under each prior: the experts score once, the priors only re-mix."""
-    from models.data import eval_batches
-    from models.metrics import target_ranks
-
     ranks: list[list[np.ndarray]] = [[] for _ in priors]
     device = str(next(gate.base.buffers()).device)
     for _, x, exclude in eval_batches(data, batch_size, device):
@@ -38,15 +37,13 @@ def _gated_ranks(gate: SwitchGate, data, priors: tuple[float, ...], batch_size: 
 
 
 @torch.no_grad()
-def fit_gate(base: nn.Module, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
+def fit_gate(base: ServableModel, valid, shift_valid, cfg: GateConfig, base_name: str, tolerance: float = 0.01,
              priors: tuple[float, ...] = PRIOR_GRID, k: int = 10, batch_size: int = 256, item_categories: torch.Tensor | None = None,
              popularity: torch.Tensor | None = None) -> tuple[SwitchGate, dict]:
     """The gate's ``prior`` from ``priors``: the best validation shift score (HR@k on the spliced
     switches, ``models.shift.spliced_switch_set``) among the priors whose validation NDCG@k stays
     within ``tolerance`` (relative) of the base model's. Both jobs count: following a switch may
     not cost the users who did not switch more than that."""
-    from models.metrics import metrics_from_ranks
-
     gate = SwitchGate(base, cfg, base_name, item_categories, popularity).eval()
     stationary = [metrics_from_ranks(r, k)[f"ndcg@{k}"] for r in _gated_ranks(gate, valid, priors, batch_size)]
     from models.evaluate import evaluate_model

@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from models.data import EvalSet, eval_batches
+from models.interface import HybridComponent
 from models.interest import InterestModel
 from models.metrics import metrics_from_ranks, target_ranks
 
@@ -50,10 +51,12 @@ def _fuse(base: torch.Tensor, parts: list[torch.Tensor], weights: tuple[float, .
 
 
 class Hybrid(nn.Module):
-    """Behind the one model interface (``score_all``, ``interest_weights``, ``add_items``); the
-    explanation (interest weights) is the interest model's."""
+    """Behind the one model interface (``models.interface``: ``ScoringModel``, ``Explainer``); the
+    explanation (interest weights) is the interest model's. Its components are ``HybridComponent``s:
+    they score, and new items borrow their rows (``borrow_rows``)."""
 
-    def __init__(self, base: InterestModel, components: dict[str, nn.Module], weights: dict[str, float], eps: float = 1e-3) -> None:
+    def __init__(self, base: InterestModel, components: dict[str, HybridComponent], weights: dict[str, float],
+                 eps: float = 1e-3) -> None:
         super().__init__()
         missing = set(components) - set(weights)
         if missing:
@@ -70,6 +73,10 @@ class Hybrid(nn.Module):
     @property
     def text_emb(self) -> torch.Tensor:
         return self.base.text_emb
+
+    @property
+    def n_items(self) -> int:  # the base's catalogue: components grow first on add_items, scoring reads the common prefix
+        return self.base.n_items
 
     def config(self) -> dict:
         return {"base": "interest", "weights": self.weights, "eps": self.eps}
@@ -128,7 +135,7 @@ class Hybrid(nn.Module):
 
 
 @torch.no_grad()
-def fit_hybrid(base: InterestModel, components: dict[str, nn.Module], valid: EvalSet, grid: tuple[float, ...],
+def fit_hybrid(base: InterestModel, components: dict[str, HybridComponent], valid: EvalSet, grid: tuple[float, ...],
                k: int = 10, device: str = "cpu", eps: float = 1e-3, batch_size: int = 512) -> tuple[Hybrid, dict]:
     """The hybrid whose component weights (every combination of ``grid`` values) give the best
     validation NDCG@k. Each model scores the validation users once; the combinations only add.

@@ -17,6 +17,7 @@ import torch
 from models import artifacts
 from models.candidates import AnnSettings, CandidateScorer, interest_part
 from models.data import pad_left
+from models.interface import ServableModel, require
 from models.metrics import mask_seen
 from models.switch import SwitchGate
 
@@ -44,7 +45,9 @@ class Engine:
         models = artifacts.load_models(Path(model_dir), device)
         if model_name not in models:
             raise ValueError(f"model '{model_name}' not in {model_dir} (has {sorted(models)})")
-        self.model, self.model_name, self.max_len, self.device = models[model_name], model_name, max_len, device
+        require(models[model_name], ServableModel, f"serving {model_name!r}")
+        self.model: ServableModel = models[model_name]
+        self.model_name, self.max_len, self.device = model_name, max_len, device
         self.ids = artifacts.load_item_ids(Path(model_dir))
         self.titles = artifacts.load_item_titles(Path(model_dir))
         self.pos = {i: k + 1 for k, i in enumerate(self.ids)}

@@ -13,9 +13,8 @@ Trend prior (optional) = a learned multiple of the item's log event count in the
                away: a user back after months takes what everyone takes now, one in the middle
                of a session follows their own sequence. Training reads each target's own moment.
 Transition prior (optional) = a learned mix of the co-occurrence rows (sparse: models/sparse.py)
-               of the last few behaviours, added to the scores: short-term "what follows what" evidence that a
-               small-data transformer learns slowly, fixed from the training data, with the
-               per-lag weights and the overall scale learned end to end.
+               of the last few behaviours, added to the scores: short-term "what follows what" evidence that
+               a small-data transformer learns slowly, fixed from the training data; lag weights, scale learned.
 
 Index 0 is padding everywhere; sequences are left-padded so the newest behaviour is last.
 """
@@ -172,18 +171,20 @@ class InterestModel(nn.Module):
             raise ValueError("the interest model needs text or id embeddings (or both)")
         # small init for every learned embedding: a unit-variance position embedding would drown
         # the 0.02-scale item vectors, and training then sits on a popularity plateau for epochs
-        if self.id_emb is not None:
-            nn.init.normal_(self.id_emb.weight, std=0.02)
-        if self.pos_emb is not None:
-            nn.init.normal_(self.pos_emb.weight, std=0.02)
+        for emb in (self.id_emb, self.pos_emb):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=0.02)
         if cfg.init == "xavier":
-            for param in self.parameters():
-                if param.dim() > 1:
-                    nn.init.xavier_normal_(param)
+            for param in (p for p in self.parameters() if p.dim() > 1):
+                nn.init.xavier_normal_(param)
         if cfg.use_long_term:
             # > 0 starts with the short-term interest leading: it rescued a one-switch synthetic set
             # from an early "dominant interest" plateau, but slowed MovieLens-100K (docs/benchmarks.md)
             nn.init.constant_(self.gate.bias, cfg.gate_init)
+
+    @property
+    def n_items(self) -> int:  # the catalogue now (models.interface): cfg.n_items trained, plus those added since
+        return self.text_emb.shape[0] - 1
 
     def _load_from_state_dict(self, state_dict, prefix, *args) -> None:
         CsrMatrix.upgrade_state(state_dict, prefix + "transition")  # an artifact from before the sparse prior
@@ -346,5 +347,4 @@ class InterestModel(nn.Module):
 
     def interest_weights(self, seq: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
         """(B, L) weight of each past behaviour in the newest user vector (sums to 1)."""
-        _, w = self.encode(seq, ts, last_only=True)
-        return w[:, -1]
+        return self.encode(seq, ts, last_only=True)[1][:, -1]

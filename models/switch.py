@@ -42,6 +42,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.interface import ServableModel
 
 STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
 
@@ -88,10 +89,10 @@ def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) ->
 
 
 class SwitchGate(nn.Module):
-    """Any model with ``score_all`` (the interest model, the hybrid) behind the switch gate; the
-    one model interface again (``score_all``, ``interest_weights``, ``add_items``)."""
+    """Any ``ServableModel`` with ``text_emb`` (the interest model, the hybrid) behind the switch
+    gate; itself a ``ServableModel`` again (the one model interface, ``models.interface``)."""
 
-    def __init__(self, base: nn.Module, cfg: GateConfig, base_name: str = "interest", item_categories: torch.Tensor | None = None,
+    def __init__(self, base: ServableModel, cfg: GateConfig, base_name: str = "interest", item_categories: torch.Tensor | None = None,
                  popularity: torch.Tensor | None = None) -> None:
         """``item_categories`` (N+1, C) category weights per item (rows sum to 1, row 0 zero) and
         ``popularity`` (N+1,) training counts enable the category-mix expert."""
@@ -111,7 +112,7 @@ class SwitchGate(nn.Module):
 
     @property
     def n_items(self) -> int:
-        return self.base.text_emb.shape[0] - 1
+        return self.base.n_items
 
     @property
     def text_proj(self) -> nn.Module | None:  # ranks items known only by text, as its base does
@@ -191,8 +192,7 @@ class SwitchGate(nn.Module):
         """([log p_L, log p_S_w for each window] (B, N+1) each, evidence (B, len(windows))): the
         experts' next-item log-probabilities and the switch evidence of each short expert from
         the newest ``horizon`` events (see the module docstring)."""
-        logps, evidence, _ = self.explained_experts(seq, ts, now)
-        return logps, evidence
+        return self.explained_experts(seq, ts, now)[:2]
 
     def explained_experts(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
                           ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:

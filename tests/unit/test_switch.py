@@ -22,7 +22,10 @@ class MajorityFollower(nn.Module):
         super().__init__()
         g = torch.Generator().manual_seed(0)
         self.register_buffer("text_emb", torch.cat([torch.zeros(1, 4), torch.randn(N, 4, generator=g)]))
-        self.n_items = N
+
+    @property
+    def n_items(self) -> int:  # the catalogue grows with add_items, as every model's does (models.interface)
+        return len(self.text_emb) - 1
 
     def score_all(self, seq, ts, now=None):
         real = (seq > 0).float()
