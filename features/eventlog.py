@@ -25,6 +25,13 @@ between the two writes leaves events the online store lacks: the next replay
 (``features.online.replay_events``) applies them, and never twice. A process killed in the middle
 of an append leaves a torn last line that was never acknowledged: ``EventLog.repair`` cuts it and
 both readers skip it.
+
+Where the records are stored is the log's backend (``RecordLog``): ``EventLog`` here, a JSONL file
+per machine (the default), or ``features.streamlog.RedisStreamLog``, a Redis stream that every
+replica shares (``PULSE_EVENT_LOG=redis://...``, chosen by ``features.streamlog.logs_from_env``).
+A backend only stores and returns JSON objects (``Entry``); every reader below (live events,
+tombstones, the ingest frame, the items frame) works on those entries, so both backends give the
+same events, the same frame and the same warnings for the same records.
 """
 from __future__ import annotations
 
@@ -36,7 +43,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Any, ContextManager, Iterable, Iterator, Protocol, Sequence, Union
 
 import pandas as pd
 
@@ -94,24 +101,73 @@ def log_lock(event_log: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+# ---------------------------------------------------------------- the backend interface
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stored record of a log, as a backend returns it: the decoded JSON value, or None with
+    the ``problem`` that kept it from being read (a torn line, a hand edit). ``where`` names it in
+    warnings (``line 3``, ``entry 1700000000000-0``); ``cursor`` is the position after it, what
+    ``entries(since=...)`` continues from."""
+
+    where: str
+    cursor: str
+    record: Any
+    problem: str | None = None
+
+
+class RecordLog(Protocol):
+    """An append-only log of JSON objects (events and tombstones, or items): append, read all
+    (``entries()``), read since a cursor (``entries(since)``). ``locked`` serialises the writers
+    of every process that shares the log; ``repair`` cuts what a killed writer left half-written."""
+
+    @property
+    def name(self) -> str: ...
+
+    def append(self, records: Sequence[Event | dict]) -> None: ...
+
+    def entries(self, since: str | None = None) -> Iterator[Entry]: ...
+
+    def locked(self) -> ContextManager[None]: ...
+
+    def repair(self) -> int: ...
+
+    def exists(self) -> bool: ...
+
+
+LogLike = Union[RecordLog, Path, str]  # a path means the JSONL file there
+
+
+def as_log(log_: LogLike) -> RecordLog:
+    """A backend for a reader's argument: a path is the JSONL file there (callers that only know a path)."""
+    return EventLog(Path(log_)) if isinstance(log_, (str, Path)) else log_
+
+
+def as_record(r: Event | dict) -> dict:
+    """The JSON object that is logged for an event (its fields) or a tombstone / item (as is)."""
+    return dict(r) if isinstance(r, dict) else dict(r.__dict__)
+
+
+def decode_json(text: str) -> tuple[Any, str | None]:
+    """(the value, None) or (None, why not): one parser for every backend's stored text."""
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as e:
+        return None, f"not valid JSON ({e.msg})"
+
+
 # ---------------------------------------------------------------- readers
 
 
-def _log_records(path: Path) -> Iterator[dict]:
-    """The JSON objects of an event log in order; a torn (never acknowledged) line is skipped."""
-    if not Path(path).exists():
-        return
-    with Path(path).open() as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("event log %s: skipping a torn line", path)
-                continue
-            if isinstance(rec, dict):
-                yield rec
+def _log_records(log_: LogLike) -> Iterator[dict]:
+    """The JSON objects of an event log in order; a torn (never acknowledged) record is skipped."""
+    source = as_log(log_)
+    for entry in source.entries():
+        if entry.problem is not None:
+            log.warning("event log %s: skipping %s: %s", source.name, entry.where, entry.problem)
+        elif isinstance(entry.record, dict):
+            yield entry.record
 
 
 def tombstone(user_id: str, at: int) -> dict:
@@ -119,9 +175,9 @@ def tombstone(user_id: str, at: int) -> dict:
     return {"forget": str(user_id), "at": int(at)}
 
 
-def _live_records(path: Path) -> tuple[list[dict], dict[str, int]]:
+def _live_records(log_: LogLike) -> tuple[list[dict], dict[str, int]]:
     """(the event records no later tombstone erases, in log order; {forgotten user: latest ``at``})."""
-    records = list(_log_records(path))
+    records = list(_log_records(log_))
     last_forget: dict[str, int] = {}  # user -> log position of their last tombstone
     forgotten: dict[str, int] = {}
     for n, rec in enumerate(records):
@@ -134,21 +190,21 @@ def _live_records(path: Path) -> tuple[list[dict], dict[str, int]]:
     return live, forgotten
 
 
-def forgotten_users(path: Path) -> dict[str, int]:
+def forgotten_users(log_: LogLike) -> dict[str, int]:
     """{user_id: unix seconds} of every tombstone in the log (the latest per user)."""
-    return _live_records(path)[1]
+    return _live_records(log_)[1]
 
 
-def read_events(path: Path) -> list[Event]:
-    """Every live event of a JSONL event log, in log order: a torn last line (never acknowledged)
+def read_events(log_: LogLike) -> list[Event]:
+    """Every live event of an event log, in log order: a torn last line (never acknowledged)
     is skipped, and so is every event logged before its user's tombstone."""
-    return [event_from_dict(rec) for rec in _live_records(path)[0]]
+    return [event_from_dict(rec) for rec in _live_records(log_)[0]]
 
 
-def read_event_frame(path: Path) -> pd.DataFrame:
+def read_event_frame(log_: LogLike) -> pd.DataFrame:
     """The live events of the log as raw interaction rows (the canonical columns) for ingest to
     validate with every other source; ``ts`` stays text, so ingest's one timestamp parser reads it."""
-    live = _live_records(Path(path))[0]
+    live = _live_records(log_)[0]
     if not live:
         return pd.DataFrame(columns=INTERACTION_COLUMNS)
     df = pd.DataFrame([{c: r.get(c) for c in INTERACTION_COLUMNS} for r in live], columns=INTERACTION_COLUMNS)
@@ -176,50 +232,54 @@ def drop_forgotten(interactions: pd.DataFrame, forgotten: dict[str, int]) -> tup
     return interactions[~drop].reset_index(drop=True), int(drop.sum())
 
 
-def read_items_log(path: Path) -> pd.DataFrame:
-    """Items upserted through the service (JSONL); the latest line for an id wins.
+def _item_problem(entry: Entry) -> str | None:
+    """Why an items log entry cannot be an item (None: it can)."""
+    if entry.problem is not None:
+        return entry.problem
+    if not isinstance(entry.record, dict):
+        return "not a JSON object"
+    return None if str(entry.record.get("item_id") or "").strip() else "no item_id"
 
-    A line that is not a JSON object with a non-blank ``item_id`` (a torn write, a hand edit) is
-    skipped with a WARNING naming its line number, so one bad line never keeps the service (which
+
+def read_items_log(log_: LogLike) -> pd.DataFrame:
+    """Items upserted through the service; the latest record for an id wins.
+
+    A record that is not a JSON object with a non-blank ``item_id`` (a torn write, a hand edit) is
+    skipped with a WARNING naming where it is, so one bad record never keeps the service (which
     reads this log at start) or the next ingest from running."""
-    path = Path(path)
-    if not path.exists() or path.stat().st_size == 0:
-        return pd.DataFrame(columns=ITEM_COLUMNS)
+    source = as_log(log_)
     rows, skipped = [], 0
-    with path.open(encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                row, why = None, f"not valid JSON ({e.msg})"
-            else:
-                why = "not a JSON object" if not isinstance(row, dict) else None
-            if why is None and not str(row.get("item_id") or "").strip():
-                why = "no item_id"
-            if why is not None:
-                skipped += 1
-                log.warning("items log %s: skipping line %d: %s", path, n, why)
-                continue
-            rows.append({**{c: row.get(c) for c in ITEM_COLUMNS}, "item_id": str(row["item_id"])})
+    for entry in source.entries():
+        why = _item_problem(entry)
+        if why is not None:
+            skipped += 1
+            log.warning("items log %s: skipping %s: %s", source.name, entry.where, why)
+            continue
+        rows.append({**{c: entry.record.get(c) for c in ITEM_COLUMNS}, "item_id": str(entry.record["item_id"])})
     if skipped:
-        log.warning("items log %s: skipped %d invalid line(s), read %d", path, skipped, len(rows))
+        log.warning("items log %s: skipped %d invalid line(s), read %d", source.name, skipped, len(rows))
     df = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     return df.drop_duplicates("item_id", keep="last").reset_index(drop=True)
 
 
-# ---------------------------------------------------------------- the writer
+# ---------------------------------------------------------------- the file backend
 
 
 class EventLog:
-    """Append-only JSONL (events or items); appends are fsync'd and serialised across threads and processes."""
+    """The file backend of ``RecordLog``: append-only JSONL (events or items) on this machine;
+    appends are fsync'd and serialised across threads and processes."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self.lock_path = lock_path(self.path)
         self._thread_lock = threading.Lock()
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def exists(self) -> bool:
+        return self.path.exists()
 
     @contextmanager
     def locked(self) -> Iterator[None]:
@@ -227,12 +287,32 @@ class EventLog:
         with self._thread_lock, log_lock(self.path):
             yield
 
-    def append(self, records: list[Event] | list[dict]) -> None:
-        lines = "".join(json.dumps(r if isinstance(r, dict) else r.__dict__) + "\n" for r in records)
+    def append(self, records: Sequence[Event | dict]) -> None:
+        """One JSON line per record, fsync'd before it returns: an acknowledged record is on disk."""
+        lines = "".join(json.dumps(as_record(r)) + "\n" for r in records)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())
+
+    def entries(self, since: str | None = None) -> Iterator[Entry]:
+        """The records from byte offset ``since`` (default: the start), one per non-blank line. An
+        unterminated last line (a torn append) keeps the cursor at its start, so a later
+        ``entries(since)`` reads it again once whole."""
+        if not self.path.exists():
+            return
+        offset = int(since or 0)
+        with self.path.open("rb") as f:
+            f.seek(offset)
+            for n, raw in enumerate(f, 1):
+                start, offset = offset, offset + len(raw)
+                text = raw.decode("utf-8", errors="replace")
+                if not text.strip():
+                    continue
+                value, problem = decode_json(text)
+                where = f"line {n}" if not since else f"line {n} after byte {since}"
+                yield Entry(where, str(offset if raw.endswith(b"\n") else start), value, problem)
 
     def repair(self) -> int:
         """Cut a torn last line (a process killed in the middle of an append, whose batch was never
@@ -259,5 +339,5 @@ class EventLog:
         return end - keep
 
     def read(self) -> list[Event]:
-        """Every logged event, in log order."""
-        return read_events(self.path)
+        """Every live logged event, in log order."""
+        return read_events(self)

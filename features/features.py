@@ -15,6 +15,7 @@ import pandas as pd
 from features import eventlog, materialize, online, store, transforms
 from features.cli import stage_main
 from features.params import Params
+from features.streamlog import ServiceLogs, logs_from_env
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,13 @@ class FeaturesResult:
         return asdict(self)
 
 
-def run(params: Params) -> FeaturesResult:
+def run(params: Params, logs: ServiceLogs | None = None) -> FeaturesResult:
+    """``logs``: the service's logs (default: ``$PULSE_EVENT_LOG``, else ``data.event_log``), chosen once here."""
+    logs = logs or logs_from_env(params.path(params.data.event_log), params.path)
     raw = params.path(params.data.raw_dir)
     interactions = pd.read_parquet(raw / "interactions.parquet")
     # a user forgotten since the last ingest must not come back through the feature store
-    interactions, n_forgotten = eventlog.drop_forgotten(interactions, eventlog.forgotten_users(params.path(params.data.event_log)))
+    interactions, n_forgotten = eventlog.drop_forgotten(interactions, eventlog.forgotten_users(logs.events))
     if n_forgotten:
         log.info("left out %d event(s) of forgotten users", n_forgotten)
     items = pd.read_parquet(raw / "items.parquet")
@@ -58,8 +61,8 @@ def run(params: Params) -> FeaturesResult:
     log.info("materializing the online store up to %s", now)
     # the first run loads everything; later ones only the rows after the last run (features/materialize.py)
     loaded = materialize.materialize_online(repo, {"user_behaviour": timeline, "item_profile": profile})
-    replayed = replay_event_log(params, items, categories, repo)
-    forget_online(params, interactions, len(categories), repo)
+    replayed = replay_event_log(params, logs.events, items, categories, repo)
+    forget_online(logs.events, interactions, len(categories), repo)
     return FeaturesResult(
         users=int(interactions["user_id"].nunique()),
         items=len(items),
@@ -72,32 +75,30 @@ def run(params: Params) -> FeaturesResult:
     )
 
 
-def replay_event_log(params: Params, items: pd.DataFrame, categories: list[str], repo) -> int:
+def replay_event_log(params: Params, events: eventlog.RecordLog, items: pd.DataFrame, categories: list[str], repo) -> int:
     """Re-apply events the service accepted after the last ingest: materializing wrote each user's
     state as of the raw data, which does not hold them yet (events already ingested are skipped)."""
     fp = params.features
-    path = params.path(params.data.event_log)
-    if not path.exists():
+    if not events.exists():
         return 0
     spec = online.BehaviourSpec(fp.history_len, transforms.category_matrix(items, categories), len(categories),
                                 fp.short_half_life_days, fp.long_half_life_days, fp.recent_half_life_events)
     ob = store.OnlineBehaviour(store.get_store(repo))
-    with eventlog.log_lock(path), ob.write_lock():  # a running service appends and writes online rows under the same locks
-        n = online.replay_events(ob, eventlog.read_events(path), spec)
+    with events.locked(), ob.write_lock():  # a running service appends and writes online rows under the same locks
+        n = online.replay_events(ob, eventlog.read_events(events), spec)
     log.info("re-applied %d logged event(s) not yet ingested to the online store", n)
     return n
 
 
-def forget_online(params: Params, interactions: pd.DataFrame, n_categories: int, repo) -> int:
+def forget_online(events: eventlog.RecordLog, interactions: pd.DataFrame, n_categories: int, repo) -> int:
     """Empty the online rows of forgotten users with no events left: materializing writes only the
     users the data holds, so a row written before the forget would otherwise stay."""
-    path = params.path(params.data.event_log)
     left = set(interactions["user_id"].astype(str))
-    gone = {u: at for u, at in eventlog.forgotten_users(path).items() if u not in left}
+    gone = {u: at for u, at in eventlog.forgotten_users(events).items() if u not in left}
     if not gone:
         return 0
     ob = store.OnlineBehaviour(store.get_store(repo))
-    with eventlog.log_lock(path), ob.write_lock():
+    with events.locked(), ob.write_lock():
         states = dict(zip(gone, ob.read(list(gone))))
         # events the service accepted after the tombstone (not ingested yet) stay; the rest goes
         ob.write([online.forgotten_row(u, n_categories, at) for u, at in gone.items()

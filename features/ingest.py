@@ -17,10 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from features import adapters, tracking
-from features.eventlog import drop_forgotten, forgotten_users, items_log_path, read_event_frame, read_items_log
+from features.eventlog import drop_forgotten, forgotten_users, read_event_frame, read_items_log
 from features.cli import stage_main
 from features.params import Params
 from features.schema import DataError, validate
+from features.streamlog import ServiceLogs, logs_from_env
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +56,13 @@ class IngestResult:
         return asdict(self)
 
 
-def run(params: Params) -> IngestResult:
+def run(params: Params, logs: ServiceLogs | None = None) -> IngestResult:
+    """Ingest the source plus what the service accepted: ``logs`` (default: ``$PULSE_EVENT_LOG``,
+    else ``data.event_log``; a file or the Redis streams every replica appends to)."""
+    logs = logs or logs_from_env(params.path(params.data.event_log), params.path)
     raw_int, raw_items, extra = adapters.load(params)
     log.info("loaded %d interactions and %d items from '%s'", len(raw_int), len(raw_items), params.data.dataset)
-    added = read_items_log(items_log_path(params.path(params.data.event_log)))
-    if len(added):
-        log.info("upserting %d items added through the service", len(added))
-        raw_items = pd.concat([raw_items[~raw_items["item_id"].astype(str).isin(set(added["item_id"]))], added], ignore_index=True)
-    events = read_event_frame(params.path(params.data.event_log))
-    if len(events):
-        log.info("appending %d events from the service's event log %s", len(events), params.data.event_log)
-        raw_int = pd.concat([raw_int, events], ignore_index=True)
-    forgotten = forgotten_users(params.path(params.data.event_log))
-    raw_int, n_forgotten = drop_forgotten(raw_int, forgotten)
-    if n_forgotten:
-        log.info("forgot %d source rows of %d user(s) who asked to be forgotten (POST /forget)", n_forgotten, len(forgotten))
+    raw_int, raw_items = add_logged(raw_int, raw_items, logs)
     v = validate(raw_int, raw_items)
     out = params.path(params.data.raw_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -103,6 +96,24 @@ def run(params: Params) -> IngestResult:
             f"ingest.max_bad_fraction={params.ingest.max_bad_fraction:.2%}; see {out / 'quarantine.parquet'} and {report}"
         )
     return result
+
+
+def add_logged(raw_int: pd.DataFrame, raw_items: pd.DataFrame, logs: ServiceLogs) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(interactions, items) with the service's logs folded in: posted items replace the source's
+    of the same id, logged events are appended, forgotten users' rows up to their tombstone dropped."""
+    added = read_items_log(logs.items)
+    if len(added):
+        log.info("upserting %d items added through the service", len(added))
+        raw_items = pd.concat([raw_items[~raw_items["item_id"].astype(str).isin(set(added["item_id"]))], added], ignore_index=True)
+    events = read_event_frame(logs.events)
+    if len(events):
+        log.info("appending %d events from the service's event log %s", len(events), logs.events.name)
+        raw_int = pd.concat([raw_int, events], ignore_index=True)
+    forgotten = forgotten_users(logs.events)
+    raw_int, n_forgotten = drop_forgotten(raw_int, forgotten)
+    if n_forgotten:
+        log.info("forgot %d source rows of %d user(s) who asked to be forgotten (POST /forget)", n_forgotten, len(forgotten))
+    return raw_int, raw_items
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ was killed before its online write is not missing there.
 With ``PULSE_ONLINE_STORE=redis://...`` every worker of every replica reads and writes one online
 store; read-modify-writes of user rows take a Redis lock as well as the event log's file lock,
 and ``/reload`` and ``/items`` are broadcast to the other processes (``serving/broadcast.py``).
+With ``PULSE_EVENT_LOG=redis://...`` the event log and the items log are Redis streams that every
+replica shares (``features/streamlog.py``), so the next ingest reads every replica's events.
 """
 from __future__ import annotations
 
@@ -25,16 +27,17 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
-from features.eventlog import EventLog, events_by_user, items_log_path, tombstone
+from features.eventlog import events_by_user, read_events, tombstone
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
+from features.streamlog import logs_from_env
 from serving.broadcast import Broadcast
 from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
-from serving.state import ServingState, apply_logged_items, load_state, start_watcher
+from serving.state import ENCODER_CACHE, ServingState, apply_logged_items, load_state, start_watcher
 
 log = logging.getLogger(__name__)
 
@@ -105,15 +108,17 @@ class Recommender:
         repo = served_path(os.environ.get("PULSE_FEATURE_REPO") or meta["feature_repo"])
         self.online = OnlineBehaviour(get_store(repo))  # feature service and view resolved once, not per request
         self.profiles = ItemProfiles(self.online.store)  # item_profile_v1, shown with each recommended item
-        self.event_log = EventLog(served_path(os.environ.get("PULSE_EVENT_LOG") or meta["event_log"]))
-        self.items_log = EventLog(items_log_path(self.event_log.path))
+        # $PULSE_EVENT_LOG, read once here: a file per replica (default: the metadata's) or Redis streams all share
+        self.logs = logs_from_env(served_path(meta["event_log"]), served_path)
+        self.event_log, self.items_log = self.logs.events, self.logs.items
+        self.encoder_cache = self.logs.local_dir / ENCODER_CACHE
         self.history_len = int(meta.get("history_len", 50))
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
                            float(meta.get("recent_half_life_events", 2.0)))
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
         with self.event_log.locked():  # a torn last line of the items log (never acknowledged) is cut, other bad lines skipped
             self.items_log.repair()
-        self.state: ServingState = load_state(model, self.categories, self.items_log.path)
+        self.state: ServingState = load_state(model, self.categories, self.items_log, self.encoder_cache)
         self._reload_lock = threading.Lock()
         self.replay_event_log()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
@@ -122,7 +127,7 @@ class Recommender:
                                                           "items": self._items_from_elsewhere}).start() \
             if self.online.shared else None
         log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s)", self.state.tag,
-                 meta["selected"], self.online.store.config.online_store.type, self.event_log.path, self.scorer.threads)
+                 meta["selected"], self.online.store.config.online_store.type, self.event_log.name, self.scorer.threads)
 
     def reload_model(self) -> dict:
         """Serve `<name>:latest` from the model store if it is not the version being served.
@@ -137,9 +142,9 @@ class Recommender:
                 model = bentoml.models.get(f"{self.model_name}:latest")
                 if str(model.tag) == current:
                     return {"reloaded": False, "model_tag": current, "previous_tag": current, "reason": "already serving the latest"}
-                new = load_state(model, self.categories, self.items_log.path)
+                new = load_state(model, self.categories, self.items_log, self.encoder_cache)
                 with self.event_log.locked():
-                    apply_logged_items(new, self.items_log.path, self.categories)
+                    apply_logged_items(new, self.items_log, self.categories)
                     self.state = new
             except Exception as e:
                 log.exception("reload of %s:latest failed; still serving %s", self.model_name, current)
@@ -152,7 +157,7 @@ class Recommender:
         append and the online write), so it agrees with the log again; returns how many."""
         with self.event_log.locked(), self.online.write_lock():
             self.event_log.repair()
-            n = replay_events(self.online, self.event_log.read(), self._spec())
+            n = replay_events(self.online, read_events(self.event_log), self._spec())
         if n:
             log.warning("replayed %d logged event(s) missing from the online store", n)
         return n
@@ -263,17 +268,19 @@ class Recommender:
         return ItemsResponse.model_validate(out)
 
     def _items_from_elsewhere(self, msg: dict) -> None:
-        """Items another worker or replica accepted (validated and escaped there): stored here too."""
-        new, _ = self.store_items(msg["rows"])
+        """Items another worker or replica accepted (validated and escaped there): stored here too,
+        and logged here only when each replica keeps a log of its own (a shared one has them already)."""
+        new, _ = self.store_items(msg["rows"], log_rows=not self.logs.shared)
         log.info("stored %d item(s) posted to another service process (%d new)", len(msg["rows"]), len(new))
 
-    def store_items(self, rows: list[dict]) -> tuple[list[str], ServingState]:
+    def store_items(self, rows: list[dict], log_rows: bool = True) -> tuple[list[str], ServingState]:
         """Log validated item rows and make them recommendable in this process: (the new ids, the
         state they went into). ``/items`` and the items broadcast of another process."""
         serving = self.state
         vectors = serving.encode([r["text"] for r in rows])  # outside the lock: the slow part
         with self.event_log.locked():  # a reload swaps the state under this lock too
-            self.items_log.append(rows)
+            if log_rows:
+                self.items_log.append(rows)
             current = self.state
             if current.encoder_name != serving.encoder_name:  # swapped meanwhile to another encoder
                 vectors = current.encode([r["text"] for r in rows])

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.eventlog import read_items_log
+from features.eventlog import EventLog, LogLike, as_log, read_items_log
 from features.transforms import category_matrix
 from models import artifacts
 from models.candidates import AnnSettings
@@ -66,9 +66,10 @@ class ServingState:
         return new
 
 
-def load_state(model: Any, categories: list[str], items_log: Path) -> ServingState:
+def load_state(model: Any, categories: list[str], items_log: LogLike, cache_dir: Path | None = None) -> ServingState:
     """The serving state of a BentoML model (anything with ``tag``, ``path`` and ``info.metadata``),
-    with the items posted through ``/items`` since its catalogue was made already applied."""
+    with the items posted through ``/items`` since its catalogue was made already applied.
+    ``cache_dir``: the encoder's cache (default: beside a file items log; a Redis one has no folder)."""
     meta = model.info.metadata
     model_dir = Path(model.path)
     engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)), ann=AnnSettings.from_metadata(meta))
@@ -77,12 +78,18 @@ def load_state(model: Any, categories: list[str], items_log: Path) -> ServingSta
     encoder_name = str(tuned) if tuned.is_dir() else str(meta.get("encoder", DEFAULT_ENCODER))
     state = ServingState(str(model.tag), engine, category_matrix(items, categories), set(engine.ids), encoder_name,
                          meta.get("encoder_pooling"), int(meta.get("encoder_max_length", 128)),
-                         cache_dir=Path(items_log).parent / ENCODER_CACHE)
+                         cache_dir=cache_dir or default_cache_dir(items_log))
     apply_logged_items(state, items_log, categories)
     return state
 
 
-def apply_logged_items(state: ServingState, items_log: Path, categories: list[str]) -> list[str]:
+def default_cache_dir(items_log: LogLike) -> Path | None:
+    """The encoder cache beside a file items log (None for a stream: the caller names a local folder)."""
+    source = as_log(items_log)
+    return source.path.parent / ENCODER_CACHE if isinstance(source, EventLog) else None
+
+
+def apply_logged_items(state: ServingState, items_log: LogLike, categories: list[str]) -> list[str]:
     """Re-apply the logged items that ``state``'s catalogue lacks, so an item posted through
     ``/items`` stays recommendable across restarts and reloads until a pipeline run (whose ingest
     reads the same log) puts it in the catalogue. Returns the ids applied."""
@@ -94,7 +101,7 @@ def apply_logged_items(state: ServingState, items_log: Path, categories: list[st
              "categories": [str(c) for c in r.categories] if isinstance(r.categories, list) else []}
             for r in logged.itertuples()]
     state.upsert_items(rows, state.encode([str(t) for t in logged["text"]]), categories)
-    log.info("re-applied %d item(s) from %s to %s", len(rows), items_log, state.tag)
+    log.info("re-applied %d item(s) from %s to %s", len(rows), as_log(items_log).name, state.tag)
     return [r["item_id"] for r in rows]
 
 

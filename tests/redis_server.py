@@ -75,13 +75,15 @@ class RedisServer:
 
 
 def start_redis(workdir: Path, ready_s: float = 30.0) -> RedisServer:
-    """A fresh redis-server on 127.0.0.1 only, no persistence, working in ``workdir``."""
+    """A fresh redis-server on 127.0.0.1 only, working in ``workdir``, with the persistence that
+    docs/deploying.md asks of a server holding the event log: the append-only file, fsync'd on
+    every write (``appendonly yes``, ``appendfsync always``; no RDB snapshots)."""
     import redis
 
     workdir.mkdir(parents=True, exist_ok=True)
     port = _free_port()
     cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
-           "--save", "", "--appendonly", "no", "--protected-mode", "yes", "--logfile", str(workdir / "redis.log")]
+           "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--logfile", str(workdir / "redis.log")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     server = RedisServer(port, proc, workdir)
     deadline = time.monotonic() + ready_s

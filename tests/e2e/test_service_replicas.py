@@ -1,9 +1,10 @@
 """Two replicas of the service on one Redis online store, and Schemathesis against the OpenAPI spec.
 
-Both replicas are `bentoml serve` of the packaged model from the session's pipeline run, each with
-an event log of its own, on a copy of the Feast repo materialized into a real redis-server: an
-event posted to one is in the other's next `/recommend`, and `/items`, `/forget` and `/reload`
-reach the other as well. Then Schemathesis (`--checks all`) fuzzes one replica through its spec,
+Both replicas are `bentoml serve` of the packaged model from the session's pipeline run, on a copy
+of the Feast repo materialized into a real redis-server, with the event log and items log on that
+server's streams (``PULSE_EVENT_LOG=redis://...``): an event posted to one is in the other's next
+`/recommend`, both replicas' events are in the one log that ingest reads, and `/items`, `/forget`
+and `/reload` reach the other as well. Then Schemathesis (`--checks all`) fuzzes one replica through its spec,
 with the API key; its figures go to `reports/schemathesis.json`.
 """
 from __future__ import annotations
@@ -22,6 +23,8 @@ import pandas as pd
 import pytest
 
 from tests.e2e.conftest import BIN, ROOT, start_server
+from features.eventlog import read_event_frame
+from features.streamlog import open_logs
 from tests.redis_server import start_redis
 
 pytestmark = pytest.mark.e2e
@@ -51,7 +54,8 @@ def _until(check, timeout: float = 120, every: float = 0.5):
 @pytest.fixture(scope="module")
 def replicas(project, pipeline_run, tmp_path_factory):
     """(replica A, replica B, the Redis server, the replicas' Feast repo): the pipeline's Feast repo
-    copied, applied and materialized into a fresh redis-server, and two servers on it."""
+    copied, applied and materialized into a fresh redis-server, and two servers on it, sharing its
+    event log streams."""
     from features import store
 
     dst, env = project
@@ -66,10 +70,10 @@ def replicas(project, pipeline_run, tmp_path_factory):
             store.apply_repo(repo)
             ts = pd.read_parquet(repo / store.OFFLINE_DIR / "user_behaviour.parquet")["event_timestamp"]
             store.materialize(repo, ts.min() - pd.Timedelta(seconds=1), ts.max() + pd.Timedelta(seconds=1))
-        shared = {**env, "PULSE_ONLINE_STORE": redis.url, "PULSE_FEATURE_REPO": str(repo), "PULSE_API_KEY": KEY}
+        shared = {**env, "PULSE_ONLINE_STORE": redis.url, "PULSE_FEATURE_REPO": str(repo), "PULSE_API_KEY": KEY,
+                  "PULSE_EVENT_LOG": redis.url}
         with ThreadPoolExecutor(2) as pool:  # both start at once: a replica takes ~20-40 s on a busy machine
-            futures = [pool.submit(start_server, dst, {**shared, "PULSE_EVENT_LOG": str(base / name / "events.jsonl")},
-                                   log_name=f"serve-replica-{name}.log") for name in ("a", "b")]
+            futures = [pool.submit(start_server, dst, shared, log_name=f"serve-replica-{name}.log") for name in ("a", "b")]
             servers = [f.result() for f in futures]
         yield servers[0], servers[1], redis, repo
     finally:
@@ -117,12 +121,12 @@ def test_an_event_posted_to_one_replica_is_in_the_others_next_recommendation(pro
     again = _post(f"{a.url}/events", sent[-1]).json()
     assert again == {"accepted": 1, "duplicates": 1, "users": [user]}
 
-    # each replica logged what it accepted, in its own log
-    base = repo.parent
-    log_a = [json.loads(line) for line in (base / "a/events.jsonl").read_text().splitlines()]
-    log_b = [json.loads(line) for line in (base / "b/events.jsonl").read_text().splitlines()]
-    assert [(e["user_id"], e["item_id"]) for e in log_a] == [(user, it) for it in items]
-    assert [(e["user_id"], e["item_id"]) for e in log_b] == [(new_user, items[0])]
+    # both replicas logged what they accepted to the one shared stream, the retry not again, and
+    # ingest's reader of the log gets both replicas' events
+    shared = open_logs(redis.url, repo.parent / "unused" / "events.jsonl")
+    frame = read_event_frame(shared.events)
+    assert list(zip(frame["user_id"], frame["item_id"])) == [(user, it) for it in items] + [(new_user, items[0])]
+    assert not (repo.parent / "unused").exists()
 
     # forgetting on B empties the row A reads
     assert _post(f"{b.url}/forget", {"user_id": new_user}).status_code == 200
@@ -134,7 +138,7 @@ def test_items_and_reload_reach_the_other_replica(project, replicas):
     import bentoml
 
     dst, _ = project
-    a, b, _, _ = replicas
+    a, b, redis, _ = replicas
     item = {"item_id": "replica-item-1", "title": "Posted to A", "text": "A fantasy tale about a dragon and a wizard.", "categories": []}
     assert _post(f"{a.url}/items", {"items": [item]}, timeout=120).status_code == 200
     # B encodes it on its own (its encoder loads on first use): poll until its /events knows the item
@@ -152,6 +156,8 @@ def test_items_and_reload_reach_the_other_replica(project, replicas):
     assert r["reloaded"] is True and r["model_tag"] == new, r
     _until(lambda: _post(f"{b.url}/recommend", {"user_id": "replica-item-fan"}).json()["model_tag"] == new)
     assert "stored 1 item(s) posted to another service process" in (dst / "serve-replica-b.log").read_text()
+    logged = [e.record["item_id"] for e in open_logs(redis.url, dst / "unused.jsonl").items.entries()]
+    assert logged.count(item["item_id"]) == 1  # logged by A, which accepted it; B only stored it
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(project, replicas, tmp_path):

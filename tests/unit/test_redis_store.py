@@ -126,6 +126,29 @@ def test_features_stage_on_redis_keeps_logged_events(project_with_event_log, red
     assert not (root / "features" / "repo" / "data" / "online_store.db").exists()
 
 
+
+def test_features_stage_replays_the_shared_event_stream(project_with_event_log, redis_server, monkeypatch):
+    """The same project with its event log moved to the Redis stream every replica shares
+    (``PULSE_EVENT_LOG=redis://...``): the features stage replays it exactly as it does the file."""
+    from features import features as features_stage
+    from features.eventlog import EventLog, read_events
+    from features.streamlog import EVENT_LOG_ENV, open_logs
+
+    params, root = project_with_event_log
+    redis_server.client().flushall()
+    file_log = root / "data" / "events" / "events.jsonl"
+    shared = open_logs(redis_server.url, file_log)
+    shared.events.append(read_events(EventLog(file_log)))
+    file_log.unlink()
+    monkeypatch.setenv(store.ONLINE_STORE_ENV, redis_server.url)
+    monkeypatch.setenv(EVENT_LOG_ENV, redis_server.url)
+    res = features_stage.run(params)
+    u1, u2 = store.online_user_behaviour(store.get_store(root / "features" / "repo"), ["u1", "u2"])
+    assert list(u2["hist_item_ids"]) == ["i6", "i1", "i3"] and u2["event_count"] == 4
+    assert list(u1["hist_item_ids"]) == ["i4", "i5", "i6"] and u1["event_count"] == 6
+    assert res.replayed_events == 1 and not file_log.exists()
+
+
 from tests.unit.test_feast_store import project_with_event_log  # noqa: E402,F401  (the fixture, shared)
 
 
