@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
@@ -82,6 +83,26 @@ def load_text_embeddings(out: Path) -> torch.Tensor:
 
 def load_meta(out: Path) -> dict:
     return json.loads((out / "meta.json").read_text())
+
+
+def history_length(out: Path, model_name: str, packaged: Mapping[str, Any] | None = None) -> int:
+    """The behaviours a model of the artifact scores from (``max_len``), read from the artifact only:
+    serving must cut histories where training and evaluation did, and a second default elsewhere
+    (it used to be 50 in serving, 200 in params) scores with a history the model never saw.
+
+    In order: the model's own saved config (its position table has that size), the ``max_len`` the
+    train stage recorded in meta.json, the one ``packaged`` (a packaged model's metadata) records,
+    then any neural model's config in the artifact (the base of a hybrid or a switch gate, trained
+    with the same ``train.max_len``). None of them: a ValueError, never a guess.
+    """
+    own = out / f"{model_name}_config.json"
+    meta = load_meta(out) if (out / "meta.json").exists() else {}
+    saved = [json.loads(c.read_text()) for c in sorted(out.glob("*_config.json"), key=lambda c: c != own)]  # own first
+    for source in (*(saved[:1] if own.exists() else []), meta, dict(packaged or {}), *saved):
+        if "max_len" in source:
+            return int(source["max_len"])
+    raise ValueError(f"{out} records no history length for {model_name!r}: no {own.name}, no max_len in meta.json "
+                     "or the packaged metadata; retrain it (the train stage records train.max_len)")
 
 
 def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:

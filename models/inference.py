@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Mapping
 
 import numpy as np
 import torch
@@ -37,17 +38,20 @@ class Engine:
     fallback, and ``recommend``. The HTTP service (``serving.service.Recommender``) and batch
     scoring (``serving.batch``) both hold one."""
 
-    def __init__(self, model_dir: Path, model_name: str, max_len: int = 50, device: str = "cpu",
-                 ann: AnnSettings | None = None) -> None:
+    def __init__(self, model_dir: Path, model_name: str, device: str = "cpu", ann: AnnSettings | None = None,
+                 packaged: Mapping[str, Any] | None = None) -> None:
         """``ann``: retrieve candidates from an ANN index and re-rank them exactly when the catalogue
         has at least ``ann.min_items`` items and the model supports it (``models/candidates.py``);
-        None, a smaller catalogue or an unsupported model: exact scoring of every item."""
+        None, a smaller catalogue or an unsupported model: exact scoring of every item.
+        ``packaged``: a packaged model's metadata. Histories are cut to the length the artifact
+        records (``artifacts.history_length``), never to a length the caller picks."""
         models = artifacts.load_models(Path(model_dir), device)
         if model_name not in models:
             raise ValueError(f"model '{model_name}' not in {model_dir} (has {sorted(models)})")
         require(models[model_name], ServableModel, f"serving {model_name!r}")
         self.model: ServableModel = models[model_name]
-        self.model_name, self.max_len, self.device = model_name, max_len, device
+        self.model_name, self.device = model_name, device
+        self.max_len = artifacts.history_length(Path(model_dir), model_name, packaged)
         self.ids = artifacts.load_item_ids(Path(model_dir))
         self.titles = artifacts.load_item_titles(Path(model_dir))
         self.pos = {i: k + 1 for k, i in enumerate(self.ids)}

@@ -36,7 +36,7 @@ class InterestConfig:
     n_items: int                 # catalogue size (indices 1..n_items; 0 = padding)
     text_dim: int                # width of the text embeddings
     dim: int = 64                # model width
-    max_len: int = 50            # behaviours attended over
+    max_len: int = 200           # behaviours attended over (defaults equal TrainParams': models/settings.py)
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2

@@ -32,6 +32,7 @@ from models.finetune import finetune, next_item_pairs
 from models.hybrid import fit_hybrid
 from models.evaluate import evaluate_model
 from models.interest import InterestConfig, InterestModel
+from models.settings import model_config
 from models.shift import spliced_switch_set
 from models.gate_fit import fit_gate
 from models.switch import GateConfig
@@ -242,25 +243,6 @@ class TrainResult:
 
 
 NEURAL = ("interest", "sasrec")
-
-
-def model_config(name: str, tp: TrainParams, n_items: int, text_dim: int) -> InterestConfig:
-    """The interest model from params; `sasrec` is the same code as an ID-only SASRec.
-
-    SASRec = id embeddings + learned positions + causal self-attention, full softmax CE: no
-    text, no time decay, no long-term branch. Sharing the code makes the comparison about
-    those parts, not about two implementations.
-    """
-    common = dict(n_items=n_items, text_dim=text_dim, dim=tp.dim, max_len=tp.max_len, n_layers=tp.n_layers,
-                  n_heads=tp.n_heads, dropout=tp.dropout)
-    if name == "sasrec":
-        reference = dict(block="sasrec", init="xavier") if tp.sasrec_reference else dict(block=tp.block)
-        return InterestConfig(**common, use_id_embedding=True, use_text=False, use_time_decay=False,
-                              use_long_term=False, use_position=True, use_transition=False, **reference)
-    return InterestConfig(**common, use_text=tp.use_text, use_id_embedding=tp.use_id_embedding, use_time_decay=tp.use_time_decay,
-                          use_long_term=tp.use_long_term, use_position=tp.use_position, use_transition=tp.use_transition,
-                          transition_recent=tp.transition_recent, use_trend=tp.use_trend, block=tp.block, gate_init=tp.gate_init,
-                          cold_neighbours=tp.cold_neighbours)
 
 
 def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
@@ -491,7 +473,7 @@ def _run(params: Params, device: str) -> TrainResult:
         "dataset": params.data.dataset,
         "encoder": params.encoder.model_name + (f" fine-tuned {params.encoder.finetune_steps} steps (encoder/)" if params.encoder.finetune_steps else ""),
         "encoder_pooling": params.encoder.pooling, "encoder_max_length": params.encoder.max_length,  # serving encodes /items as training did
-        "models": sorted(models), "device": device,
+        "models": sorted(models), "device": device, "max_len": tp.max_len,  # the history length serving reads
         "history": {n: f.history for n, f in fits.items()}, "best_epoch": {n: f.best_epoch for n, f in fits.items()},
         "fit_seconds": {n: f.seconds for n, f in fits.items()}, "train_seconds": round(time.time() - t0, 1), **hybrid,
         **({"processes": ddp.world_size()} if ddp.active() else {}),

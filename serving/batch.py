@@ -79,7 +79,7 @@ def engine_from_store(tag: str) -> Engine:
 
     model = bentoml.models.get(tag)
     meta = model.info.metadata
-    return Engine(Path(model.path), meta["selected"], int(meta.get("max_len", 50)))
+    return Engine(Path(model.path), meta["selected"], packaged=meta)
 
 
 def main() -> None:
@@ -99,7 +99,7 @@ def main() -> None:
     else:
         params = load_params(args.params)
         model = args.model or json.loads(params.path(params.evaluate.out).read_text())["selected"]
-        engine = Engine(params.path(params.train.out_dir), model, params.train.max_len)
+        engine = Engine(params.path(params.train.out_dir), model)
     t0 = time.perf_counter()
     counts = score_file(engine, args.input, args.output, args.k, args.batch_size)
     seconds = time.perf_counter() - t0

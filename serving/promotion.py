@@ -62,7 +62,7 @@ def decide(params: Params) -> Decision:
     if artifacts.load_item_ids(path) == new_ids:
         interactions = pd.read_parquet(params.path(params.data.raw_dir) / "interactions.parquet")
         index = ItemIndex(tuple(new_ids))
-        valid = leave_one_out(user_sequences(interactions, index), "valid", int(meta.get("max_len", params.train.max_len)))
+        valid = leave_one_out(user_sequences(interactions, index), "valid", artifacts.history_length(path, meta["selected"], meta))
         old_score = evaluate_model(artifacts.load_models(path)[meta["selected"]], valid, params.evaluate.k)[key]
         basis = "both scored on the new validation split"
     else:

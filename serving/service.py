@@ -37,7 +37,7 @@ from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_fr
 from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
-from serving.state import ENCODER_CACHE, ServingState, apply_logged_items, load_state, start_watcher
+from serving.state import ENCODER_CACHE, ServingState, apply_logged_items, load_state, online_history_len, start_watcher
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class Recommender:
         self.logs = logs_from_env(served_path(meta["event_log"]), served_path)
         self.event_log, self.items_log = self.logs.events, self.logs.items
         self.encoder_cache = self.logs.local_dir / ENCODER_CACHE
-        self.history_len = int(meta.get("history_len", 50))
+        self.history_len = online_history_len(meta)
         self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
                            float(meta.get("recent_half_life_events", 2.0)))
         self.categories = json.loads((repo / "data" / "categories.json").read_text())

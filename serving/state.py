@@ -12,7 +12,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -72,7 +72,7 @@ def load_state(model: Any, categories: list[str], items_log: LogLike, cache_dir:
     ``cache_dir``: the encoder's cache (default: beside a file items log; a Redis one has no folder)."""
     meta = model.info.metadata
     model_dir = Path(model.path)
-    engine = Engine(model_dir, meta["selected"], int(meta.get("max_len", 50)), ann=AnnSettings.from_metadata(meta))
+    engine = Engine(model_dir, meta["selected"], ann=AnnSettings.from_metadata(meta), packaged=meta)
     items = pd.DataFrame({"item_id": engine.ids, "categories": artifacts.load_item_categories(model_dir)})
     tuned = model_dir / "encoder"  # a fine-tuned encoder travels with the model
     encoder_name = str(tuned) if tuned.is_dir() else str(meta.get("encoder", DEFAULT_ENCODER))
@@ -81,6 +81,15 @@ def load_state(model: Any, categories: list[str], items_log: LogLike, cache_dir:
                          cache_dir=cache_dir or default_cache_dir(items_log))
     apply_logged_items(state, items_log, categories)
     return state
+
+
+def online_history_len(meta: Mapping[str, Any]) -> int:
+    """The behaviours the online store keeps per user, as recorded when the model was packaged
+    (``features.history_len``): events merged at serving time must be cut where materialisation cut
+    them, so a model packaged without it is an error, never a guessed length."""
+    if "history_len" not in meta:
+        raise ValueError("the packaged model's metadata records no history_len (features.history_len): package it again")
+    return int(meta["history_len"])
 
 
 def default_cache_dir(items_log: LogLike) -> Path | None:

@@ -112,7 +112,7 @@ def test_save_load_round_trip_gives_identical_scores(saved):
 @pytest.mark.parametrize("name", ["interest", "sasrec", "item_knn", "popularity"])
 def test_recommend_basic_contract(saved, name):
     out, _ = saved
-    rec = Engine(out, name, max_len=L)
+    rec = Engine(out, name)
     hist, ts = ["i3", "i1", "i5", "i2"], [T0, T0 + 60, T0 + 3600, T0 + 7200]
     r = rec.recommend(hist, ts, k=5)
     assert not r.cold_start
@@ -131,7 +131,7 @@ def test_recommend_basic_contract(saved, name):
 
 def test_recommend_scores_match_the_model(saved):
     out, models = saved
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     hist = ["i4", "i9", "i2"]
     ts = [T0, T0 + 600, T0 + 7200]
     r = rec.recommend(hist, ts, k=N_ITEMS, exclude_seen=False)
@@ -151,7 +151,7 @@ def test_recommend_scores_match_the_model(saved):
 
 def test_recommend_exclude_seen(saved):
     out, _ = saved
-    rec = Engine(out, "popularity", max_len=L)
+    rec = Engine(out, "popularity")
     hist, ts = ["i1", "i3"], [T0, T0 + 60]
     excl = [it["item_id"] for it in rec.recommend(hist, ts, k=3).items]
     assert excl == ["i2", "i4", "i5"]
@@ -162,14 +162,14 @@ def test_recommend_exclude_seen(saved):
     all_but = rec.recommend(IDS[:-2], [T0 + j for j in range(N_ITEMS - 2)], k=10)
     assert N_ITEMS - 2 > L
     assert sorted(it["item_id"] for it in all_but.items) == sorted(IDS[-2:])  # both unseen in train: a tie
-    knn = Engine(out, "item_knn", max_len=L)
+    knn = Engine(out, "item_knn")
     r = knn.recommend(IDS[:8], [T0 + j for j in range(8)], k=10)
     assert sorted(it["item_id"] for it in r.items) == sorted(IDS[8:])
 
 
 def test_recommend_ignores_unknown_history_ids(saved):
     out, _ = saved
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     clean = rec.recommend(["i4", "i7"], [T0 + 10, T0 + 20], k=6)
     noisy = rec.recommend(["nope", "i4", "zzz", "i7", ""], [T0, T0 + 10, T0 + 15, T0 + 20, T0 + 30], k=6)
     assert noisy.items == clean.items and noisy.because == clean.because
@@ -179,7 +179,7 @@ def test_recommend_ignores_unknown_history_ids(saved):
 
 def test_recommend_keeps_only_the_newest_max_len_behaviours(saved):
     out, _ = saved
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     hist = [f"i{k}" for k in (1, 2, 3, 4, 5, 6, 7, 8)]
     ts = [T0 + 60 * j for j in range(len(hist))]
     long = rec.recommend(hist, ts, k=4, exclude_seen=False)
@@ -190,7 +190,7 @@ def test_recommend_keeps_only_the_newest_max_len_behaviours(saved):
 @pytest.mark.parametrize("hist", [[], ["unknown1", "unknown2"]])
 def test_empty_history_is_a_cold_start_in_popularity_order(saved, hist):
     out, _ = saved
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     r = rec.recommend(hist, [T0 + j for j in range(len(hist))], k=5)
     assert r.cold_start and r.because == []
     assert [it["item_id"] for it in r.items] == ["i1", "i2", "i3", "i4", "i5"]
@@ -209,7 +209,7 @@ def test_unknown_model_name(saved):
 
 def test_score_file_one_output_line_per_input_line(saved, tmp_path):
     out, _ = saved
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     lines = [
         json.dumps({"user_id": "a", "history": ["i1", "i2"], "ts": [T0, T0 + 60]}),  # 1 ok
         json.dumps({"user_id": 7, "history": ["i3"]}),                                # 2 ok: ts optional, id made a string
@@ -246,15 +246,15 @@ def test_score_file_one_output_line_per_input_line(saved, tmp_path):
 def test_only_a_model_with_text_ranks_items_known_by_text(saved):
     """/items tells the client whether its new items can be recommended now: only through a text projection."""
     out, _ = saved
-    assert Engine(out, "interest", max_len=L).ranks_by_text is True
+    assert Engine(out, "interest").ranks_by_text is True
     for name in ("sasrec", "item_knn", "popularity"):
-        assert Engine(out, name, max_len=L).ranks_by_text is False
+        assert Engine(out, name).ranks_by_text is False
 
 
 @pytest.mark.parametrize("name", ["interest", "item_knn", "popularity"])
 def test_recommend_many_gives_what_recommend_gives_one_at_a_time(saved, name):
     out, _ = saved
-    rec = Engine(out, name, max_len=L)
+    rec = Engine(out, name)
     hists = [(["i3", "i1", "i5", "i2"], [T0, T0 + 60, T0 + 3600, T0 + 7200]), ([], []), (["i7"], [T0]),
              (["i2", "i9", "zzz", "i4", "i4", "i6", "i1", "i8", "i3"], [T0 + 60 * j for j in range(9)])]
     many = rec.recommend_many(hists, k=5, batch_size=2)
@@ -270,7 +270,7 @@ def test_recommend_many_of_a_gated_model_keeps_each_users_switch_view(saved):
     out, models = saved
     from models.switch import GateConfig, SwitchGate
 
-    rec = Engine(out, "interest", max_len=L)
+    rec = Engine(out, "interest")
     rec.model = SwitchGate(models["interest"], GateConfig(prior=0.0, windows=(2, 3), horizon=3)).eval()
     hists = [(["i1", "i2", "i3", "i4", "i5"], [T0 + 60 * j for j in range(5)]), (["i9", "i8"], [T0, T0 + 60])]
     many = rec.recommend_many(hists, k=4)

@@ -26,7 +26,7 @@ def model_dir(tmp_path):
 
 def test_new_item_with_the_text_of_a_known_item_scores_like_it(model_dir):
     path, text = model_dir
-    rec = Engine(path, "interest", max_len=6)
+    rec = Engine(path, "interest")
     # a twin: same text as i3
     new = rec.upsert_items(["twin"], ["Twin"], text[4:5].clone())
     assert new == ["twin"] and rec.ids[-1] == "twin"
@@ -44,7 +44,7 @@ def test_new_item_with_the_text_of_a_known_item_scores_like_it(model_dir):
 
 def test_upsert_of_a_known_item_replaces_title_and_text(model_dir):
     path, text = model_dir
-    rec = Engine(path, "interest", max_len=6)
+    rec = Engine(path, "interest")
     new = rec.upsert_items(["i0"], ["Renamed"], torch.zeros(1, text.shape[1]))
     assert new == [] and rec.titles[0] == "Renamed"
     assert torch.equal(rec.model.text_emb[1], torch.zeros(text.shape[1]))
@@ -52,7 +52,7 @@ def test_upsert_of_a_known_item_replaces_title_and_text(model_dir):
 
 def test_baselines_give_new_items_zero_scores(model_dir):
     path, text = model_dir
-    rec = Engine(path, "popularity", max_len=6)
+    rec = Engine(path, "popularity")
     rec.upsert_items(["fresh"], ["Fresh"], torch.randn(1, text.shape[1]))
     assert rec.model.scores[-1] == 0 and len(rec.model.scores) == 14
     cold = rec.recommend([], [], k=3)
@@ -65,7 +65,7 @@ def test_upserts_next_to_concurrent_recommends_never_fail(model_dir, name):
     import threading
 
     path, text = model_dir
-    rec = Engine(path, name, max_len=6)
+    rec = Engine(path, name)
     errors: list[BaseException] = []
     done = threading.Event()
 

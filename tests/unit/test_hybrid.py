@@ -196,7 +196,7 @@ def test_recommender_serves_the_hybrid_and_ranks_new_items_by_text(tmp_path):
     h = Hybrid(base, {"item_knn": knn, "recent_popularity": pop}, {"item_knn": 1.0, "recent_popularity": 0.5})
     artifacts.save(tmp_path, IDS, base.text_emb, {"interest": base, "item_knn": knn, "recent_popularity": pop, "hybrid": h},
                    {"dataset": "t"})
-    rec = Engine(tmp_path, "hybrid", max_len=L)
+    rec = Engine(tmp_path, "hybrid")
     assert rec.ranks_by_text
     hist, ts = ["i1", "i2"], [T0, T0 + 60]
     before = rec.recommend(hist, ts, k=N_ITEMS)

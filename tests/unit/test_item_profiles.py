@@ -42,7 +42,7 @@ def engine(tmp_path) -> Engine:
     text[0] = 0
     cfg = InterestConfig(n_items=len(ids), text_dim=DIM, dim=16, max_len=6, n_layers=1, n_heads=2, dropout=0.0)
     artifacts.save(tmp_path / "model", ids, text, {"interest": InterestModel(cfg, text)}, {"dataset": "t"}, ids)
-    eng = Engine(tmp_path / "model", "interest", max_len=6)
+    eng = Engine(tmp_path / "model", "interest")
     eng.upsert_items(["posted"], ["Posted after the snapshot"], torch.randn(1, DIM))
     return eng
 

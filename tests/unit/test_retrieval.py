@@ -122,8 +122,8 @@ def _history(seed: int) -> tuple[list[str], list[int]]:
 @pytest.mark.parametrize("name", ["interest", "hybrid"])
 def test_ann_path_above_the_threshold_gives_the_exact_top_k_when_candidates_cover_it(model_dir, name, kind):
     cover = AnnSettings(min_items=N_ITEMS, index=kind, candidates=N_ITEMS, nprobe=1000, ef_search=1000, popular=5)  # every item
-    exact = Engine(model_dir, name, max_len=L)
-    ann = Engine(model_dir, name, max_len=L, ann=cover)
+    exact = Engine(model_dir, name)
+    ann = Engine(model_dir, name, ann=cover)
     assert exact.retrieval is None and isinstance(ann.retrieval, CandidateScorer)
     ann._score = None  # the full-catalogue path must not run
     for seed in range(5):
@@ -140,7 +140,7 @@ def test_ann_path_above_the_threshold_gives_the_exact_top_k_when_candidates_cove
 
 
 def test_below_the_threshold_scoring_stays_exact(model_dir):
-    engine = Engine(model_dir, "hybrid", max_len=L, ann=AnnSettings(min_items=N_ITEMS + 1))
+    engine = Engine(model_dir, "hybrid", ann=AnnSettings(min_items=N_ITEMS + 1))
     assert engine.retrieval is None
     engine.recommend(*_history(0))  # and it answers
     meta = {"ann_min_items": 7, "ann_nprobe": 3, "ann_index": "ivf", "other": 1}
@@ -149,7 +149,7 @@ def test_below_the_threshold_scoring_stays_exact(model_dir):
 
 def test_the_ann_path_reads_only_candidates(model_dir):
     settings = AnnSettings(min_items=N_ITEMS, index="ivf", candidates=20, nprobe=2, popular=3)
-    engine = Engine(model_dir, "hybrid", max_len=L, ann=settings)
+    engine = Engine(model_dir, "hybrid", ann=settings)
     h, t = _history(3)
     seq = torch.tensor([[engine.pos[i] for i in h]])
     user, _ = engine.retrieval.base.encode(seq, torch.tensor([t]), engine.retrieval.items, last_only=True)
@@ -164,7 +164,7 @@ def test_the_ann_path_reads_only_candidates(model_dir):
 @pytest.mark.parametrize("kind", ["ivf", "hnsw"])
 def test_items_posted_after_packaging_join_the_index_without_a_rebuild(model_dir, kind):
     settings = AnnSettings(min_items=N_ITEMS, index=kind, candidates=10, nprobe=4, ef_search=16)
-    engine = Engine(model_dir, "interest", max_len=L, ann=settings)
+    engine = Engine(model_dir, "interest", ann=settings)
     index = engine.retrieval.index
     assert index.kind == kind
     quantizer_size = index.index.quantizer.ntotal if kind == "ivf" else 0
@@ -196,7 +196,7 @@ def test_a_packaged_index_is_loaded_and_extended(model_dir, tmp_path):
     models = artifacts.load_models(d)
     assert package_index(d, models["interest"], AnnSettings(min_items=N_ITEMS + 1)) is None  # below: no index
     assert package_index(d, models["interest"], AnnSettings(min_items=N_ITEMS)) == d / INDEX_FILE
-    engine = Engine(d, "interest", max_len=L, ann=AnnSettings(min_items=N_ITEMS))
+    engine = Engine(d, "interest", ann=AnnSettings(min_items=N_ITEMS))
     assert engine.retrieval.index.ntotal == N_ITEMS and engine.retrieval.index.kind == "hnsw"  # the default kind, from the file
 
 
