@@ -174,8 +174,8 @@ def test_items_added_after_training_stay_rankable_behind_the_gate():
     assert scores.shape == (1, N + 3) and torch.isfinite(scores[0, 1:]).all()
 
 
-@pytest.mark.parametrize("frozen_long", [False, True])
-def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch, frozen_long):
+@pytest.mark.parametrize("frozen_long,windows", [(False, (2, 4)), (True, (2, 4)), (True, (2, 3))])  # (2, 3): 8 > 2 x 3, two calls
+def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch, frozen_long, windows):
     """Serving scores the request, its evidence steps and every window in one batch; evaluation
     chunks them. Both must give the same mixture (padding is masked, positions count from the end)."""
     import models.switch as switch
@@ -183,7 +183,7 @@ def test_one_forward_pass_and_the_chunked_passes_agree(monkeypatch, frozen_long)
     from tests.unit.helpers import random_text_emb, tiny_config
 
     torch.manual_seed(0)
-    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=(2, 4), horizon=3,
+    gate = SwitchGate(InterestModel(tiny_config(), random_text_emb()).eval(), GateConfig(prior=0.0, windows=windows, horizon=3,
                                                                                           frozen_long=frozen_long))
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
     ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
