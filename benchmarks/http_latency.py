@@ -41,7 +41,8 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
 
 
 def client(url: str, users: list[str], items: list[str], steps: int, seed: int, headers: dict, out: list) -> None:
-    """One closed-loop client: event, then recommend, ``steps`` times; appends (ms, reflected)."""
+    """One closed-loop client: event, then recommend, ``steps`` times; appends (ms, answered, reflected:
+    None where the served model returns no ``recent_items``, i.e. has no switch gate)."""
     rng = np.random.default_rng(seed)
     with httpx.Client(base_url=url, timeout=30, headers=headers) as http:
         for _ in range(steps):
@@ -53,10 +54,10 @@ def client(url: str, users: list[str], items: list[str], steps: int, seed: int, 
             t2 = time.perf_counter()
             ms = ((t2 - t0) * 1000, (t1 - t0) * 1000, (t2 - t1) * 1000)
             if r1.status_code != 200 or r2.status_code != 200:
-                out.append((ms, None))
+                out.append((ms, False, None))
                 continue
-            recent = (r2.json().get("interest") or {}).get("recent_items") or []
-            out.append((ms, bool(recent) and recent[0] == item))
+            recent = (r2.json().get("interest") or {}).get("recent_items")  # None: a model without the gate shows none
+            out.append((ms, True, None if recent is None else bool(recent) and recent[0] == item))
 
 
 def main() -> None:
@@ -96,12 +97,14 @@ def main() -> None:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
-    ms = np.array([m for m, ok in results if ok is not None]).reshape(-1, 3)
+    ms = np.array([m for m, ok, _ in results if ok]).reshape(-1, 3)
+    shown = [r for _, ok, r in results if ok and r is not None]
     stats = lambda v: {q: round(float(np.percentile(v, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(v.max()), 2)}  # noqa: E731
     report = {"command": "python -m benchmarks.http_latency " + " ".join(sys.argv[1:]), "url": args.url, "concurrency": args.concurrency,
-              "pairs": len(results), "errors": sum(ok is None for _, ok in results), "pairs_per_s": round(len(results) / wall, 1),
+              "pairs": len(results), "errors": sum(not ok for _, ok, _ in results), "pairs_per_s": round(len(results) / wall, 1),
               "event_to_recommendation_ms": stats(ms[:, 0]), "events_ms": stats(ms[:, 1]), "recommend_ms": stats(ms[:, 2]),
-              "reflected_in_next_response": round(float(np.mean([ok for _, ok in results if ok is not None])), 4)}
+              # the share of answers whose recent_items start with the posted event; null for a model without the gate
+              "reflected_in_next_response": round(float(np.mean(shown)), 4) if shown else None}
     write_report(params.path(args.out), report)
 
 
