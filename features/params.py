@@ -64,8 +64,13 @@ class FeaturesParams:
     repo_dir: str = "features/repo"
 
 
+POOLINGS = ("mean", "cls", "last_token")  # token vectors -> item vector (models/encoder.py)
+
+
 @dataclass(frozen=True)
 class EncoderParams:
+    """The text encoder; an unknown ``pooling`` is refused when params.yaml is read, not minutes
+    later when the train stage first builds the encoder."""
     model_name: str = "all-MiniLM-L6-v2"
     max_length: int = 128
     batch_size: int = 64
@@ -75,6 +80,10 @@ class EncoderParams:
     finetune_batch_size: int = 32
     finetune_lr: float = 2e-5
     finetune_max_pairs: int = 20000
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"encoder.pooling must be one of {POOLINGS}, got {self.pooling!r}")
 
 
 @dataclass(frozen=True)

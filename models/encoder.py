@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from features.params import POOLINGS
+
 log = logging.getLogger(__name__)
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2"}
-POOLINGS = ("mean", "cls", "last_token")
 # written into the model's config, so a fine-tuned encoder saved with ``save_pretrained`` (the
 # model folder's ``encoder/``) is loaded back with the pooling it was trained with
 CONFIG_POOLING = "pulse_pooling"

@@ -43,7 +43,8 @@ def redis_server_binary() -> str:
                        f"set {REDIS_SERVER_ENV}, or apt-get install redis-server")
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now (the OS picks it); the e2e servers use it too."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -81,7 +82,7 @@ def start_redis(workdir: Path, ready_s: float = 30.0) -> RedisServer:
     import redis
 
     workdir.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
+    port = free_port()
     cmd = [redis_server_binary(), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir),
            "--save", "", "--appendonly", "yes", "--appendfsync", "always", "--protected-mode", "yes", "--logfile", str(workdir / "redis.log")]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,6 +16,8 @@ from typing import Iterator
 import httpx
 import pytest
 import yaml
+
+from tests.redis_server import free_port  # one helper for every test server; the e2e tests import it from here
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -113,12 +114,6 @@ def pipeline_run(pipeline_proc: tuple[subprocess.CompletedProcess, Load]) -> dic
     out = json.loads(proc.stdout[proc.stdout.index("{\n"):])
     return out
 
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

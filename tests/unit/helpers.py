@@ -126,3 +126,29 @@ def build_feast_repo(repo: Path, inter: pd.DataFrame, items: pd.DataFrame, histo
     assert all(p.exists() and p.is_relative_to(repo) for p in paths.values())
     return store.apply_repo(repo), timeline
 
+
+
+def locked_appends_from_threads(log, n_threads: int, per_thread: int, event) -> list[BaseException]:  # noqa: ANN001
+    """Each of ``n_threads`` threads appends ``event(t, k)`` for k < ``per_thread`` under the
+    log's lock, all starting together; the errors raised in any thread (none expected). One body
+    for the file log's and the Redis stream log's "appends never interleave" tests."""
+    import threading
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads)
+
+    def writer(t: int) -> None:
+        try:
+            start.wait()
+            for k in range(per_thread):
+                with log.locked():
+                    log.append([event(t, k)])
+        except BaseException as e:  # noqa: BLE001 - surfaced by the caller
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(60)
+    return errors

@@ -105,3 +105,10 @@ def test_saved_encoder_keeps_its_pooling(tiny_gpt2, tmp_path):
     assert again.pooling == "last_token"
     np.testing.assert_allclose(again.encode_batch([SHORT, LONG]), enc.encode_batch([SHORT, LONG]), atol=1e-6)
     assert TextEncoder(str(tiny_gpt2), max_length=16).pooling == "mean"  # a model never saved by us: mean
+
+
+def test_an_unknown_pooling_is_refused_when_the_params_are_read():
+    from features.params import load_params
+
+    with pytest.raises(ValueError, match="encoder.pooling"):
+        load_params("params.yaml", {"encoder.pooling": "max"})

@@ -17,6 +17,7 @@ from features.eventlog import (Event, EventLog, forgotten_users, read_event_fram
 from features.params import load_params
 from features.streamlog import (EVENT_LOG_ENV, EVENTS_STREAM, ITEMS_STREAM, RedisStreamLog, ServiceLogs, logs_from_env,
                                 next_id, open_logs)
+from tests.unit.helpers import locked_appends_from_threads
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 EVENTS = [Event("gone", "a", T0), Event("007", "12", T0 + 1, "click", None), Event("u2", "b", T0 + 2, "view", 2.5)]
@@ -135,21 +136,7 @@ def test_an_unreadable_stream_entry_is_skipped_with_a_warning(redis_server, tmp_
 
 def test_concurrent_locked_appends_never_interleave(logs):
     n_threads, per_thread = 4, 25
-    errors: list[BaseException] = []
-
-    def writer(t: int) -> None:
-        try:
-            for k in range(per_thread):
-                with logs.events.locked():
-                    logs.events.append([Event(f"user-{t}", f"i{k}", T0 + k)])
-        except BaseException as e:  # noqa: BLE001 - surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join(60)
+    errors = locked_appends_from_threads(logs.events, n_threads, per_thread, lambda t, k: Event(f"user-{t}", f"i{k}", T0 + k))
     assert not errors
     got = read_events(logs.events)
     assert len(got) == n_threads * per_thread

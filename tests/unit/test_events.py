@@ -3,7 +3,6 @@ behaviour merge (features.online), and ingest reading the log."""
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ from features.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
 from features.online import merge_behaviour, unapplied
 from serving.validate import EventRejected, TimeWindow, parse_events
+from tests.unit.helpers import locked_appends_from_threads
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z
 KNOWN = {"a", "b", "c"}
@@ -176,23 +176,8 @@ def test_append_writes_one_json_line_per_event(tmp_path):
 def test_concurrent_locked_appends_never_interleave(tmp_path):
     log = EventLog(tmp_path / "events.jsonl")
     n_threads, per_thread = 8, 125
-    errors: list[BaseException] = []
-    start = threading.Barrier(n_threads)
-
-    def writer(t: int) -> None:
-        try:
-            start.wait()
-            for k in range(per_thread):
-                with log.locked():
-                    log.append([Event(f"user-{t}", "a" * 50 + str(k), T0 + k, "view", float(k))])
-        except BaseException as e:  # noqa: BLE001 - surfaced below
-            errors.append(e)
-
-    threads = [threading.Thread(target=writer, args=(t,)) for t in range(n_threads)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
+    errors = locked_appends_from_threads(log, n_threads, per_thread,
+                                         lambda t, k: Event(f"user-{t}", "a" * 50 + str(k), T0 + k, "view", float(k)))
     assert not errors
     lines = log.path.read_text().splitlines()
     assert len(lines) == n_threads * per_thread == 1000
