@@ -27,8 +27,8 @@ import pandas as pd
 import torch
 
 from benchmarks.report import write_report
-from features.cli import parse_overrides
-from features.params import load_params
+from core.cli import parse_overrides
+from core.params import load_params
 from models import artifacts
 from models.data import ItemIndex, leave_one_out, user_sequences
 from models.evaluate import evaluate_model

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.fit_log import FitLog, fit_key
-from features.params import Params
+from core.params import Params
 from models.data import train_interactions
 
 log = logging.getLogger(__name__)

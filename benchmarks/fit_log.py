@@ -9,7 +9,7 @@ import json
 import logging
 from pathlib import Path
 
-from features.params import Params, TrainParams
+from core.params import Params, TrainParams
 
 log = logging.getLogger(__name__)
 

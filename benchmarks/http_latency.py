@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.report import write_report
-from features.params import load_params
+from core.params import load_params
 
 
 def wait_ready(url: str, timeout_s: float = 300.0) -> None:

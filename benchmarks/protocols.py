@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models import slices
 from models.data import (EvalSet, ItemIndex, Windows, cold_item_split, item_index, leave_one_out, temporal_split, train_interactions,
                          user_sequences, windows_from_sequences)

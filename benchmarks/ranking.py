@@ -27,9 +27,9 @@ from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order
 from benchmarks.fit_log import FitLog, fit_key
 from benchmarks.protocols import Split, slice_masks, split_for
 from features import adapters
-from features.cli import configure_logging, parse_overrides
-from features.params import Params, TrainParams, load_params
-from features.schema import validate
+from core.cli import configure_logging, parse_overrides
+from core.params import Params, TrainParams, load_params
+from core.schema import validate
 from models import baselines
 from models.baselines import EASE
 from models.data import item_category_matrix

@@ -36,8 +36,8 @@ import pandas as pd
 import torch
 
 from features.adapters import synthetic
-from features.cli import configure_logging, parse_overrides
-from features.params import Params, load_params
+from core.cli import configure_logging, parse_overrides
+from core.params import Params, load_params
 from models import artifacts, baselines
 from models.data import item_category_matrix, item_index, leave_one_out, train_interactions, user_sequences, windows_from_sequences
 from models.shift import (Episode, RecentMajority, StaticProfile, detect_episodes, episodes_from_truth, primary_categories,

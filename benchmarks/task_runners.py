@@ -23,8 +23,8 @@ from prefect import flow  # noqa: E402
 from benchmarks.fit_jobs import fit_jobs, fit_order  # noqa: E402
 from benchmarks.ranking import run_protocols  # noqa: E402
 from benchmarks.report import write_report  # noqa: E402
-from features.cli import configure_logging  # noqa: E402
-from features.params import Params, ScaleParams, SyntheticParams, TrainParams  # noqa: E402
+from core.cli import configure_logging  # noqa: E402
+from core.params import Params, ScaleParams, SyntheticParams, TrainParams  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ def tiny_inputs(n_users: int = 20, epochs: int = 1, n_items: int = 30) -> tuple[
     same on every call, so a flow run on a Dask worker and a test in this process agree. Every
     epoch runs (patience = epochs), so ``epochs`` sets the cost of a fit."""
     from features.adapters.synthetic import generate
-    from features.schema import validate
+    from core.schema import validate
 
     raw_int, raw_items, _ = generate(SyntheticParams(n_users=n_users, n_items=n_items, n_categories=4, events_per_user=15))
     v = validate(raw_int, raw_items)

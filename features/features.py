@@ -12,10 +12,11 @@ from dataclasses import asdict, dataclass
 
 import pandas as pd
 
-from features import eventlog, materialize, online, store, transforms
-from features.cli import stage_main
-from features.params import Params
-from features.streamlog import ServiceLogs, logs_from_env
+from core import eventlog
+from features import materialize, online, store, transforms
+from core.cli import stage_main
+from core.params import Params
+from core.streamlog import ServiceLogs, logs_from_env
 
 log = logging.getLogger(__name__)
 

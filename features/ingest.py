@@ -8,7 +8,6 @@ writing the quarantine and the report when the bad fraction exceeds
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -16,24 +15,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from features import adapters, tracking
-from features.eventlog import drop_forgotten, forgotten_users, read_event_frame, read_items_log
-from features.cli import stage_main
-from features.params import Params
-from features.schema import DataError, validate
-from features.streamlog import ServiceLogs, logs_from_env
+from core import tracking
+from features import adapters
+from core.eventlog import drop_forgotten, forgotten_users, read_event_frame, read_items_log
+from core.cli import stage_main
+from core.params import Params
+from core.schema import DataError, validate
+from core.streamlog import ServiceLogs, logs_from_env
 
 log = logging.getLogger(__name__)
 
 REPORT = "reports/ingest.json"
-
-
-def data_version(raw_dir: Path) -> str:
-    """Content hash of the canonical tables: the data version recorded beside every artifact."""
-    h = hashlib.md5()
-    for name in ("interactions.parquet", "items.parquet"):
-        h.update((Path(raw_dir) / name).read_bytes())
-    return h.hexdigest()[:12]
 
 
 class IngestError(DataError):

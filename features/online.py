@@ -3,7 +3,7 @@
 One implementation for every writer of that row: the service's ``POST /events``, its replay of
 the event log at start, and the ``features`` stage, which re-applies logged events that no ingest
 has folded in yet (otherwise materializing would put back an older state and drop them).
-The events themselves, their log and its lock are ``features.eventlog``'s.
+The events themselves, their log and its lock are ``core.eventlog``'s.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.eventlog import Event, events_by_user
+from core.eventlog import Event, events_by_user
 from features.store import OnlineBehaviour
 from features.transforms import SECONDS_PER_DAY, decayed_shares, recent_shares
 

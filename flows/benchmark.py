@@ -32,8 +32,8 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order, merge_runs  # noqa: E402
 from benchmarks.ranking import ABLATIONS, markdown, run_job, summarise  # noqa: E402
-from features.cli import parse_overrides  # noqa: E402
-from features.params import Params, ScaleParams, load_params  # noqa: E402
+from core.cli import parse_overrides  # noqa: E402
+from core.params import Params, ScaleParams, load_params  # noqa: E402
 
 log = logging.getLogger("flows.benchmark")  # not __name__: run as `python -m flows.benchmark` it is __main__, outside the project loggers
 
@@ -126,7 +126,7 @@ class BenchOptions:
 def _load(params: Params) -> tuple[Any, Any, str]:
     """The validated tables, the items' text embeddings and the device, as the benchmark script loads them."""
     from features import adapters
-    from features.schema import validate
+    from core.schema import validate
     from models.train import encode_items, pick_device
 
     raw_int, raw_items, _ = adapters.load(params)

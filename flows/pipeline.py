@@ -17,7 +17,7 @@ from typing import Any  # noqa: E402
 from prefect import flow  # noqa: E402
 from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
-from features.cli import parse_overrides  # noqa: E402
+from core.cli import parse_overrides  # noqa: E402
 from flows.stages import evaluate_flow, features_flow, ingest_flow, monitor_flow, package_flow, train_flow  # noqa: E402
 
 

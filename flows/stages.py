@@ -15,8 +15,8 @@ from prefect.states import State
 
 from features import features as features_stage
 from features import ingest as ingest_stage
-from features.params import Params, load_params
-from features.schema import DataError
+from core.params import Params, load_params
+from core.schema import DataError
 from flows import versioning
 from flows.progress import epoch_progress
 from flows.console import show_project_logs

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from features.params import POOLINGS
+from core.params import POOLINGS
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,8 @@ import pandas as pd
 import torch
 import torch.nn as nn
 
-from features.cli import stage_main
-from features.params import Params
+from core.cli import stage_main
+from core.params import Params
 from models import artifacts
 from models.hybrid import Hybrid
 from models.interface import ScoringModel, require
@@ -136,7 +136,7 @@ def run(params: Params) -> EvaluateResult:
     out = params.path(params.evaluate.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    from features import tracking  # the compact metrics `dvc metrics show` / `dvc exp show` compare
+    from core import tracking  # the compact metrics `dvc metrics show` / `dvc exp show` compare
 
     tracking.write_metrics(tracking.metrics_path(params.path(params.tracking.metrics_dir), "evaluate"), tracking.evaluate_metrics(report, k))
     log.info("selected '%s': %s", selected, report["select_rule"])

@@ -23,9 +23,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features import tracking
-from features.cli import stage_main
-from features.params import MonitorParams, Params
+from core import tracking
+from core.cli import stage_main
+from core.params import MonitorParams, Params
 from features.transforms import category_vocabulary
 from models import artifacts
 from models.data import ItemIndex, pad_left

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import fields
 from typing import Any
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models.interest import InterestConfig
 
 # InterestConfig's settings that params.yaml does not set: the catalogue's shape, and the init

@@ -20,9 +20,9 @@ import torch
 from tqdm.auto import tqdm
 
 from features import store
-from features.cli import stage_main
-from features.ingest import data_version
-from features.params import Params, TrainParams
+from core.cli import stage_main
+from core.data_version import data_version
+from core.params import Params, TrainParams
 from models import artifacts, baselines
 from models import distributed as ddp
 from models.data import (EvalSet, ItemIndex, Windows, item_category_matrix, item_index, leave_one_out, splice_windows, train_interactions, training_entity_df,
@@ -481,7 +481,7 @@ def _run(params: Params, device: str) -> TrainResult:
     artifacts.save(out, list(index.ids), text_emb, models, meta, items["title"].astype(str).tolist(),
                    [list(c) for c in items["categories"]])
     write_card(out, meta)
-    from features.tracking import write_train_history  # the per-epoch curves `dvc plots show` draws
+    from core.tracking import write_train_history  # the per-epoch curves `dvc plots show` draws
 
     write_train_history(params.path(params.tracking.metrics_dir), meta)
     return TrainResult(str(out), sorted(models), best.best_epoch if best else 0, best.best_valid if best else 0.0,

@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from features.cli import configure_logging
-from features.params import load_params
+from core.cli import configure_logging
+from core.params import load_params
 from models.inference import Engine
 
 log = logging.getLogger(__name__)

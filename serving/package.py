@@ -17,8 +17,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from features.cli import stage_main
-from features.params import Params
+from core.cli import stage_main
+from core.params import Params
 from models.candidates import AnnSettings
 from serving.promotion import should_promote
 

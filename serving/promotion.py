@@ -19,7 +19,7 @@ from typing import Mapping
 
 import pandas as pd
 
-from features.params import Params, load_params
+from core.params import Params, load_params
 from models import artifacts
 from models.data import ItemIndex, leave_one_out, user_sequences
 from models.evaluate import evaluate_model

@@ -12,7 +12,7 @@ With ``PULSE_ONLINE_STORE=redis://...`` every worker of every replica reads and 
 store; read-modify-writes of user rows take a Redis lock as well as the event log's file lock,
 and ``/reload`` and ``/items`` are broadcast to the other processes (``serving/broadcast.py``).
 With ``PULSE_EVENT_LOG=redis://...`` the event log and the items log are Redis streams that every
-replica shares (``features/streamlog.py``), so the next ingest reads every replica's events.
+replica shares (``core/streamlog.py``), so the next ingest reads every replica's events.
 """
 from __future__ import annotations
 
@@ -27,10 +27,10 @@ from typing import Annotated, Any
 import bentoml
 from pydantic import Field, StrictFloat, StrictInt, StrictStr
 
-from features.eventlog import events_by_user, read_events, tombstone
+from core.eventlog import events_by_user, read_events, tombstone
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour, get_store
-from features.streamlog import logs_from_env
+from core.streamlog import logs_from_env
 from serving.broadcast import Broadcast
 from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from features.eventlog import EventLog, LogLike, as_log, read_items_log
+from core.eventlog import EventLog, LogLike, as_log, read_items_log
 from features.transforms import category_matrix
 from models import artifacts
 from models.candidates import AnnSettings

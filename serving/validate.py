@@ -18,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from features.eventlog import Event
-from features.schema import parse_timestamps
+from core.eventlog import Event
+from core.schema import parse_timestamps
 
 log = logging.getLogger(__name__)
 

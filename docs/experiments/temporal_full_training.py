@@ -15,8 +15,8 @@ import dataclasses
 import sys
 
 from features import adapters
-from features.params import load_params
-from features.schema import validate
+from core.params import load_params
+from core.schema import validate
 from models.data import item_index, leave_one_out, temporal_split, user_sequences, windows_from_sequences
 from models.evaluate import evaluate_model
 from models.hybrid import Hybrid, fit_hybrid

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from features import adapters
-from features.params import load_params
-from features.schema import validate
+from core.params import load_params
+from core.schema import validate
 from models.data import item_index, temporal_split
 from models.metrics import metrics_from_ranks, target_ranks
 from models.trend import trend_table

@@ -1,6 +1,6 @@
 """Source adapters: each returns raw (interactions, items) DataFrames in the canonical column names.
 
-Adapters only read and rename; validation and quarantine happen once, in features.schema.
+Adapters only read and rename; validation and quarantine happen once, in core.schema.
 """
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Callable
 
 import pandas as pd
 
-from features.params import Params
+from core.params import Params
 
 Loaded = tuple[pd.DataFrame, pd.DataFrame, dict[str, pd.DataFrame]]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.params import DATA_DIR_ENV, Params
+from core.params import DATA_DIR_ENV, Params
 
 log = logging.getLogger(__name__)
 

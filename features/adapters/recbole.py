@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.params import DATA_DIR_ENV, Params
-from features.schema import DataError
+from core.params import DATA_DIR_ENV, Params
+from core.schema import DataError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.params import Params, SyntheticParams
+from core.params import Params, SyntheticParams
 
 CATEGORY_WORDS: dict[str, list[str]] = {
     "thriller": ["murder", "detective", "suspect", "chase", "alibi", "conspiracy", "killer", "heist"],

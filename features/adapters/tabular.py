@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from features.params import DATA_DIR_ENV, Params
-from features.schema import OWN_DATA_DOC, DataError, require_columns
+from core.params import DATA_DIR_ENV, Params
+from core.schema import OWN_DATA_DOC, DataError, require_columns
 
 
 class MissingSourceError(DataError, FileNotFoundError):

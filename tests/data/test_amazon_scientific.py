@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from features.adapters import recbole
-from features.params import DATA_DIR_ENV
-from features.schema import validate
+from core.params import DATA_DIR_ENV
+from core.schema import validate
 from models.data import item_index, leave_one_out, user_sequences
 
 pytestmark = pytest.mark.data

@@ -14,7 +14,7 @@ import yaml
 
 from features import ingest
 from features.adapters import movielens
-from features.params import DATA_DIR_ENV, load_params
+from core.params import DATA_DIR_ENV, load_params
 
 pytestmark = pytest.mark.data
 

@@ -259,7 +259,7 @@ def test_concurrent_events_are_never_lost_and_stay_in_time_order(project, server
     import random
     from concurrent.futures import ThreadPoolExecutor
 
-    from features.eventlog import read_event_frame
+    from core.eventlog import read_event_frame
     from features.store import get_store, online_user_behaviour
 
     dst, _ = project
@@ -384,7 +384,7 @@ def test_bentoml_build_makes_a_bento_of_the_service(project, pipeline_run):
 def test_a_forgotten_user_is_gone_from_every_store_after_the_next_run(project, server):
     """POST /forget empties the online row at once; the next ingest + features drop every event of
     the user up to the forget from the canonical data, the offline store and the online store."""
-    from features.eventlog import read_events
+    from core.eventlog import read_events
     from features.store import get_store, online_user_behaviour
 
     dst, env = project

@@ -169,7 +169,7 @@ class Stream:
 
 def test_restarts_mid_stream_lose_no_accepted_event(project, pipeline_run):
     """SIGTERM, then SIGKILL, of the whole server in the middle of a stream from 4 clients over 6 users."""
-    from features.eventlog import read_event_frame
+    from core.eventlog import read_event_frame
     from features.store import get_store, online_user_behaviour
 
     dst, env = project

@@ -23,8 +23,8 @@ import pandas as pd
 import pytest
 
 from tests.e2e.conftest import BIN, ROOT, start_server
-from features.eventlog import read_event_frame
-from features.streamlog import open_logs
+from core.eventlog import read_event_frame
+from core.streamlog import open_logs
 from tests.redis_server import start_redis
 
 pytestmark = pytest.mark.e2e

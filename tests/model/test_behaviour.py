@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from features.adapters.synthetic import generate
-from features.params import SyntheticParams, TrainParams
+from core.params import SyntheticParams, TrainParams
 from models.data import item_index, leave_one_out, user_sequences, windows_from_sequences
 from models.train import fit_interest, model_config
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models import artifacts
 from models.baselines import ItemKNN, StaticScores, item_knn, popularity
 from models.data import ItemIndex, pad_left

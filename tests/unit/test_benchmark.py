@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from features.adapters.synthetic import generate
-from features.params import Params, SyntheticParams, TrainParams
-from features.schema import validate
+from core.params import Params, SyntheticParams, TrainParams
+from core.schema import validate
 from benchmarks.ranking import _aggregate, markdown, run_protocols
 
 MODELS = ("popularity", "item_knn", "sasrec")
@@ -227,7 +227,7 @@ def test_cold_protocol_puts_every_target_in_the_cold_slice(bench):
 
 def test_fit_key_ignores_the_base_seed_but_not_other_settings():
     """Seeds run as separate processes share one key, so their fit logs pool into one report."""
-    from features.params import load_params
+    from core.params import load_params
     from benchmarks.fit_log import fit_key
 
     base = load_params("params.yaml")

@@ -9,8 +9,8 @@ import torch
 
 from benchmarks.finetuned import finetuned_row
 from features.adapters.synthetic import generate
-from features.params import EncoderParams, Params, SyntheticParams, TrainParams
-from features.schema import validate
+from core.params import EncoderParams, Params, SyntheticParams, TrainParams
+from core.schema import validate
 
 
 @pytest.fixture()

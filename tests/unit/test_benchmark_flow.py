@@ -7,7 +7,7 @@ import importlib.util
 import pytest
 
 from benchmarks.task_runners import largest_difference, reference, tiny_fits
-from features.params import ScaleParams
+from core.params import ScaleParams
 from flows.benchmark import job_threads, task_runner
 
 SEEDS = [1, 2]
@@ -72,7 +72,7 @@ def test_task_runner_follows_the_scale_params():
 def test_params_yaml_runs_sequentially_by_default():
     from pathlib import Path
 
-    from features.params import load_params
+    from core.params import load_params
 
     params = load_params(Path(__file__).resolve().parents[2] / "params.yaml")
     assert params.scale == ScaleParams() and params.scale.task_runner == "sequential"

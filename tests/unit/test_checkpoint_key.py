@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from features.params import load_params
+from core.params import load_params
 from models import train as train_mod
 
 

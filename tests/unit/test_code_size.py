@@ -10,7 +10,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("features", "models", "serving", "flows")
+PACKAGES = ("core", "features", "models", "serving", "flows")
 MAX_FILE_LINES = 350
 MAX_FUNCTION_LINES = 50
 

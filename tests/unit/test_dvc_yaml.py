@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from features import tracking
+from core import tracking
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("features", "models", "serving", "flows")
+PACKAGES = ("core", "features", "models", "serving", "flows")
 
 
 def module_file(module: str) -> Path | None:
@@ -73,7 +73,7 @@ def covered(path: Path, deps: list[str]) -> bool:
 
 def test_the_closure_finder_follows_lazy_and_package_imports():
     closure = {p.relative_to(ROOT).as_posix() for p in import_closure("models.monitor")}
-    assert {"models/drift.py", "models/drift_report.py", "models/interest_mix.py", "features/params.py", "features/__init__.py",
+    assert {"models/drift.py", "models/drift_report.py", "models/interest_mix.py", "core/params.py", "features/__init__.py",
             "models/__init__.py"} <= closure
     assert not any(p.startswith("serving/") for p in closure)  # imports go one way
 

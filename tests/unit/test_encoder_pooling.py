@@ -108,7 +108,7 @@ def test_saved_encoder_keeps_its_pooling(tiny_gpt2, tmp_path):
 
 
 def test_an_unknown_pooling_is_refused_when_the_params_are_read():
-    from features.params import load_params
+    from core.params import load_params
 
     with pytest.raises(ValueError, match="encoder.pooling"):
         load_params("params.yaml", {"encoder.pooling": "max"})

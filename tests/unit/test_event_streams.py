@@ -1,5 +1,5 @@
-"""The event log and items log on both backends (``features.eventlog.EventLog``, a JSONL file, and
-``features.streamlog.RedisStreamLog``, a stream on a real redis-server): the same input reads back
+"""The event log and items log on both backends (``core.eventlog.EventLog``, a JSONL file, and
+``core.streamlog.RedisStreamLog``, a stream on a real redis-server): the same input reads back
 as the same events, frame, tombstones, duplicates and items; long streams are read in pages; two
 replicas sharing one Redis append and ingest reads both."""
 from __future__ import annotations
@@ -11,11 +11,12 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import ingest, schema
-from features.eventlog import (Event, EventLog, forgotten_users, read_event_frame, read_events, read_items_log,
+from core import schema
+from features import ingest
+from core.eventlog import (Event, EventLog, forgotten_users, read_event_frame, read_events, read_items_log,
                                tombstone)
-from features.params import load_params
-from features.streamlog import (EVENT_LOG_ENV, EVENTS_STREAM, ITEMS_STREAM, RedisStreamLog, ServiceLogs, logs_from_env,
+from core.params import load_params
+from core.streamlog import (EVENT_LOG_ENV, EVENTS_STREAM, ITEMS_STREAM, RedisStreamLog, ServiceLogs, logs_from_env,
                                 next_id, open_logs)
 from tests.unit.helpers import locked_appends_from_threads
 

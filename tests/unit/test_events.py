@@ -1,4 +1,4 @@
-"""Events end to end: batch validation (serving.validate), the JSONL event log (features.eventlog), the online
+"""Events end to end: batch validation (serving.validate), the JSONL event log (core.eventlog), the online
 behaviour merge (features.online), and ingest reading the log."""
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import eventlog, ingest, schema
-from features.eventlog import Event, EventLog, events_by_user
-from features.params import load_params
+from core import eventlog, schema
+from features import ingest
+from core.eventlog import Event, EventLog, events_by_user
+from core.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
 from features.online import merge_behaviour, unapplied
 from serving.validate import EventRejected, TimeWindow, parse_events
@@ -414,7 +415,7 @@ def test_fresh_events_then_write_merged_is_apply_events():
 
 
 def test_a_tombstone_erases_the_users_earlier_events_from_every_reader(tmp_path):
-    from features.eventlog import EventLog, forgotten_users, read_event_frame, read_events, tombstone
+    from core.eventlog import EventLog, forgotten_users, read_event_frame, read_events, tombstone
 
     log_file = tmp_path / "events.jsonl"
     log = EventLog(log_file)
@@ -428,7 +429,7 @@ def test_a_tombstone_erases_the_users_earlier_events_from_every_reader(tmp_path)
 
 
 def test_drop_forgotten_removes_source_rows_up_to_the_tombstone_and_unreadable_ones():
-    from features.eventlog import drop_forgotten
+    from core.eventlog import drop_forgotten
 
     rows = pd.DataFrame({"user_id": ["gone", "gone", "gone", "kept"], "item_id": ["a", "b", "c", "a"],
                          "ts": [str(T0), "not a time", str(T0 + 100), str(T0)]})
@@ -441,7 +442,7 @@ def test_drop_forgotten_removes_source_rows_up_to_the_tombstone_and_unreadable_o
 def test_ingest_drops_a_forgotten_user_from_source_and_log(tmp_path: Path):
     """The user is in the source data and in the log; after the tombstone, ingest keeps none of it,
     and an event they sent after the forget starts a new history."""
-    from features.eventlog import tombstone
+    from core.eventlog import tombstone
 
     events = tmp_path / "data" / "events" / "events.jsonl"
     cfg = {"data": {"dataset": "synthetic", "raw_dir": "data/raw", "event_log": "data/events/events.jsonl"},

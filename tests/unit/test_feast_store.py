@@ -185,7 +185,7 @@ def test_item_profile_online(feast_repo):
 def project_with_event_log(tmp_path):
     """A project folder with raw data, the Feast repo and an event log holding one event that
     ingest already folded in and one it has not seen yet."""
-    from features.params import load_params
+    from core.params import load_params
 
     root = tmp_path / "proj"
     shutil.copytree(REPO_SRC, root / "features" / "repo", ignore=shutil.ignore_patterns("data", "__pycache__"))

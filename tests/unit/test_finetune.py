@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from features.params import load_params
+from core.params import load_params
 from models import train as train_mod
 from models.encoder import TextEncoder
 from models.finetune import finetune, next_item_pairs, sentence_transformer

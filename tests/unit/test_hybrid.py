@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models import artifacts
 from models.baselines import ItemKNN, StaticScores, cooccurrence_similarity
 from models.data import EvalSet, ItemIndex, pad_left

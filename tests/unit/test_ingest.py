@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from features import eventlog, ingest, schema
+from core import eventlog, schema
+from features import ingest
 from features.adapters import movielens, synthetic
-from features.params import DATA_DIR_ENV, SyntheticParams, load_params
+from core.params import DATA_DIR_ENV, SyntheticParams, load_params
 
 SMALL = SyntheticParams(n_users=30, n_items=60)
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models.data import EvalSet, pad_left
 from models.evaluate import evaluate_model, rank_targets
 from models.interest import InterestModel, SASRecBlock, TimeAwareAttention, elapsed_hours

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from features.params import Params, load_params
+from core.params import Params, load_params
 from models import artifacts, baselines, monitor
 from models.data import item_index
 from models.drift import split_windows

@@ -150,7 +150,7 @@ def test_request_bodies_say_what_the_service_accepts(spec):
 
 
 def test_package_metadata_paths_are_relative_to_the_project(tmp_path):
-    from features.params import load_params
+    from core.params import load_params
     from serving.package import project_relative
 
     (tmp_path / "params.yaml").write_text("{}")

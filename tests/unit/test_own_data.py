@@ -10,8 +10,8 @@ import pytest
 from prefect.states import Failed
 
 from features import ingest
-from features.params import load_params
-from features.schema import DataError, SchemaError, parse_categories, validate
+from core.params import load_params
+from core.schema import DataError, SchemaError, parse_categories, validate
 from flows.stages import features_task, ingest_task, retry_unless_data_error
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "examples" / "own-data"
@@ -71,7 +71,7 @@ def test_broken_json_list_names_the_item():
 
 def test_other_separators_are_kept_whole_with_a_warning(caplog):
     items = pd.DataFrame({"item_id": ["a"], "categories": ["jazz;rock"]})
-    with caplog.at_level(logging.WARNING, logger="features.schema"):
+    with caplog.at_level(logging.WARNING, logger="core.schema"):
         v = validate(pd.DataFrame({"user_id": ["u"], "item_id": ["a"], "ts": [1_700_000_000]}), items)
     assert list(v.items["categories"][0]) == ["jazz;rock"]
     assert "separate categories with '|'" in caplog.text

@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from features.params import load_params
+from core.params import load_params
 from models import artifacts
 from models.baselines import popularity
 from models.data import ItemIndex, leave_one_out, user_sequences

@@ -14,8 +14,8 @@ import yaml
 
 from features import adapters
 from features.adapters import recbole
-from features.params import DATA_DIR_ENV, load_params
-from features.schema import DataError, validate
+from core.params import DATA_DIR_ENV, load_params
+from core.schema import DataError, validate
 from models.data import item_index, leave_one_out, train_interactions, user_sequences
 
 DS = recbole.RecBoleDataset("tiny-recbole", "Tiny", "Industrial & Scientific")

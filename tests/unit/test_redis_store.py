@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from features import online, store, transforms
-from features.eventlog import Event
+from core.eventlog import Event
 from tests.unit.helpers import build_feast_repo
 from tests.unit.test_feast_store import EVENTS, HISTORY_LEN, ITEMS, S, _interactions
 
@@ -131,8 +131,8 @@ def test_features_stage_replays_the_shared_event_stream(project_with_event_log, 
     """The same project with its event log moved to the Redis stream every replica shares
     (``PULSE_EVENT_LOG=redis://...``): the features stage replays it exactly as it does the file."""
     from features import features as features_stage
-    from features.eventlog import EventLog, read_events
-    from features.streamlog import EVENT_LOG_ENV, open_logs
+    from core.eventlog import EventLog, read_events
+    from core.streamlog import EVENT_LOG_ENV, open_logs
 
     params, root = project_with_event_log
     redis_server.client().flushall()

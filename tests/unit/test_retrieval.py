@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from benchmarks.ann import clustered, queries_for
-from features.params import TrainParams
+from core.params import TrainParams
 from models import artifacts
 from models.baselines import item_knn, popularity
 from models.candidates import AnnSettings, CandidateScorer, interest_part, item_rows

@@ -1,11 +1,11 @@
-"""features.schema.validate: every raw row ends up clean or quarantined with a reason."""
+"""core.schema.validate: every raw row ends up clean or quarantined with a reason."""
 from __future__ import annotations
 
 import pandas as pd
 import pytest
 
-from features import schema
-from features.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, parse_timestamps, validate
+from core import schema
+from core.schema import INTERACTION_COLUMNS, ITEM_COLUMNS, parse_timestamps, validate
 
 T0 = 1_700_000_000  # 2023-11-14 22:13:20 UTC
 

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models import artifacts
 from models.baselines import StaticScores
 from models.inference import Engine

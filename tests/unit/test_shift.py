@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from features.adapters import synthetic
-from features.params import SyntheticParams
+from core.params import SyntheticParams
 from models.data import UserSequence, pad_left, splice_windows
 from models.shift import (Episode, RecentMajority, StaticProfile, detect_episodes, episodes_from_truth, primary_categories, replay,
                           spliced_switch_set, summarize)

@@ -6,7 +6,7 @@ import pandas as pd
 import torch
 from safetensors.torch import save_file
 
-from features.params import TrainParams
+from core.params import TrainParams
 from models import artifacts
 from models.baselines import ItemKNN, cooccurrence_similarity, item_knn
 from models.data import ItemIndex

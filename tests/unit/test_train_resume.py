@@ -13,8 +13,8 @@ import pandas as pd
 import pytest
 import torch
 
-from features.cli import stage_main
-from features.params import TrainParams
+from core.cli import stage_main
+from core.params import TrainParams
 from models import train as train_mod
 from models.data import EvalSet, ItemIndex, pad_left
 from models.interest import InterestConfig

@@ -149,7 +149,7 @@ def test_evaluation_scores_at_each_targets_own_moment():
 def test_temporal_test_recounts_the_trend_up_to_the_cut_off():
     # the benchmark's temporal protocol keeps the neural weights but recounts the table (data) over
     # every pre-cut-off event; the fitted model, which its seed's hybrid reuses, keeps its own
-    from features.params import TrainParams
+    from core.params import TrainParams
     from models.baselines import popularity
     from benchmarks.ranking import _for_test
     from models.hybrid import Hybrid

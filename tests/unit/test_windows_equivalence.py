@@ -17,8 +17,8 @@ import pytest
 from features import store
 from tests.unit.helpers import build_feast_repo
 from features.adapters.synthetic import generate
-from features.params import SyntheticParams
-from features.schema import validate
+from core.params import SyntheticParams
+from core.schema import validate
 from models.data import (
     PAD,
     item_index,

@@ -9,7 +9,7 @@ from typing import Any, Callable, Sequence
 
 import yaml
 
-from features.params import Params, load_params
+from core.params import Params, load_params
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -4,12 +4,12 @@ With ``PULSE_EVENT_LOG=redis://[:password@]host:port[/db]`` (``rediss://`` for T
 appends accepted events and tombstones to the stream ``pulse:events`` and posted items to
 ``pulse:items`` on that server, and the pipeline's ingest and features stages read the same
 streams: with two replicas on two machines, ingest sees the events of both. Anything else in
-``PULSE_EVENT_LOG`` is a file path (the JSONL ``features.eventlog.EventLog``, the default, at
+``PULSE_EVENT_LOG`` is a file path (the JSONL ``core.eventlog.EventLog``, the default, at
 ``data.event_log`` / the model's metadata when the variable is unset).
 
 One stream entry per record (``XADD``), with the record's JSON fields as the entry's fields, each
 value JSON-encoded (``user_id`` -> ``"u1"``, ``ts`` -> ``1767225600``, ``value`` -> ``null``), so
-the same readers (``features.eventlog``) decode both backends into the same objects. A batch is
+the same readers (``core.eventlog``) decode both backends into the same objects. A batch is
 one ``MULTI``/``EXEC``: it lands whole or not at all, and the service acknowledges it only after
 ``EXEC`` returned. How durable that is depends on the server's persistence: with ``appendonly yes``
 and ``appendfsync always`` Redis fsyncs each write before answering, which is what the file log's
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping, Sequence
 from urllib.parse import urlsplit
 
-from features.eventlog import Entry, Event, EventLog, RecordLog, as_record, decode_json, items_log_path
+from core.eventlog import Entry, Event, EventLog, RecordLog, as_record, decode_json, items_log_path
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def next_id(entry_id: str) -> str:
 
 
 class RedisStreamLog:
-    """The Redis Streams backend of ``features.eventlog.RecordLog``: one stream, one entry per record."""
+    """The Redis Streams backend of ``core.eventlog.RecordLog``: one stream, one entry per record."""
 
     def __init__(self, client: Any, key: str, page: int = PAGE, lock_timeout_s: float = 30.0) -> None:
         self.client = client

@@ -27,8 +27,8 @@ of an append leaves a torn last line that was never acknowledged: ``EventLog.rep
 both readers skip it.
 
 Where the records are stored is the log's backend (``RecordLog``): ``EventLog`` here, a JSONL file
-per machine (the default), or ``features.streamlog.RedisStreamLog``, a Redis stream that every
-replica shares (``PULSE_EVENT_LOG=redis://...``, chosen by ``features.streamlog.logs_from_env``).
+per machine (the default), or ``core.streamlog.RedisStreamLog``, a Redis stream that every
+replica shares (``PULSE_EVENT_LOG=redis://...``, chosen by ``core.streamlog.logs_from_env``).
 A backend only stores and returns JSON objects (``Entry``); every reader below (live events,
 tombstones, the ingest frame, the items frame) works on those entries, so both backends give the
 same events, the same frame and the same warnings for the same records.
@@ -47,7 +47,7 @@ from typing import Any, ContextManager, Iterable, Iterator, Protocol, Sequence, 
 
 import pandas as pd
 
-from features.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
+from core.schema import INTERACTION_COLUMNS, ITEM_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ def drop_forgotten(interactions: pd.DataFrame, forgotten: dict[str, int]) -> tup
     A row whose timestamp cannot be read counts as before it: when in doubt, forget."""
     if not forgotten or interactions.empty:
         return interactions, 0
-    from features.schema import parse_timestamps
+    from core.schema import parse_timestamps
 
     users = interactions["user_id"].astype(str)
     hit = users.isin(set(forgotten))
