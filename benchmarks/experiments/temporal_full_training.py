@@ -2,7 +2,7 @@
 each user's last event before the validation cut-off), the hybrid's weights picked on the
 benchmark's nested temporal validation, then tested as the benchmark tests.
 
-    PULSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python docs/experiments/temporal_full_training.py [seed]
+    PULSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 python benchmarks/experiments/temporal_full_training.py [seed]
 
 Why it is here: the benchmark's temporal protocol early-stops the neural models on 69 nested-
 validation users (1-11 epochs); this checks whether a fully trained interest model would let the

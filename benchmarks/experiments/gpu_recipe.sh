@@ -2,7 +2,7 @@
 # The GPU recipe's measurements (issue 16), as one prepared script for a lent GPU machine that has
 # torch/transformers but no pulse venv and no network (docs/benchmarks.md, "On a GPU").
 #
-#   bash docs/experiments/gpu_recipe.sh CARRY OUT [BUDGET_S]
+#   bash benchmarks/experiments/gpu_recipe.sh CARRY OUT [BUDGET_S]
 #
 # CARRY holds what the machine lacks: whl/ (sentence-transformers, datasets, dill, multiprocess),
 # data/amazon-scientific/ (the RecBole files), minilm16/ (all-MiniLM-L6-v2 saved in fp16 to fit the
@@ -46,7 +46,7 @@ if [ -n "${RESUME_FROM:-}" ]; then  # a second lease: the fit logs of the first 
   mkdir -p "$OUT/amazon" && cp "$RESUME_FROM"/*.fits.jsonl "$OUT/amazon/"
 else
 echo "== 1. fine-tuning throughput ($(left) s left)"
-timeout $(( $(left) / 6 )) $PY docs/experiments/finetune_speed.py $FT_STEPS $BATCHES --trainer-only --device $DEVICE --model $MODEL \
+timeout $(( $(left) / 6 )) $PY benchmarks/experiments/finetune_speed.py $FT_STEPS $BATCHES --trainer-only --device $DEVICE --model $MODEL \
   --json "$OUT/finetune-throughput.json" > /tmp/finetune-throughput.log 2>&1; echo "rc $?"; tail -5 /tmp/finetune-throughput.log
 
 echo "== 2. Amazon Scientific, leave-one-out: interest (frozen encoder) vs fine-tuned, SASRec; seed 42 ($(left) s left)"

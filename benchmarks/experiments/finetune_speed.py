@@ -1,9 +1,9 @@
 """Encoder fine-tuning speed: the former hand-written InfoNCE loop vs the sentence-transformers
 trainer (models/finetune.py), seconds per step on the same next-item pairs.
 
-    PULSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nice -n 10 python docs/experiments/finetune_speed.py [steps] [batch] [--trainer-first]
+    PULSE_DATA_DIR=../shared/data OMP_NUM_THREADS=1 nice -n 10 python benchmarks/experiments/finetune_speed.py [steps] [batch] [--trainer-first]
     # the trainer alone, at several batch sizes, on a GPU (bf16), figures to a JSON file:
-    python docs/experiments/finetune_speed.py 30 64,256,512 --trainer-only --device cuda --model PATH --json out.json
+    python benchmarks/experiments/finetune_speed.py 30 64,256,512 --trainer-only --device cuda --model PATH --json out.json
 
 Pairs: consecutive items of the Amazon Industrial & Scientific training sequences (the RecBole
 ``Scientific.train.inter`` rows' last history item -> target item), texts from ``Scientific.text``

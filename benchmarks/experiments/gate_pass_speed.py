@@ -2,7 +2,7 @@
 (models/switch.py at 5a3f943, saved to /tmp/old_switch.py first), one torch thread, 200 calls per history length.
 
     git show 5a3f943:models/switch.py > /tmp/old_switch.py
-    OMP_NUM_THREADS=1 python docs/experiments/gate_pass_speed.py artifacts/model out.json
+    OMP_NUM_THREADS=1 python benchmarks/experiments/gate_pass_speed.py artifacts/model out.json
 """
 import importlib.util, json, sys, time
 from pathlib import Path

@@ -1,7 +1,7 @@
 """Temporal split, MovieLens-100K: NDCG@10 of plain popularity counted over the N days before the
 cut-off, for several N (test, and the nested validation split the benchmark uses).
 
-    PULSE_DATA_DIR=../shared/data python docs/experiments/temporal_popularity_windows.py
+    PULSE_DATA_DIR=../shared/data python benchmarks/experiments/temporal_popularity_windows.py
 
 Why it is here: it shows how much of the temporal test is "what is popular right now", and how
 sharply that depends on the window (docs/benchmarks.md, "Temporal split: what was tried").
