@@ -13,31 +13,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 
-from benchmarks.report import write_report
+from benchmarks.report import percentiles, write_report
+from benchmarks.server import served
 from core.params import load_params
-
-
-def wait_ready(url: str, timeout_s: float = 300.0) -> None:
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(1)
-    raise SystemExit(f"{url} not ready after {timeout_s:.0f} s")
 
 
 def client(url: str, users: list[str], items: list[str], steps: int, seed: int, headers: dict, out: list) -> None:
@@ -74,14 +60,7 @@ def main() -> None:
     users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
     items = pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
     headers = {"authorization": f"Bearer {os.environ['PULSE_API_KEY']}"} if os.environ.get("PULSE_API_KEY") else {}
-    server = None
-    if args.start:
-        port = args.url.rsplit(":", 1)[-1]
-        server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Recommender", "--host",
-                                   "127.0.0.1", "-p", port], cwd=params.root, start_new_session=True,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(args.url)
+    with served(args.url, params.root, args.start):
         # warm-up: the first requests load lazily built parts
         client(args.url, users, items, 10, 0, headers, [])
         results: list = []
@@ -93,16 +72,11 @@ def main() -> None:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
-    finally:
-        if server is not None:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
     ms = np.array([m for m, ok, _ in results if ok]).reshape(-1, 3)
     shown = [r for _, ok, r in results if ok and r is not None]
-    stats = lambda v: {q: round(float(np.percentile(v, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(v.max()), 2)}  # noqa: E731
     report = {"command": "python -m benchmarks.http_latency " + " ".join(sys.argv[1:]), "url": args.url, "concurrency": args.concurrency,
               "pairs": len(results), "errors": sum(not ok for _, ok, _ in results), "pairs_per_s": round(len(results) / wall, 1),
-              "event_to_recommendation_ms": stats(ms[:, 0]), "events_ms": stats(ms[:, 1]), "recommend_ms": stats(ms[:, 2]),
+              "event_to_recommendation_ms": percentiles(ms[:, 0]), "events_ms": percentiles(ms[:, 1]), "recommend_ms": percentiles(ms[:, 2]),
               # the share of answers whose recent_items start with the posted event; null for a model without the gate
               "reflected_in_next_response": round(float(np.mean(shown)), 4) if shown else None}
     write_report(params.path(args.out), report)

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     """Write ``report`` as indented JSON to ``path`` and print it; returns the path."""
@@ -16,3 +18,11 @@ def write_report(path: str | Path, report: dict[str, Any]) -> Path:
     out.write_text(text)
     print(text)
     return out
+
+
+def percentiles(ms: Any) -> dict[str, float]:
+    """p50 / p90 / p99 / max of latencies in ms, rounded to 0.01 ms ({} for none): one shape for every HTTP benchmark."""
+    v = np.asarray(ms, dtype=float)
+    if not len(v):
+        return {}
+    return {q: round(float(np.percentile(v, int(q[1:]))), 2) for q in ("p50", "p90", "p99")} | {"max": round(float(v.max()), 2)}

@@ -1,0 +1,151 @@
+"""Load on the HTTP service, the production-serving targets in one run (figures to ``--out``):
+
+1. ``/recommend`` alone, 1 client: the idle latency every other figure is compared with;
+2. ``/recommend`` at ``--recommend-concurrency`` clients (8): requests/s, p50 / p99;
+3. ``/events`` (one event each) at ``--events-concurrency`` clients (16): requests/s, p50 / p99, and
+   whether every acknowledged event is in the event log afterwards (``lost`` counts those missing);
+4. ``/recommend`` (1 client) while one client posts a ``--batch-events`` batch (10,000): its p99
+   during the batch against the idle p99 of phase 1.
+
+Each client is a closed loop (the next request leaves when the answer is in: a bounded load,
+not an open firehose) over random users and items of the data, for ``--seconds`` per phase.
+With ``--start`` the benchmark runs `bentoml serve` itself with the event log in a temporary
+folder (the project's own log is not written; the online store is: the next pipeline run
+rebuilds it), and ``--workers`` API worker processes (``PULSE_WORKERS``).
+
+    python -m benchmarks.load --start [--seconds 20] [--workers 1] [--out reports/bench/load.json]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+
+from benchmarks.report import percentiles, write_report
+from benchmarks.server import served
+from core.eventlog import read_events
+from core.params import load_params
+
+
+class Phase:
+    """Closed-loop clients running one request kind until ``stop`` is set; thread-safe tallies."""
+
+    def __init__(self, url: str, headers: dict, users: list[str], items: list[str]) -> None:
+        self.url, self.headers, self.users, self.items = url, headers, users, items
+        self.ms: list[float] = []
+        self.errors: dict[int, int] = {}
+        self.acked: list[tuple[str, str, int]] = []
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self, kind: str, clients: int, seconds: float | None, seed: int = 0) -> float:
+        """``clients`` threads of ``kind`` (recommend | events) for ``seconds`` (None: until ``stop``); wall seconds."""
+        threads = [threading.Thread(target=self._client, args=(kind, seed + i)) for i in range(clients)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        if seconds is not None:
+            time.sleep(seconds)
+            self.stop.set()
+        for t in threads:
+            t.join()
+        return time.perf_counter() - t0
+
+    def _client(self, kind: str, seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        with httpx.Client(base_url=self.url, timeout=60, headers=self.headers) as http:
+            while not self.stop.is_set():
+                user, item = self.users[int(rng.integers(len(self.users)))], self.items[int(rng.integers(len(self.items)))]
+                ts = int(time.time())
+                body = {"user_id": user, "k": 10} if kind == "recommend" else {"user_id": user, "item_id": item, "ts": ts}
+                t0 = time.perf_counter()
+                r = http.post(f"/{kind}", json=body)
+                ms = (time.perf_counter() - t0) * 1000
+                with self._lock:
+                    if r.status_code == 200:
+                        self.ms.append(ms)
+                        if kind == "events":
+                            self.acked.append((user, item, ts))
+                    else:
+                        self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
+
+    def figures(self, wall: float) -> dict:
+        return {"requests": len(self.ms), "errors": self.errors, "requests_per_s": round(len(self.ms) / wall, 1),
+                "ms": percentiles(self.ms)}
+
+
+def during_batch(url: str, headers: dict, users: list[str], items: list[str], n: int) -> dict:
+    """``/recommend`` (1 client) while one request posts ``n`` events as one batch (all at once)."""
+    rng = np.random.default_rng(99)
+    now = int(time.time())
+    batch = [{"user_id": users[int(rng.integers(len(users)))], "item_id": items[int(rng.integers(len(items)))], "ts": now - int(j % 3600)}
+             for j in range(n)]
+    rec = Phase(url, headers, users, items)
+    out: dict = {}
+
+    def post() -> None:
+        t0 = time.perf_counter()
+        r = httpx.post(f"{url}/events", json={"events": batch}, headers=headers, timeout=600)
+        out.update(batch_status=r.status_code, batch_s=round(time.perf_counter() - t0, 2))
+        rec.stop.set()
+
+    poster = threading.Thread(target=post)
+    poster.start()
+    wall = rec.run("recommend", 1, None, seed=7)
+    poster.join()
+    return out | {"recommend": rec.figures(wall)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description="load on the HTTP service: /recommend, /events, and /recommend during a big batch")
+    ap.add_argument("--url", default="http://127.0.0.1:3000")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--seconds", type=float, default=20.0, help="per phase")
+    ap.add_argument("--recommend-concurrency", type=int, default=8)
+    ap.add_argument("--events-concurrency", type=int, default=16)
+    ap.add_argument("--batch-events", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=1, help="with --start: API worker processes (PULSE_WORKERS)")
+    ap.add_argument("--start", action="store_true", help="start `bentoml serve` on the --url port, event log in a temporary folder")
+    ap.add_argument("--out", default="reports/bench/load.json")
+    args = ap.parse_args()
+    params = load_params(args.params)
+    raw = params.path(params.data.raw_dir)
+    users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
+    items = pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
+    headers = {"authorization": f"Bearer {os.environ['PULSE_API_KEY']}"} if os.environ.get("PULSE_API_KEY") else {}
+    tmp = Path(tempfile.mkdtemp(prefix="pulse-load-"))
+    log_path = str(tmp / "events.jsonl") if args.start else os.environ.get("PULSE_EVENT_LOG") or str(params.path(params.data.event_log))
+    report: dict = {"command": "python -m benchmarks.load " + " ".join(sys.argv[1:]), "workers": args.workers if args.start else None,
+                    "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
+    env = {"PULSE_EVENT_LOG": log_path, "PULSE_WORKERS": str(args.workers)}
+    with served(args.url, params.root, args.start, env):
+        Phase(args.url, headers, users, items).run("recommend", 1, 3.0)  # warm-up: lazily built parts
+        idle = Phase(args.url, headers, users, items)
+        report["recommend_c1"] = idle.figures(idle.run("recommend", 1, args.seconds))
+        rec = Phase(args.url, headers, users, items)
+        report[f"recommend_c{args.recommend_concurrency}"] = rec.figures(rec.run("recommend", args.recommend_concurrency, args.seconds))
+        ev = Phase(args.url, headers, users, items)
+        report[f"events_c{args.events_concurrency}"] = ev.figures(ev.run("events", args.events_concurrency, args.seconds))
+        report["during_batch"] = during_batch(args.url, headers, users, items, args.batch_events)
+    # every acknowledged event must be in the log (checked for a file log; a Redis log: not here)
+    lost = None
+    if Path(log_path).is_file():
+        logged = {(e.user_id, e.item_id, e.ts) for e in read_events(Path(log_path))}
+        lost = sum(a not in logged for a in set(ev.acked))
+    report[f"events_c{args.events_concurrency}"]["lost"] = lost
+    idle_p99, batch_p99 = report["recommend_c1"]["ms"].get("p99"), report["during_batch"]["recommend"]["ms"].get("p99")
+    report["during_batch"]["p99_vs_idle"] = round(batch_p99 / idle_p99, 2) if idle_p99 and batch_p99 else None
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    write_report(params.path(args.out), report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""A `bentoml serve` of the packaged model for the HTTP benchmarks: started, waited for, stopped.
+
+Why a module: the latency and the load benchmarks must start the service the same way (loopback
+only, its own process group so that stopping it stops every worker) or their figures differ
+for reasons that are not the service's."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> None:
+    """Return once ``/readyz`` answers 200; SystemExit after ``timeout_s``."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(1)
+    raise SystemExit(f"{url} not ready after {timeout_s:.0f} s")
+
+
+@contextmanager
+def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None) -> Iterator[None]:
+    """With ``start``: run `bentoml serve` on ``url``'s port in ``root`` (``env`` added to this
+    process's environment) for the block; without it, use the service already at ``url``."""
+    server = None
+    if start:
+        port = url.rsplit(":", 1)[-1]
+        server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Recommender", "--host",
+                                   "127.0.0.1", "-p", port], cwd=root, start_new_session=True, env={**os.environ, **(env or {})},
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(url)
+        yield
+    finally:
+        if server is not None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
