@@ -105,6 +105,15 @@ def test_existing_numbers_and_selection_unchanged(stage):
     assert report["models"][report["selected"]]["valid"][f"ndcg@{K}"] >= (1 - params.evaluate.stationary_tolerance) * max(valid.values())
 
 
+def test_compact_metrics_carry_the_selected_models_slice_ndcg(stage):
+    params, _, _, report = stage
+    compact = json.loads((params.path(params.tracking.metrics_dir) / "evaluate.json").read_text())
+    sel = report["models"][report["selected"]]["test_slices"]
+    assert compact[f"test_cold_item_ndcg@{K}"] == round(sel["cold_item"][f"ndcg@{K}"], 4)
+    assert compact[f"test_interest_shift_ndcg@{K}"] == round(sel["interest_shift"][f"ndcg@{K}"], 4)
+    assert not any("short_history" in key for key in compact)
+
+
 def test_benchmark_and_stage_cut_and_measure_the_same_slices(stage):
     """The benchmark's leave-one-out split (benchmarks.protocols) slices its test users as the
     stage does, and its per-slice metrics are the stage's numbers."""
