@@ -43,6 +43,12 @@ class Split:
         """The index and text rows the models train on (cold: the warm catalogue)."""
         return (self.index, self.text_emb) if self.cold is None else self.cold[:2]
 
+    def test_masks(self) -> dict[str, np.ndarray]:
+        """The test rows of each slice (``models.slices.slice_masks``, as the `evaluate` stage cuts
+        them); warm items are those of the events the tested models count (temporal: the refit)."""
+        train = self.train_df if self.refit_df is None else self.refit_df
+        return slices.slice_masks(self.test, slices.trained_items(train, self.index), self.items["categories"])
+
 
 def split_for(protocol: str, interactions: pd.DataFrame, items: pd.DataFrame, text_emb: torch.Tensor, tp: TrainParams) -> Split:
     """``protocol``'s split of the data (``loo``, ``temporal``, ``cold``); ValueError for another name."""
@@ -96,12 +102,3 @@ def _temporal(interactions: pd.DataFrame, items: pd.DataFrame, text_emb: torch.T
              inner, len(valid.targets))
     # the test's seed-free models count everything before the cut-off (ranking._for_test)
     return Split(items, text_emb, index, seqs, windows, valid, test, train_df, refit_df=before)
-
-
-def slice_masks(sp: Split) -> dict[str, np.ndarray]:
-    """The test rows of each slice: cold item, interest shift, short history."""
-    pos = sp.index.pos
-    train_items = {pos[i] for i in (sp.train_df if sp.refit_df is None else sp.refit_df)["item_id"].unique() if i in pos}
-    cats = {pos[i]: list(c) for i, c in zip(sp.items["item_id"], sp.items["categories"])}
-    return {"cold_item": slices.cold_item(sp.test, train_items), "interest_shift": slices.interest_shift(sp.test, cats),
-            "short_history": slices.short_history(sp.test)}

@@ -25,7 +25,7 @@ import torch
 from benchmarks.finetuned import ROW, finetuned_row
 from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order, merge_runs
 from benchmarks.fit_log import FitLog, fit_key
-from benchmarks.protocols import Split, slice_masks, split_for
+from benchmarks.protocols import Split, split_for
 from features import adapters
 from core.cli import configure_logging, parse_overrides
 from core.params import Params, TrainParams, load_params
@@ -33,7 +33,7 @@ from core.schema import validate
 from models import baselines
 from models.baselines import EASE
 from models.data import item_category_matrix
-from models.evaluate import metrics_for, n_items_of, rank_targets
+from models.evaluate import metrics_for, n_items_of, rank_targets, slice_metrics
 from models.hybrid import Hybrid
 from models.interest import InterestModel
 from models.switch import SwitchGate
@@ -49,13 +49,6 @@ ABLATIONS = {
     "interest-no_time_decay": {"use_time_decay": False},
     "interest-no_long_term": {"use_long_term": False},
 }
-
-
-def _slice_metrics(ranks: np.ndarray, top: np.ndarray, masks: dict[str, np.ndarray], k: int, n_items: int) -> dict:
-    out = {"all": metrics_for(ranks, top, k, n_items)}
-    for name, m in masks.items():
-        out[name] = metrics_for(ranks[m], top[m], k, n_items) if m.any() else {"users": 0}
-    return out
 
 
 def _aggregate(runs: list[dict]) -> dict:
@@ -182,7 +175,7 @@ class _Run:
         self.fit_index, self.fit_text = sp.fit_catalogue()  # cold: train on the warm catalogue
         self.shift_valid = shift_validation(sp.seqs, self.fit_text, self.tp) if any(m in SWITCHED for m in models) else None
         self.fit_categories = item_category_matrix([list(c) for c in sp.items["categories"]][: len(self.fit_index)])  # cold: the warm items
-        self.masks = slice_masks(sp)
+        self.masks = sp.test_masks()
         self.reusable: dict[str, torch.nn.Module] = {}  # this seed's default models: the hybrid is built from them
         self.seconds_of: dict[str, float] = {}
 
@@ -193,7 +186,8 @@ class _Run:
         model = self._test_model(fitted[base], base, tpv)
         k = self.k
         ranks, top = rank_targets(model, self.sp.test, k)  # on the model's device: fit_models returns them on the CPU
-        res = _slice_metrics(ranks, top, self.masks, k, n_items_of(model))
+        n_items = n_items_of(model)
+        res = {"all": metrics_for(ranks, top, k, n_items), **slice_metrics(ranks, top, self.masks, k, n_items)}
         res["train_seconds"] = seconds
         res["best_epoch"] = fits[base].best_epoch if base in fits else 0
         if base == "hybrid":

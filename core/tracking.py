@@ -63,7 +63,9 @@ def ingest_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def evaluate_metrics(report: Mapping[str, Any], k: int = 10) -> dict[str, Any]:
-    """The selected model's test HR@k / NDCG@k / MRR and validation NDCG@k, plus the best baseline's.
+    """The selected model's test HR@k / NDCG@k / MRR and validation NDCG@k, plus the best baseline's,
+    and the selected model's test NDCG@k on the cold-item and interest-shift slices (where the
+    report has them and they have users): the two cases text and the switch gate are there for.
 
     Why these few: they answer "did this run get better?" at a glance in ``dvc exp show``; every
     model's full numbers stay in ``reports/metrics.json``.
@@ -78,6 +80,9 @@ def evaluate_metrics(report: Mapping[str, Any], k: int = 10) -> dict[str, Any]:
         "test_mrr": _round(sel["test"].get("mrr")),
         f"valid_ndcg@{k}": _round(sel["valid"].get(f"ndcg@{k}")),
     }
+    for name, sl in sel.get("test_slices", {}).items():
+        if name in ("cold_item", "interest_shift") and sl.get("users"):
+            out[f"test_{name}_ndcg@{k}"] = _round(sl.get(f"ndcg@{k}"))
     others = {m: v for m, v in models.items() if m != selected}
     if others:
         best = max(others, key=lambda m: others[m]["test"].get(f"ndcg@{k}", float("-inf")))

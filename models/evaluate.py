@@ -1,6 +1,8 @@
 """Stage `evaluate`: leave-one-out full-ranking metrics for every trained model; pick the best.
 
-Validation (second-last event) selects the model; test (last event) is what we report.
+Validation (second-last event) selects the model; test (last event) is what we report, in whole
+and per slice (cold item, interest shift, short history: ``models/slices.py``). The ranking
+benchmark measures its slices with the same functions.
 """
 from __future__ import annotations
 
@@ -15,12 +17,12 @@ import torch.nn as nn
 
 from core.cli import stage_main
 from core.params import Params
-from models import artifacts
+from models import artifacts, slices
 from models.hybrid import Hybrid
 from models.interface import ScoringModel, require
 from models.shift import spliced_switch_set
 from models.switch import SwitchGate
-from models.data import EvalSet, ItemIndex, eval_batches, leave_one_out, user_sequences
+from models.data import EvalSet, ItemIndex, eval_batches, leave_one_out, train_interactions, user_sequences
 from models.metrics import metrics_from_ranks, target_ranks
 
 log = logging.getLogger(__name__)
@@ -63,11 +65,34 @@ def metrics_for(ranks: np.ndarray, top: np.ndarray, k: int, n_items: int) -> dic
     return out
 
 
+def slice_metrics(ranks: np.ndarray, top: np.ndarray, masks: dict[str, np.ndarray], k: int, n_items: int) -> dict[str, dict]:
+    """``metrics_for`` each slice (``masks``: slice name -> its rows, ``models.slices.slice_masks``);
+    a slice without users is ``{"users": 0}``. Coverage keeps the whole catalogue as denominator."""
+    return {name: metrics_for(ranks[m], top[m], k, n_items) if m.any() else {"users": 0} for name, m in masks.items()}
+
+
 def evaluate_model(model: ScoringModel, data: EvalSet, k: int = 10, device: str | None = None, batch_size: int = 512) -> dict[str, float]:
     """Full-ranking metrics of one model on one split."""
+    return evaluate_slices(model, data, {}, k, device, batch_size)[0]
+
+
+def evaluate_slices(model: ScoringModel, data: EvalSet, masks: dict[str, np.ndarray], k: int = 10, device: str | None = None,
+                    batch_size: int = 512) -> tuple[dict[str, float], dict[str, dict]]:
+    """Full-ranking metrics of one model on one split, and of each slice of it (``slice_metrics``),
+    from one ranking of the split."""
     n_items = n_items_of(model)  # first: a model without the interface is refused before any scoring
     ranks, top = rank_targets(model, data, k, device, batch_size)
-    return metrics_for(ranks, top, k, n_items)
+    return metrics_for(ranks, top, k, n_items), slice_metrics(ranks, top, masks, k, n_items)
+
+
+def model_metrics(model: ScoringModel, splits: dict[str, EvalSet], test_masks: dict[str, np.ndarray], k: int) -> dict[str, dict]:
+    """One model's metrics on each split, and on each slice of the test split (``test_slices``)."""
+    out: dict[str, dict] = {}
+    for split, data in splits.items():
+        out[split], per_slice = evaluate_slices(model, data, test_masks if split == "test" else {}, k)
+        if split == "test":
+            out["test_slices"] = per_slice
+    return out
 
 
 @dataclass
@@ -120,13 +145,18 @@ def run(params: Params) -> EvaluateResult:
     sp = params.train.switch
     splits["valid_shift"] = spliced_switch_set(seqs, artifacts.load_text_embeddings(model_dir), L, sp.shift_fed, sp.shift_users,
                                                seed=params.train.seed)
+    # warm items: those of every user's training events (all but the last two), as the models saw
+    test_masks = slices.slice_masks(splits["test"], slices.trained_items(train_interactions(interactions), index),
+                                    artifacts.load_item_categories(model_dir))
+    log.info("test slices: %s of %d users", ", ".join(f"{n} {int(m.sum())}" for n, m in test_masks.items()), len(splits["test"].targets))
     metrics: dict[str, dict] = {}
     for name, model in artifacts.load_models(model_dir).items():
-        metrics[name] = {s: evaluate_model(model, d, k) for s, d in splits.items()}
+        metrics[name] = model_metrics(model, splits, test_masks, k)
         if (why := degenerate(name, model)) is not None:
             metrics[name]["degenerate"] = why
         log.info("%-18s valid %s | shift %s | test %s", name, _fmt(metrics[name]["valid"]), _fmt(metrics[name]["valid_shift"]),
                  _fmt(metrics[name]["test"]))
+        log.info("%-18s test slices ndcg@%d: %s", name, k, _fmt_slices(metrics[name]["test_slices"], f"ndcg@{k}"))
     key, shift_key = params.evaluate.select_metric, f"hr@{k}"
     selected = select_model(metrics, key, params.evaluate.select_from, params.evaluate.stationary_tolerance, shift_key)
     report = {"selected": selected, "select_metric": key, "select_rule": (
@@ -145,6 +175,10 @@ def run(params: Params) -> EvaluateResult:
 
 def _fmt(m: dict) -> str:
     return " ".join(f"{k}={v:.4f}" for k, v in m.items() if isinstance(v, float))
+
+
+def _fmt_slices(per_slice: dict[str, dict], key: str) -> str:
+    return ", ".join(f"{n} {m[key]:.4f} ({m['users']} users)" if m["users"] else f"{n} - (0 users)" for n, m in per_slice.items())
 
 
 def main() -> None:

@@ -3,14 +3,36 @@
 cold_item       the target item never appears in training data: only content (text) can rank it
 interest_shift  the target's categories miss the user's dominant categories: interests moved
 short_history   the user's history is in the shortest quarter: little to learn from
+
+``slice_masks`` is the one place an EvalSet is cut into these slices: the `evaluate` stage
+(``models/evaluate.py``, test split) and the ranking benchmark (``benchmarks/protocols.py``, every
+protocol's test split) both call it, and ``models.evaluate.slice_metrics`` measures each slice.
 """
 from __future__ import annotations
 
 from collections import Counter
+from typing import Iterable, Sequence
 
 import numpy as np
+import pandas as pd
 
-from models.data import EvalSet
+from models.data import EvalSet, ItemIndex
+
+
+def slice_masks(data: EvalSet, train_items: set[int], categories: Sequence[Iterable[str]]) -> dict[str, np.ndarray]:
+    """Each slice's rows of ``data``, by name. ``train_items``: the index positions
+    of the items the models trained on (``trained_items``); ``categories``: every item's categories
+    in index order (item ``i`` is row ``i - 1``, as in ``items.json`` and the items table)."""
+    cats = {i: list(c) for i, c in enumerate(categories, 1)}
+    return {"cold_item": cold_item(data, train_items), "interest_shift": interest_shift(data, cats),
+            "short_history": short_history(data)}
+
+
+def trained_items(train: pd.DataFrame, index: ItemIndex) -> set[int]:
+    """The index positions of the items in the training events ``train`` (items outside the
+    index, which no model can rank, are left out): what makes a target warm."""
+    pos = index.pos
+    return {pos[i] for i in train["item_id"].unique() if i in pos}
 
 
 def cold_item(data: EvalSet, train_items: set[int]) -> np.ndarray:

@@ -152,6 +152,12 @@ def test_compact_metrics_layout_is_a_few_top_level_numbers():
     m = tracking.evaluate_metrics(report)
     assert m["selected"] == "hybrid" and m["test_ndcg@10"] == 0.4527 and m["runner_up_test_ndcg@10"] == 0.4342
     assert all(not isinstance(v, dict) for v in m.values()) and len(m) <= 8
+    assert not any("cold_item" in key or "interest_shift" in key for key in m)  # a report without slices: no slice keys
+    report["models"]["hybrid"]["test_slices"] = {"cold_item": {"users": 0}, "interest_shift": {"ndcg@10": 0.31234, "users": 9},
+                                                 "short_history": {"ndcg@10": 0.2, "users": 5}}
+    sliced = tracking.evaluate_metrics(report)
+    assert sliced == {**m, "test_interest_shift_ndcg@10": 0.3123}  # cold_item has no users; short_history is not compact
+    assert len(sliced) <= 8
     mon = tracking.monitor_metrics({"drift_share": 0.8, "control_drift_share": 0.7, "retrain_threshold": 0.95,
                                      "drifted_columns": 12, "retrain": False, "columns": {}})
     assert mon == {"drift_share": 0.8, "control_drift_share": 0.7, "retrain_threshold": 0.95, "drifted_columns": 12, "retrain": False}
