@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from models.train import BASELINES, SWITCHED
+from models.fitting import BASELINES, SWITCHED
 
 
 @dataclass(frozen=True)

@@ -34,10 +34,11 @@ from models import baselines
 from models.baselines import EASE
 from models.data import item_category_matrix
 from models.evaluate import metrics_for, n_items_of, rank_targets, slice_metrics
+from models.fitting import BASELINES, SWITCHED, fit_models, shift_validation
 from models.hybrid import Hybrid
 from models.interest import InterestModel
 from models.switch import SwitchGate
-from models.train import BASELINES, SWITCHED, encode_items, fit_models, pick_device, shift_validation
+from models.train import encode_items, pick_device
 from models.trend import trend_table
 
 log = logging.getLogger(__name__)

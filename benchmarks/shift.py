@@ -40,9 +40,10 @@ from core.cli import configure_logging, parse_overrides
 from core.params import Params, load_params
 from models import artifacts, baselines
 from models.data import item_category_matrix, item_index, leave_one_out, train_interactions, user_sequences, windows_from_sequences
+from models.fitting import fit_models, shift_validation
 from models.shift import (Episode, RecentMajority, StaticProfile, detect_episodes, episodes_from_truth, primary_categories,
                           replay)
-from models.train import encode_items, fit_models, pick_device, shift_validation
+from models.train import encode_items, pick_device
 
 log = logging.getLogger(__name__)
 

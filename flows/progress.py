@@ -1,10 +1,10 @@
 """Training epochs as a Prefect progress artifact, without the training code knowing Prefect.
 
-``models.train`` logs one record per epoch with its fields as attributes (``train_model``,
-``epoch``, ``epochs``, ``loss``, ``valid_ndcg``, ``time_left``); ``epoch_progress`` listens to that
-logger while the train stage runs in a flow and keeps one progress artifact per model up to date
-(``train-progress-<model>``: percent of the maximum epochs, and the latest loss, validation
-NDCG@10 and time left). Early stopping ends a model's bar before 100%.
+``models.interest_fit`` (the train stage's training loop) logs one record per epoch with its fields
+as attributes (``train_model``, ``epoch``, ``epochs``, ``loss``, ``valid_ndcg``, ``time_left``);
+``epoch_progress`` listens to that logger while the train stage runs in a flow and keeps one
+progress artifact per model up to date (``train-progress-<model>``: percent of the maximum epochs,
+and the latest loss, validation NDCG@10 and time left). Early stopping ends a model's bar before 100%.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Iterator
 from uuid import UUID
 
-TRAIN_LOGGER = "models.train"
+TRAIN_LOGGER = "models.interest_fit"
 
 
 def artifact_key(model: str) -> str:

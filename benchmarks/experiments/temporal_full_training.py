@@ -19,8 +19,9 @@ from core.params import load_params
 from core.schema import validate
 from models.data import item_index, leave_one_out, temporal_split, user_sequences, windows_from_sequences
 from models.evaluate import evaluate_model
+from models.fitting import fit_models
 from models.hybrid import Hybrid, fit_hybrid
-from models.train import encode_items, fit_models
+from models.train import encode_items
 
 
 def main() -> None:

@@ -13,7 +13,8 @@ import torch
 from features.adapters.synthetic import generate
 from core.params import SyntheticParams, TrainParams
 from models.data import item_index, leave_one_out, user_sequences, windows_from_sequences
-from models.train import fit_interest, model_config
+from models.interest_fit import fit_interest
+from models.settings import model_config
 
 pytestmark = pytest.mark.training
 

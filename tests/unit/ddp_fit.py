@@ -25,7 +25,7 @@ def _summary(res, world: int) -> dict:
 
 def fits(ck_dir: Path) -> dict:
     from models import distributed as ddp
-    from models.train import fit_interest
+    from models.interest_fit import fit_interest
     from tests.unit.helpers import random_text_emb
     from tests.unit.test_train_resume import _cfg, _tp, _valid, _windows
 

@@ -14,7 +14,7 @@ from models.baselines import ItemKNN, StaticScores, item_knn, popularity
 from models.data import ItemIndex, pad_left
 from models.inference import Engine
 from models.interest import InterestModel
-from models.train import model_config
+from models.settings import model_config
 from models.trend import trend_table
 from serving.batch import score_file
 from tests.unit.helpers import padded_batch, random_text_emb

@@ -252,20 +252,20 @@ def test_fit_key_ignores_the_base_seed_but_not_other_settings():
 
 @pytest.mark.parametrize("proto", ["loo", "cold", "temporal"])
 def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(bench, monkeypatch, proto):
-    import models.train as train_mod
+    import models.fitting as fitting
 
     v, params, _ = bench
     g = torch.Generator().manual_seed(0)
     text_emb = torch.randn(len(v.items) + 1, 8, generator=g)
     text_emb[0] = 0
     fits: list[int] = []
-    real = train_mod.fit_interest
+    real = fitting.fit_interest
 
     def counting(cfg, *a, **kw):
         fits.append(cfg.use_text)
         return real(cfg, *a, **kw)
 
-    monkeypatch.setattr(train_mod, "fit_interest", counting)
+    monkeypatch.setattr(fitting, "fit_interest", counting)
     tp = dataclasses.replace(params.train, hybrid_grid=(0.0, 1.0))
     res = run_protocol(dataclasses.replace(params, train=tp), proto, v.interactions, v.items, text_emb,
                        ("hybrid", "interest", "item_knn", "recent_popularity"), SEEDS, {}, "cpu")
@@ -428,7 +428,7 @@ def test_ease_picks_its_regularisation_on_validation_and_is_refit_on_train_and_v
     from models.baselines import ease
     from models.data import item_index, leave_one_out, train_interactions, user_sequences
     from models.evaluate import evaluate_model
-    from models.train import fit_ease
+    from models.fitting import fit_ease
 
     v, params, _ = bench
     tp = dataclasses.replace(params.train, ease_lambdas=(1.0, 30.0))

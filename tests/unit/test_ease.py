@@ -11,7 +11,7 @@ from models import artifacts
 from models.baselines import EASE, ease, ease_weights, interaction_gram
 from models.data import ItemIndex, leave_one_out, pad_left, user_sequences
 from models.evaluate import rank_targets
-from models.train import BASELINES, HYBRID_COMPONENTS, fit_ease
+from models.fitting import BASELINES, HYBRID_COMPONENTS, fit_ease
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
 

@@ -15,7 +15,7 @@ from models.evaluate import evaluate_model, n_items_of
 from models.hybrid import Hybrid, fit_hybrid, log_normalised
 from models.inference import Engine
 from models.interest import InterestModel
-from models.train import fit_models, with_components
+from models.fitting import fit_models, with_components
 from tests.unit.helpers import HOUR, L, N_ITEMS, T0, random_text_emb, tiny_config
 
 IDS = [f"i{k}" for k in range(1, N_ITEMS + 1)]

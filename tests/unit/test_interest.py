@@ -1,4 +1,5 @@
-"""Unit tests of models.interest (the interest-weight model) and models.train (fit_interest, pick_device).
+"""Unit tests of models.interest (the interest-weight model), models.interest_fit (fit_interest) and
+models.train (pick_device).
 
 Tiny configurations on CPU; training tests run a few hundred steps at most.
 """
@@ -12,8 +13,9 @@ from core.params import TrainParams
 from models.data import EvalSet, pad_left
 from models.evaluate import evaluate_model, rank_targets
 from models.interest import InterestModel, SASRecBlock, TimeAwareAttention, elapsed_hours
+from models.interest_fit import fit_interest
 from models.metrics import target_ranks
-from models.train import fit_interest, pick_device
+from models.train import pick_device
 from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, TEXT_DIM, padded_batch, random_text_emb, tiny_config
 
 _cfg, _text_emb = tiny_config, random_text_emb
@@ -432,7 +434,7 @@ def test_fit_models_shares_one_cooccurrence_matrix_with_item_knn():
     import pandas as pd
 
     from models.data import ItemIndex
-    from models.train import fit_models
+    from models.fitting import fit_models
 
     index = ItemIndex(tuple(f"i{k}" for k in range(N_ITEMS)))
     rng = np.random.default_rng(0)
@@ -456,7 +458,7 @@ def test_fit_models_shares_one_cooccurrence_matrix_with_item_knn():
 
 
 def test_length_bucketed_batches_cover_every_window_once_with_similar_lengths():
-    from models.train import length_bucketed_batches
+    from models.interest_fit import length_bucketed_batches
 
     lengths = torch.tensor(np.random.default_rng(0).integers(1, 200, 1000))
     batches = length_bucketed_batches(lengths, 128, torch.Generator().manual_seed(0))
@@ -546,7 +548,7 @@ def test_gate_init_sets_the_short_term_share_at_the_start():
 
 
 def test_shuffled_batches_cover_every_window_once_and_regroup_each_epoch():
-    from models.train import shuffled_batches
+    from models.interest_fit import shuffled_batches
     gen = torch.Generator().manual_seed(0)
     first, second = shuffled_batches(1000, 128, gen), shuffled_batches(1000, 128, gen)
     for batches in (first, second):

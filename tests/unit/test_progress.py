@@ -38,3 +38,10 @@ def test_a_failing_prefect_call_never_fails_training(monkeypatch, caplog):
         logging.getLogger(TRAIN_LOGGER).info("epoch", extra={"train_model": "x", "epoch": 1, "epochs": 2})
     assert handler.seen == [("x", 1, 2)]
     assert artifact_key("Hybrid_Switch") == "train-progress-hybrid-switch"
+
+
+def test_it_listens_to_the_logger_of_the_training_loop():
+    """The epoch records come from fit_interest's module: a move of the loop must move the listener."""
+    from models import interest_fit
+
+    assert interest_fit.log.name == TRAIN_LOGGER

@@ -16,8 +16,8 @@ from models.hybrid import Hybrid
 from models.inference import Engine
 from models.interest import InterestModel
 from models.retrieval import INDEX_FILE, AnnConfig, AnnIndex, exact_top_k, recall_at_k, rerank
+from models.settings import model_config
 from models.switch import GateConfig, SwitchGate
-from models.train import model_config
 from tests.unit.helpers import TEXT_DIM, random_text_emb
 
 faiss = pytest.importorskip("faiss")

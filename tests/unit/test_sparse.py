@@ -11,8 +11,8 @@ from models import artifacts
 from models.baselines import ItemKNN, cooccurrence_similarity, item_knn
 from models.data import ItemIndex
 from models.interest import InterestModel
+from models.settings import model_config
 from models.sparse import CsrMatrix
-from models.train import model_config
 from tests.unit.helpers import TEXT_DIM, random_text_emb
 
 N = 40

@@ -1,4 +1,5 @@
-"""models.train: fit_interest's checkpoint/resume, model_config, fit_models, and the stage CLI (stage_main flags).
+"""models.interest_fit: fit_interest's checkpoint/resume; models.fitting: optimizer_params, fit_models;
+models.settings: model_config; and the stage CLI (stage_main flags).
 
 Tiny configurations on CPU, a few epochs of a few batches each.
 """
@@ -15,10 +16,12 @@ import torch
 
 from core.cli import stage_main
 from core.params import TrainParams
-from models import train as train_mod
+from models import interest_fit
 from models.data import EvalSet, ItemIndex, pad_left
+from models.fitting import fit_models, optimizer_params
 from models.interest import InterestConfig
-from models.train import fit_interest, fit_models, model_config, optimizer_params
+from models.interest_fit import fit_interest
+from models.settings import model_config
 from tests.unit.helpers import DIM, HOUR, L, N_ITEMS, T0, random_text_emb, tiny_config
 
 def _cfg(**kw) -> InterestConfig:
@@ -105,21 +108,21 @@ def test_checkpoint_resume_equals_a_straight_run(tmp_path, monkeypatch, caplog):
     assert not ck.with_suffix(".tmp").exists()  # atomic save leaves no temporary file behind
 
     calls = []
-    real_eval = train_mod.evaluate_model
+    real_eval = interest_fit.evaluate_model
 
     def counting_eval(*a, **kw):
         calls.append(1)
         return real_eval(*a, **kw)
 
-    monkeypatch.setattr(train_mod, "evaluate_model", counting_eval)
-    with caplog.at_level(logging.INFO, logger="models.train"):
+    monkeypatch.setattr(interest_fit, "evaluate_model", counting_eval)
+    with caplog.at_level(logging.INFO, logger="models.interest_fit"):
         resumed = _fit(4, ck)
     assert "resuming from" in caplog.text and "after epoch 2" in caplog.text
     assert len(calls) == 2  # only epochs 3 and 4 were trained and validated
     assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4]
     assert resumed.history[:2] == saved["history"] == first.history
     assert not ck.exists()  # a completed run removes its checkpoint
-    monkeypatch.setattr(train_mod, "evaluate_model", real_eval)
+    monkeypatch.setattr(interest_fit, "evaluate_model", real_eval)
 
     straight = _fit(4)
     _history_close(resumed.history, straight.history)
@@ -152,14 +155,14 @@ def test_checkpoint_of_another_config_or_seed_is_ignored(tmp_path, monkeypatch):
 def test_checkpoint_written_every_epoch_and_removed_at_the_end(tmp_path, monkeypatch):
     ck = tmp_path / "sub" / "dir" / "m.pt"  # parent folders are created
     epochs_saved = []
-    real_save = train_mod._save_checkpoint
+    real_save = interest_fit._save_checkpoint
 
     def spy(path, state):
         epochs_saved.append((path, state["epoch"], len(state["history"])))
         real_save(path, state)
         assert path.exists()
 
-    monkeypatch.setattr(train_mod, "_save_checkpoint", spy)
+    monkeypatch.setattr(interest_fit, "_save_checkpoint", spy)
     res = _fit(3, ck)
     assert epochs_saved == [(ck, 1, 1), (ck, 2, 2), (ck, 3, 3)]
     assert len(res.history) == 3
@@ -263,7 +266,7 @@ def test_checkpoint_resume_on_cuda(tmp_path, monkeypatch):
 
 
 def test_epoch_log_lines_say_how_long_at_most_remains():
-    from models.train import _duration
+    from models.interest_fit import _duration
 
     assert [_duration(s) for s in (0, 44.6, 600, 5400 + 65)] == ["0 s", "45 s", "10 min", "1 h 31 min"]
     assert _duration(-5) == "0 s"
