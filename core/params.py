@@ -127,6 +127,7 @@ class TrainParams:
     block: str = "preln"
     gate_init: float = 0.0
     cold_neighbours: int = 10
+    warm_untrained_items: bool = True
     knn_top_k: int = 0
     ease_lambdas: tuple[float, ...] = (50.0, 100.0, 250.0, 500.0, 1000.0, 2000.0, 4000.0, 8000.0)
     sasrec_reference: bool = True

@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from models.baselines import EASE, ItemKNN, StaticScores
 from models.hybrid import Hybrid
+from models.untrained import warm_components
 from models.interest import InterestConfig, InterestModel
 from models.sparse import CsrMatrix
 from models.switch import GateConfig, SwitchGate
@@ -130,6 +131,8 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
         # own copies: adding items to the hybrid must not add them twice to a component served alone
         models["hybrid"] = Hybrid(copy.deepcopy(models[cfg["base"]]), {c: copy.deepcopy(models[c]) for c in cfg["weights"]},
                                   cfg["weights"], cfg["eps"])
+        warm_components(models["hybrid"].base, models["hybrid"].components, cfg.get("warmed_items", []))  # as at fit time
+        models["hybrid"].warmed = list(cfg.get("warmed_items", []))
     for path in sorted(out.glob("switch_*.json")):  # after their bases; own copies, as the hybrid's
         cfg = json.loads(path.read_text())
         base = cfg.pop("base")

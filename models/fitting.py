@@ -4,6 +4,7 @@ gates. The train stage and the benchmarks both fit through ``fit_models``.
 """
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import replace
@@ -25,6 +26,7 @@ from models.settings import model_config
 from models.shift import spliced_switch_set
 from models.switch import GateConfig
 from models.trend import trend_table
+from models.untrained import can_warm, untrained_items, warm_components, warm_interest
 
 log = logging.getLogger(__name__)
 
@@ -90,18 +92,16 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     if "item_knn" in todo or any(c.use_transition for c in configs.values()):
         sim = baselines.cooccurrence_similarity(train, index, top_k=tp.knn_top_k)  # one matrix for item-kNN and the transition prior
     models, fits = _fit_baselines(todo, train, index, sim, valid, tp, k)
+    untrained = untrained_items(train, index) if tp.warm_untrained_items else []
     for name, cfg in configs.items():
         fits[name] = _fit_neural(name, cfg, train, index, text_emb, windows, valid, tp, device, k, checkpoint_dir, sim)
         models[name] = fits[name].model.cpu()
+        warm_interest(models[name], untrained)
     if not ddp.is_main():
         return models, fits
     if "hybrid" in todo:
-        assert valid is not None
-        have = {**prefitted, **models}
-        t0 = time.time()
-        models["hybrid"], search = fit_hybrid(have["interest"], {c: have[c] for c in tp.hybrid_with}, valid,
-                                              tp.hybrid_grid, k, "cpu")
-        fits["hybrid"] = FitResult(models["hybrid"], [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
+        fits["hybrid"] = _fit_hybrid_model({**prefitted, **models}, valid, tp, k, untrained)
+        models["hybrid"] = fits["hybrid"].model
     for name in (n for n in todo if n in SWITCHED):
         fits[name] = _fit_switch(name, {**prefitted, **models}, train, index, valid, shift_valid, tp, k, item_categories)
         models[name] = fits[name].model
@@ -161,6 +161,24 @@ def _fit_neural(name: str, cfg: InterestConfig, train: pd.DataFrame, index: Item
                        trend_table(train, index, tp.trend_days) if cfg.use_trend else None, name=name)
     fit.seconds = round(time.time() - t0, 1)
     return fit
+
+
+def _fit_hybrid_model(have: dict[str, torch.nn.Module], valid: EvalSet | None, tp: TrainParams, k: int,
+                      untrained: list[int]) -> FitResult:
+    """The hybrid over ``have``'s interest model and ``tp.hybrid_with``; with ``untrained`` items
+    (``models.untrained``) on its own warmed copies of the components, so that a component also
+    served alone stays the plain baseline."""
+    assert valid is not None
+    t0 = time.time()
+    base, components = have["interest"], {c: have[c] for c in tp.hybrid_with}
+    warmed = untrained if untrained and can_warm(base) else []
+    if warmed:
+        components = {c: copy.deepcopy(m) for c, m in components.items()}
+        warm_components(base, components, warmed)
+        log.info("hybrid: %d catalogue item(s) no training event shows borrow their text neighbours' rows", len(warmed))
+    hybrid, search = fit_hybrid(base, components, valid, tp.hybrid_grid, k, "cpu")
+    hybrid.warmed = warmed
+    return FitResult(hybrid, [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
 
 
 def _fit_switch(name: str, have: dict[str, torch.nn.Module], train: pd.DataFrame, index: ItemIndex,

@@ -65,6 +65,7 @@ class Hybrid(nn.Module):
         self.components = nn.ModuleDict(components)
         self.weights = {c: float(weights[c]) for c in components}
         self.eps = eps
+        self.warmed: list[int] = []  # catalogue items training never showed, warmed in the components (models.untrained)
 
     @property
     def text_proj(self) -> nn.Module | None:  # ranks items known only by text, as its base does
@@ -79,7 +80,8 @@ class Hybrid(nn.Module):
         return self.base.n_items
 
     def config(self) -> dict:
-        return {"base": "interest", "weights": self.weights, "eps": self.eps}
+        cfg = {"base": "interest", "weights": self.weights, "eps": self.eps}
+        return cfg | ({"warmed_items": self.warmed} if self.warmed else {})
 
     def base_log_probs(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         return self._base_explained(seq, ts, now)[0]

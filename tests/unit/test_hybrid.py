@@ -2,6 +2,8 @@
 validation, items added after training, and the artifact round trip."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +14,7 @@ from models import artifacts
 from models.baselines import ItemKNN, StaticScores, cooccurrence_similarity
 from models.data import EvalSet, ItemIndex, pad_left
 from models.evaluate import evaluate_model, n_items_of
+from models.untrained import untrained_items
 from models.hybrid import Hybrid, fit_hybrid, log_normalised
 from models.inference import Engine
 from models.interest import InterestModel
@@ -233,7 +236,12 @@ def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():
     text = random_text_emb()
     models, fits = fit_models(("hybrid",), _train_df(), index, text, _windows(), valid, tp, "cpu")
     assert set(models) == {"hybrid", "interest", "item_knn", "recent_popularity"}
-    assert models["hybrid"].base is models["interest"] and models["hybrid"].components["item_knn"] is models["item_knn"]
+    untrained = untrained_items(_train_df(), index)
+    assert untrained and models["hybrid"].warmed == untrained  # the data leaves items out: the hybrid warms its own copies
+    assert models["hybrid"].base is models["interest"] and models["hybrid"].components["item_knn"] is not models["item_knn"]
+    plain, _ = fit_models(("hybrid",), _train_df(), index, text, None, valid, replace(tp, warm_untrained_items=False), "cpu",
+                          prefitted=models)
+    assert plain["hybrid"].components["item_knn"] is models["item_knn"] and plain["hybrid"].warmed == []
     assert torch.equal(models["item_knn"].sim.to_dense(), cooccurrence_similarity(_train_df(), index).to_dense())
     assert fits["hybrid"].best_valid == pytest.approx(evaluate_model(models["hybrid"], valid)["ndcg@10"], abs=1e-9)
     again, fits2 = fit_models(("hybrid",), _train_df(), index, text, None, valid, tp, "cpu", prefitted=models)
