@@ -1,5 +1,6 @@
 """Request validation for every endpoint: ids, text sizes, the event time window, HTML-safe text,
 and the all-or-nothing batch parsers of ``/events`` (``parse_events``) and ``/items`` (``parse_items``).
+A request they reject raises ``BadRequest``, whose ``error`` and ``rejected`` the endpoint answers as its 400.
 
 One definition of a valid id for the whole service (``/recommend``, ``/events``, ``/items``): a
 string (an integer is taken as its decimal string) of at most ``MAX_ID_LEN`` printable characters,
