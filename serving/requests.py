@@ -92,6 +92,12 @@ OneValue = Annotated[StrictFloat | StrictInt | None, Field(examples=[1.0])]
 Items = Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS, description="items to add or update", examples=[EXAMPLE_ITEMS])]
 
 
+def as_dict(entry: BaseModel) -> dict:
+    """An event or item as the JSON object it was sent as: its fields and any others, values as
+    given (merged dicts: ``dict(model)`` or ``model_dump`` took 5-30 times as long per entry)."""
+    return {**entry.__dict__, **(entry.__pydantic_extra__ or {})}
+
+
 def event_dicts(events: list[EventIn] | None, one: dict[str, Any]) -> list[dict]:
     """The events of an ``/events`` request as plain dicts for ``parse_events``: the batch, or the
     one event whose fields ``one`` holds. Beside a batch, top-level fields are ignored but must
@@ -104,4 +110,4 @@ def event_dicts(events: list[EventIn] | None, one: dict[str, Any]) -> list[dict]
             raise BadRequest(why, [{"field": name, "reason": why}])
     if not events:
         raise BadRequest("no events given")
-    return [dict(e) for e in events]  # its fields and any others, as given
+    return [as_dict(e) for e in events]

@@ -33,7 +33,7 @@ from serving.broadcast import Broadcast
 from serving.event_writer import EventWriter
 from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
-from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, event_dicts
+from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
@@ -220,7 +220,7 @@ class Recommender:
         """Upsert items (item_id, title, text, categories): encoded with the packaged encoder and
         recommendable at once by their text; recorded for the next pipeline run."""
         try:
-            rows = parse_items([dict(it) for it in items])  # ids, sizes; title and text HTML-escaped
+            rows = parse_items([as_dict(it) for it in items])  # ids, sizes; title and text HTML-escaped
         except BadRequest as e:
             return bad_request(e.error, e.rejected)
         new, current = self.store_items(rows)
