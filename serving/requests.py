@@ -72,7 +72,7 @@ class ItemIn(BaseModel):
     title: Annotated[Any, _described({"anyOf": [{"type": "string", "maxLength": MAX_TITLE_LEN, "pattern": r"^[^\u0000]*$"}, _NULL]},
                                      "what the service shows (default: the id)", "Tide pools at night")] = None
     categories: Annotated[Any, _described({"anyOf": [{"type": "array", "maxItems": MAX_CATEGORIES, "items": ID_OR_INT}, _NULL]},
-                                          None, ["science", "travel"])] = None
+                                          "the item's categories (ids)", ["science", "travel"])] = None
 
 
 EXAMPLE_EVENTS = [{"user_id": "u00001", "item_id": "i00041", "ts": "2026-05-01T12:00:00Z", "event": "click"},
@@ -94,7 +94,7 @@ Items = Annotated[list[ItemIn], Field(min_length=1, max_length=MAX_ITEMS, descri
 
 def as_dict(entry: BaseModel) -> dict:
     """An event or item as the JSON object it was sent as: its fields and any others, values as
-    given (merged dicts: ``dict(model)`` or ``model_dump`` took 5-30 times as long per entry)."""
+    given (two dicts merged: ``dict(model)`` took ~35 times as long per entry, ``model_dump`` ~6)."""
     return {**entry.__dict__, **(entry.__pydantic_extra__ or {})}
 
 
