@@ -19,6 +19,8 @@ import bentoml
 from bentoml._internal.service.openapi.specification import MediaType, Reference, Response, Schema
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
+from serving.requests import ID, KIND
+
 TITLE = "pulse recommender"
 DESCRIPTION = """Recommendations that follow each user's changing interests.
 
@@ -190,34 +192,18 @@ def _oas30_examples(node: Any) -> None:
 # What the service accepts, declared as exactly as a schema can (issue 14: Schemathesis against the spec).
 # BentoML's inline request schemas drop the `null` of optional fields (`value: float | None` became
 # `type: number`) and leave the body optional; the bodies below are built from each endpoint's own
-# input model (pydantic), with OpenAPI 3.0's `nullable` for `null`, the body required where the
-# endpoint has required fields, and the free-form event and item objects spelled out. What no
-# schema can say stays a 400 at run time: an item id the catalogue lacks, a ts outside the window
-# around now, an id with an unprintable character (serving/validate.py).
-_NO_CONTROL = "\\u0000-\\u001f\\u007f-\\u009f"
-_ID = {"type": "string", "minLength": 1, "maxLength": 256, "pattern": rf"^[^{_NO_CONTROL}]*[^\s{_NO_CONTROL}][^{_NO_CONTROL}]*$",
-       "description": "at most 256 printable characters, not blank"}
-_ID_OR_INT = {"anyOf": [_ID, {"type": "integer"}], "description": "an id (an integer is read as its digits)"}
-_EVENT = {"type": "object", "required": ["user_id", "item_id"], "properties": {
-    "user_id": _ID_OR_INT, "item_id": {**_ID_OR_INT, "description": "a known item (the catalogue or POST /items)"},
-    "ts": {"anyOf": [{"type": "integer"}, {"type": "number"}, {"type": "string"}], "nullable": True,
-           "description": "unix seconds or ISO-8601, within the accepted window around now; default now"},
-    "event": {"anyOf": [{"type": "string", "maxLength": 256, "pattern": rf"^[^{_NO_CONTROL}]*$"}, {"type": "integer"}], "nullable": True,
-              "description": "the kind of event (an integer is read as its digits); default interaction"},
-    "value": {"type": "number", "nullable": True, "description": "a finite number"}}}
-_ITEM = {"type": "object", "required": ["item_id", "text"], "properties": {
-    "item_id": _ID_OR_INT,
-    "text": {"type": "string", "minLength": 1, "maxLength": 20_000, "pattern": r"^[^\u0000]*\S[^\u0000]*$", "description": "not blank, no NUL"},
-    "title": {"type": "string", "maxLength": 500, "nullable": True, "pattern": r"^[^\u0000]*$"},
-    "categories": {"type": "array", "maxItems": 50, "nullable": True, "items": _ID_OR_INT}}}
+# input model (pydantic), its events and items (serving/requests.py's EventIn, ItemIn) inlined, with
+# OpenAPI 3.0's `nullable` for `null`, the body required where the endpoint has required fields, and
+# the ids' patterns. What no schema can say stays a 400 at run time: an item id the catalogue lacks,
+# a ts outside the window around now, an id with an unprintable character (serving/validate.py).
 REQUEST_PATCHES: dict[str, dict[str, dict]] = {
-    "/recommend": {"user_id": _ID},
-    "/forget": {"user_id": _ID},
-    # the top-level fields are typed (str, int | str) by the endpoint's signature: no integer ids, no float ts there
-    "/events": {"events": {"minItems": 1, "items": _EVENT}, "user_id": _ID, "item_id": _ID,
+    "/recommend": {"user_id": ID},
+    "/forget": {"user_id": ID},
+    # the top-level fields are typed (str, int | str) by the endpoint's signature: no integer ids, no float ts there;
+    # an empty batch is the service's 400 ("no events given"), not pydantic's
+    "/events": {"events": {"minItems": 1}, "user_id": ID, "item_id": ID,
                 "ts": {"anyOf": [{"type": "integer"}, {"type": "string"}], "nullable": True},
-                "event": {"type": "string", "maxLength": 256, "nullable": True, "pattern": rf"^[^{_NO_CONTROL}]*$"}},
-    "/items": {"items": {"items": _ITEM}},
+                "event": {**KIND, "nullable": True}},
 }
 SECURITY_SCHEMES = {"bearer": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer <PULSE_API_KEY>"},
                     "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key", "description": "X-API-Key: <PULSE_API_KEY>"}}
@@ -240,10 +226,22 @@ def _nullable(node: Any) -> Any:
     return node
 
 
+def _inlined(node: Any, defs: dict[str, Any]) -> Any:
+    """``node`` with every ``{"$ref": "#/$defs/X"}`` replaced by the schema of ``X`` (the request
+    models have no cycles): the request body stands alone, and reads the same in Swagger."""
+    if isinstance(node, list):
+        return [_inlined(v, defs) for v in node]
+    if not isinstance(node, dict):
+        return node
+    ref = node.get("$ref", "")
+    if ref.startswith("#/$defs/"):
+        return _inlined({**defs[ref.removeprefix("#/$defs/")], **{k: v for k, v in node.items() if k != "$ref"}}, defs)
+    return {k: _inlined(v, defs) for k, v in node.items()}
+
+
 def request_body(route: str, input_schema: dict) -> dict:
     """The OpenAPI request body of an endpoint from its input model's JSON schema."""
-    schema = _nullable(input_schema)
-    schema.pop("$defs", None)
+    schema = _nullable(_inlined({k: v for k, v in input_schema.items() if k != "$defs"}, input_schema.get("$defs", {})))
     for name, patch in REQUEST_PATCHES.get(route, {}).items():
         prop = schema["properties"][name]
         if "anyOf" in patch:  # a replaced type: drop the generated one

@@ -20,21 +20,21 @@ import json
 import logging
 import os
 import threading
-import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import bentoml
-from pydantic import Field, StrictFloat, StrictInt, StrictStr
+from pydantic import Field
 
-from core.eventlog import events_by_user, read_events, tombstone
-from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
-from features.store import OnlineBehaviour, get_store
 from core.streamlog import logs_from_env
+from features.online import BehaviourSpec
+from features.store import OnlineBehaviour, get_store
 from serving.broadcast import Broadcast
+from serving.event_writer import EventWriter
 from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
-from serving.validate import MAX_EVENTS, MAX_ITEMS, EventRejected, ItemsRejected, TimeWindow, id_problem, parse_events, parse_items
+from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
+from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
 from serving.state import ENCODER_CACHE, ServingState, apply_logged_items, load_state, online_history_len, start_watcher
@@ -89,6 +89,17 @@ def interest_view(switch: dict | None, recent_shares: list[float] | None, catego
             "recent_categories": [{"category": categories[i], "share": round(float(shares[i]), 3)} for i in order if shares[i] > 0]}
 
 
+def items_answer(rows: list[dict], new: list[str], engine) -> ItemsResponse:  # noqa: ANN001 (models.inference.Engine)
+    """The ``/items`` answer: which ids were new, which updated, and whether the served model ranks
+    them by their text now (else a note says when they become recommendable)."""
+    out = {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new)),
+           "ranked_by_text_now": engine.ranks_by_text}
+    if not engine.ranks_by_text:
+        out["note"] = (f"the served model ({engine.model_name}) has no text representation: new items are stored and "
+                       "can be used in events, and become recommendable after the next pipeline run")
+    return ItemsResponse.model_validate(out)
+
+
 @bentoml.service(traffic={"timeout": 30}, service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
 class Recommender:
     """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
@@ -120,7 +131,8 @@ class Recommender:
             self.items_log.repair()
         self.state: ServingState = load_state(model, self.categories, self.items_log, self.encoder_cache)
         self._reload_lock = threading.Lock()
-        self.replay_event_log()
+        self.writer = EventWriter(self.event_log, self.online, self._spec)
+        self.writer.replay()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
         # a shared (Redis) online store: /reload and /items reach every process of every replica
         self.broadcast = Broadcast(self.online.redis(), {"reload": lambda _msg: self.reload_model(),
@@ -152,16 +164,6 @@ class Recommender:
         log.info("reloaded: serving %s (was %s)", new.tag, current)
         return {"reloaded": True, "model_tag": new.tag, "previous_tag": current}
 
-    def replay_event_log(self) -> int:
-        """Merge into the online store the logged events it lacks (a process killed between the log
-        append and the online write), so it agrees with the log again; returns how many."""
-        with self.event_log.locked(), self.online.write_lock():
-            self.event_log.repair()
-            n = replay_events(self.online, read_events(self.event_log), self._spec())
-        if n:
-            log.warning("replayed %d logged event(s) missing from the online store", n)
-        return n
-
     def _spec(self) -> BehaviourSpec:
         return BehaviourSpec(self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
 
@@ -187,44 +189,17 @@ class Recommender:
             "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)})
 
     @bentoml.api
-    def events(
-        self,
-        events: Annotated[list[dict[str, Any]] | None, Field(max_length=MAX_EVENTS, description="a batch of events", examples=[[
-            {"user_id": "u00001", "item_id": "i00041", "ts": "2026-05-01T12:00:00Z", "event": "click"},
-            {"user_id": "u00001", "item_id": "i00039", "event": "purchase", "value": 1.0}]])] = None,
-        user_id: Annotated[str | None, Field(description="one event: the user", examples=["u00001"])] = None,
-        item_id: Annotated[str | None, Field(description="one event: the item", examples=["i00041"])] = None,
-        # strict, as the schema says: `true` is no time and `false` no value (pydantic's lax mode read them as 1 and 0.0)
-        ts: Annotated[StrictInt | StrictStr | None, Field(description="unix seconds or ISO-8601; default now", examples=[1777636800])] = None,
-        event: Annotated[str | None, Field(examples=["click"])] = None,
-        value: Annotated[StrictFloat | StrictInt | None, Field(examples=[1.0])] = None,
-    ) -> EventsResponse:
-        """Accept one event (fields at the top level) or a batch (`events: [...]`), all or nothing.
-
-        Each event: user_id, item_id, ts (unix seconds or ISO-8601; default now), event, value.
-        """
-        if events is not None:  # a batch: single-event fields beside it are ignored, but must still be what the schema allows
-            for name, given in (("user_id", user_id), ("item_id", item_id), ("event", event)):
-                if given is not None and (given != "" or name != "event") and (why := id_problem(given, name)):
-                    return bad_request(why, [{"field": name, "reason": why}])
-        raw = events if events is not None else [{"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value}]
-        if not raw:
-            return bad_request("no events given")
+    def events(self, events: Events = None, user_id: OneUserId = None, item_id: OneItemId = None, ts: OneTs = None,
+               event: OneKind = None, value: OneValue = None) -> EventsResponse:
+        """Accept a batch of events (`events: [...]`), all or nothing, or one event with its fields
+        at the top level (the shorthand). Each event: user_id, item_id, ts (unix seconds or ISO-8601;
+        default now), event, value."""
         try:
+            raw = event_dicts(events, {"user_id": user_id, "item_id": item_id, "ts": ts, "event": event, "value": value})
             parsed = parse_events(raw, self.state.known_items, window=self.window)
-        except EventRejected as e:
-            return bad_request(f"{len(e.reasons)} of {len(raw)} event(s) rejected, none written", e.reasons)
-        by_user = events_by_user(parsed)
-        with self.event_log.locked(), self.online.write_lock():  # read-modify-write of each user's sequence is serialised
-            # an event the user's row already holds (same item, same second: a client's retry) is
-            # acknowledged but not logged again, so retries leave one log line, not five
-            states, fresh = fresh_events(self.online, by_user)
-            order = {id(e): n for n, e in enumerate(parsed)}
-            new = sorted((e for evs in fresh.values() for e in evs), key=lambda e: order[id(e)])  # log order = request order
-            if new:
-                self.event_log.append(new)
-            write_merged(self.online, states, fresh, self._spec())
-        return EventsResponse(accepted=len(parsed), duplicates=len(parsed) - len(new), users=sorted(by_user))
+        except BadRequest as e:  # every reason, with each bad event's index
+            return bad_request(e.error, e.rejected)
+        return EventsResponse(**vars(self.writer.write(parsed)))
 
     @bentoml.api
     def forget(self, user_id: Annotated[str, Field(min_length=1, max_length=256, description="the user to forget", examples=["u00001"])]) -> ForgetResponse:
@@ -235,37 +210,23 @@ class Recommender:
         if why := id_problem(user_id, "user_id"):
             return bad_request(why, [{"field": "user_id", "reason": why}])
         user_id = user_id.strip()
-        at = int(time.time())
-        with self.event_log.locked(), self.online.write_lock():  # after any write of this user in flight, before the next
-            held = self.online.read([user_id])[0]
-            self.event_log.append([tombstone(user_id, at)])
-            self.online.write([forgotten_row(user_id, len(self.categories), at)])
-        log.info("forgot user %s (%d online events removed)", user_id, len(held.get("hist_item_ids") or []))
-        return ForgetResponse(forgotten=user_id, at=at, online_events_removed=len(held.get("hist_item_ids") or []),
+        at, removed = self.writer.forget(user_id)
+        log.info("forgot user %s (%d online events removed)", user_id, removed)
+        return ForgetResponse(forgotten=user_id, at=at, online_events_removed=removed,
                               note="the user's logged and ingested events are dropped from the data and the feature store at the next pipeline run")
 
     @bentoml.api
-    def items(
-        self,
-        items: Annotated[list[dict[str, Any]], Field(min_length=1, max_length=MAX_ITEMS, description="items to add or update", examples=[[
-            {"item_id": "i90001", "title": "Tide pools at night", "text": "A guide to the creatures of rock pools after dark.",
-             "categories": ["science", "travel"]}]])],
-    ) -> ItemsResponse:
+    def items(self, items: Items) -> ItemsResponse:
         """Upsert items (item_id, title, text, categories): encoded with the packaged encoder and
         recommendable at once by their text; recorded for the next pipeline run."""
         try:
-            rows = parse_items(items)  # ids, sizes; title and text HTML-escaped
-        except ItemsRejected as e:
-            return bad_request(f"{len(e.reasons)} of {len(items)} item(s) rejected, none written", e.reasons)
+            rows = parse_items([as_dict(it) for it in items])  # ids, sizes; title and text HTML-escaped
+        except BadRequest as e:
+            return bad_request(e.error, e.rejected)
         new, current = self.store_items(rows)
         if self.broadcast is not None:  # the other workers and replicas: encoded and logged by each
             self.broadcast.publish("items", rows=rows)
-        out = {"accepted": len(rows), "new": new, "updated": sorted({r["item_id"] for r in rows} - set(new)),
-               "ranked_by_text_now": current.engine.ranks_by_text}
-        if not current.engine.ranks_by_text:
-            out["note"] = (f"the served model ({current.engine.model_name}) has no text representation: new items are stored and "
-                           "can be used in events, and become recommendable after the next pipeline run")
-        return ItemsResponse.model_validate(out)
+        return items_answer(rows, new, current.engine)
 
     def _items_from_elsewhere(self, msg: dict) -> None:
         """Items another worker or replica accepted (validated and escaped there): stored here too,

@@ -1,5 +1,6 @@
 """Request validation for every endpoint: ids, text sizes, the event time window, HTML-safe text,
 and the all-or-nothing batch parsers of ``/events`` (``parse_events``) and ``/items`` (``parse_items``).
+A request they reject raises ``BadRequest``, whose ``error`` and ``rejected`` the endpoint answers as its 400.
 
 One definition of a valid id for the whole service (``/recommend``, ``/events``, ``/items``): a
 string (an integer is taken as its decimal string) of at most ``MAX_ID_LEN`` printable characters,
@@ -35,15 +36,27 @@ AGE_ENV, AHEAD_ENV = "PULSE_MAX_EVENT_AGE_DAYS", "PULSE_MAX_EVENT_AHEAD_DAYS"
 DEFAULT_AGE_DAYS, DEFAULT_AHEAD_DAYS = 3650.0, 1.0
 
 
-class Rejected(ValueError):
-    """A batch with at least one bad entry: nothing of it was written. ``reasons``: one
-    ``{"index", "reason"}`` per bad entry."""
+class BadRequest(ValueError):
+    """A request the service rejects whole, nothing written: ``error`` and ``rejected`` are the body
+    of its 400 (``serving.guard.bad_request``)."""
+
+    def __init__(self, error: str, rejected: list[dict] | None = None) -> None:
+        super().__init__(error)
+        self.error, self.rejected = error, list(rejected or [])
+
+
+class Rejected(BadRequest):
+    """A batch of ``total`` entries with at least one bad one: nothing of it was written.
+    ``reasons``: one ``{"index", "reason"}`` per bad entry."""
 
     what = "entry"
 
-    def __init__(self, reasons: list[dict]) -> None:
-        super().__init__("; ".join(f"{self.what} {r['index']}: {r['reason']}" for r in reasons))
+    def __init__(self, reasons: list[dict], total: int) -> None:
+        super().__init__(f"{len(reasons)} of {total} {self.what}(s) rejected, none written", reasons)
         self.reasons = reasons
+
+    def __str__(self) -> str:
+        return "; ".join(f"{self.what} {r['index']}: {r['reason']}" for r in self.reasons)
 
 
 def id_problem(value: Any, name: str) -> str | None:
@@ -145,7 +158,7 @@ def parse_items(raw: list[Any]) -> list[dict]:
         rows.append({"item_id": item_id, "title": safe_text(str(it.get("title") or item_id)),
                      "text": safe_text(it["text"], quote=False), "categories": [str(c).strip() for c in cats or []]})
     if reasons:
-        raise ItemsRejected(reasons)
+        raise ItemsRejected(reasons, len(raw))
     return rows
 
 
@@ -171,51 +184,63 @@ def parse_events(raw: list[dict], known_items: set[str], now: int | None = None,
     must fall inside ``window`` around now; ``value`` must be a finite number.
     """
     now = int(datetime.now(timezone.utc).timestamp()) if now is None else now
-    lo, hi = (window or TimeWindow()).bounds(now)
+    bounds = (window or TimeWindow()).bounds(now)
     out, reasons = [], []
     for i, e in enumerate(raw):
-        why = []
         if not isinstance(e, dict):
             reasons.append({"index": i, "reason": "not a JSON object"})
             continue
-        why += [p for p in (id_problem(e.get("user_id"), "user_id"), id_problem(e.get("item_id"), "item_id")) if p]
-        item = str(e["item_id"]).strip() if _given(e.get("item_id")) else ""
-        if not any("item_id" in w for w in why) and item not in known_items:
-            why.append(f"unknown item_id '{_short(item)}'")
-        ts = e.get("ts")
-        if ts is None:
-            ts = now
-        elif isinstance(ts, bool) or not isinstance(ts, (int, float, str)) or (isinstance(ts, float) and not math.isfinite(ts)):
-            why.append(f"unparsable ts '{_short(ts)}': unix seconds or ISO-8601 expected")
-            ts = None
-        else:  # the same parser as ingest: unix seconds (number or numeric string) or ISO-8601
-            # whole unix seconds in range, the common case, skip the pandas parse (~1.5 ms of an event's ~5)
-            parsed = ts if isinstance(ts, int) and abs(ts) < 1e11 else parse_timestamps(pd.Series([ts], dtype=object)).iloc[0]
-            if not isinstance(parsed, int) and pd.isna(parsed):
-                why.append(f"unparsable ts '{_short(ts)}'")
-                ts = None
-            else:
-                ts = parsed if isinstance(parsed, int) else int(parsed.timestamp())
-                if not lo <= ts <= hi:
-                    why.append(f"ts {ts} is outside the accepted window {_iso(lo)} .. {_iso(hi)} "
-                               f"({AGE_ENV} back, {AHEAD_ENV} ahead)")
-        value = e.get("value")
-        if value is not None:
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                why.append("value must be a number")
-            elif not math.isfinite(value):
-                why.append("value must be a finite number (not NaN or Infinity)")
-        kind = e.get("event")
-        if kind is not None and kind != "" and (p := id_problem(kind, "event")):
-            why.append(p)
+        ts, why = _event_time(e.get("ts"), now, bounds)
+        why = _id_problems(e, known_items) + why + _value_and_kind_problems(e.get("value"), e.get("event"))
         if why:
             reasons.append({"index": i, "reason": ", ".join(why)})
         else:
-            out.append(Event(str(e["user_id"]).strip(), item, int(ts), str(kind).strip() if _given(kind) else "interaction",
-                             None if value is None else float(value)))
+            kind, value = e.get("event"), e.get("value")
+            out.append(Event(str(e["user_id"]).strip(), str(e["item_id"]).strip(), int(ts),
+                             str(kind).strip() if _given(kind) else "interaction", None if value is None else float(value)))
     if reasons:
-        raise EventRejected(reasons)
+        raise EventRejected(reasons, len(raw))
     return out
+
+
+def _id_problems(e: dict, known_items: set[str]) -> list[str]:
+    """What is wrong with an event's user and item ids (an item must be known)."""
+    why = [p for p in (id_problem(e.get("user_id"), "user_id"), id_problem(e.get("item_id"), "item_id")) if p]
+    item = str(e["item_id"]).strip() if _given(e.get("item_id")) else ""
+    if not any("item_id" in w for w in why) and item not in known_items:
+        why.append(f"unknown item_id '{_short(item)}'")
+    return why
+
+
+def _event_time(ts: Any, now: int, bounds: tuple[int, int]) -> tuple[int | None, list[str]]:
+    """An event's ``ts`` as unix seconds (``now`` when not given), or ``None`` and what is wrong with it."""
+    if ts is None:
+        return now, []
+    if isinstance(ts, bool) or not isinstance(ts, (int, float, str)) or (isinstance(ts, float) and not math.isfinite(ts)):
+        return None, [f"unparsable ts '{_short(ts)}': unix seconds or ISO-8601 expected"]
+    # the same parser as ingest: unix seconds (number or numeric string) or ISO-8601;
+    # whole unix seconds in range, the common case, skip the pandas parse (~1.5 ms of an event's ~5)
+    parsed = ts if isinstance(ts, int) and abs(ts) < 1e11 else parse_timestamps(pd.Series([ts], dtype=object)).iloc[0]
+    if not isinstance(parsed, int) and pd.isna(parsed):
+        return None, [f"unparsable ts '{_short(ts)}'"]
+    seconds = parsed if isinstance(parsed, int) else int(parsed.timestamp())
+    lo, hi = bounds
+    if not lo <= seconds <= hi:
+        return seconds, [f"ts {seconds} is outside the accepted window {_iso(lo)} .. {_iso(hi)} ({AGE_ENV} back, {AHEAD_ENV} ahead)"]
+    return seconds, []
+
+
+def _value_and_kind_problems(value: Any, kind: Any) -> list[str]:
+    """What is wrong with an event's ``value`` (a finite number, optional) and ``event`` (like an id, optional)."""
+    why = []
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            why.append("value must be a number")
+        elif not math.isfinite(value):
+            why.append("value must be a finite number (not NaN or Infinity)")
+    if kind is not None and kind != "" and (p := id_problem(kind, "event")):
+        why.append(p)
+    return why
 
 
 def _iso(ts: int) -> str:

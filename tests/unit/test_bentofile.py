@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from test_dvc_yaml import import_closure
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -14,8 +16,11 @@ def test_bentofile_points_at_the_service_and_packs_its_code():
     assert spec["service"] == "serving.service:Recommender"
     module, cls = spec["service"].split(":")
     assert (ROOT / (module.replace(".", "/") + ".py")).read_text().count(f"class {cls}") == 1
-    for pkg in ("serving", "features", "models"):
-        assert f"{pkg}/**/*.py" in spec["include"]
+    # every package the service imports, directly or not, is packed (core/ was once left out)
+    packages = {f.relative_to(ROOT).parts[0] for f in import_closure("serving.service")}
+    assert packages >= {"core", "features", "models", "serving"}
+    for pkg in packages:
+        assert f"{pkg}/**/*.py" in spec["include"], pkg
     assert "features/repo/**" in spec["include"] and "features/repo/data/" in spec["exclude"]
     assert spec["python"]["lock_packages"] is False and spec["python"]["requirements_txt"] == "./requirements.txt"
     envs = {e["name"]: e["value"] for e in spec["envs"]}
