@@ -43,6 +43,16 @@ log = logging.getLogger(__name__)
 
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
+WORKERS_ENV = "PULSE_WORKERS"  # API worker processes (default 1)
+
+
+def workers_from_env() -> int:
+    """``PULSE_WORKERS``: how many API worker processes BentoML starts (each scores on one torch
+    thread, so about one per core); SystemExit with the reason for anything but a whole number >= 1."""
+    raw = (os.environ.get(WORKERS_ENV) or "1").strip()
+    if not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{WORKERS_ENV}={raw!r}: expected a whole number of API worker processes, 1 or more")
+    return int(raw)
 REQUIRE_KEY_ENV = "PULSE_REQUIRE_API_KEY"  # set in the Bento's image: no key, no start
 PROJECT_DIR_ENV = "PULSE_PROJECT_DIR"  # what relative paths of the model's metadata are relative to (default: the working directory)
 
@@ -100,7 +110,7 @@ def items_answer(rows: list[dict], new: list[str], engine) -> ItemsResponse:  # 
     return ItemsResponse.model_validate(out)
 
 
-@bentoml.service(traffic={"timeout": 30}, service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
+@bentoml.service(workers=workers_from_env(), traffic={"timeout": 30}, service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
 class Recommender:
     """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
     (bentofile.yaml, ``make serve``, packaged Bentos); the scoring itself is ``models.inference.Engine``."""
@@ -138,6 +148,10 @@ class Recommender:
         self.broadcast = Broadcast(self.online.redis(), {"reload": lambda _msg: self.reload_model(),
                                                           "items": self._items_from_elsewhere}).start() \
             if self.online.shared else None
+        if workers_from_env() > 1 and self.broadcast is None:
+            log.warning("%s=%d on an online store the workers do not share news on: /items and /reload reach only the "
+                        "worker that receives them (set PULSE_ONLINE_STORE=redis://..., or PULSE_RELOAD_INTERVAL for reloads)",
+                        WORKERS_ENV, workers_from_env())
         log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s)", self.state.tag,
                  meta["selected"], self.online.store.config.online_store.type, self.event_log.name, self.scorer.threads)
 
