@@ -12,17 +12,15 @@ model's ``interest.recent_items`` starts with it). Figures go to ``--out`` (JSON
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import threading
 import time
 
 import httpx
 import numpy as np
-import pandas as pd
 
 from benchmarks.report import percentiles, write_report
-from benchmarks.server import served
+from benchmarks.server import auth_headers, served, users_and_items
 from core.params import load_params
 
 
@@ -56,10 +54,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports/http-latency.json")
     args = ap.parse_args()
     params = load_params(args.params)
-    raw = params.path(params.data.raw_dir)
-    users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
-    items = pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
-    headers = {"authorization": f"Bearer {os.environ['PULSE_API_KEY']}"} if os.environ.get("PULSE_API_KEY") else {}
+    users, items = users_and_items(params)
+    headers = auth_headers()
     with served(args.url, params.root, args.start):
         # warm-up: the first requests load lazily built parts
         client(args.url, users, items, 10, 0, headers, [])

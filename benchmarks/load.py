@@ -27,10 +27,9 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-import pandas as pd
 
 from benchmarks.report import percentiles, write_report
-from benchmarks.server import served
+from benchmarks.server import auth_headers, served, users_and_items
 from core.eventlog import read_events
 from core.params import load_params
 
@@ -117,10 +116,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports/bench/load.json")
     args = ap.parse_args()
     params = load_params(args.params)
-    raw = params.path(params.data.raw_dir)
-    users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
-    items = pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
-    headers = {"authorization": f"Bearer {os.environ['PULSE_API_KEY']}"} if os.environ.get("PULSE_API_KEY") else {}
+    users, items = users_and_items(params)
+    headers = auth_headers()
     tmp = Path(tempfile.mkdtemp(prefix="pulse-load-"))
     log_path = str(tmp / "events.jsonl") if args.start else os.environ.get("PULSE_EVENT_LOG") or str(params.path(params.data.event_log))
     report: dict = {"command": "python -m benchmarks.load " + " ".join(sys.argv[1:]), "workers": args.workers if args.start else None,

@@ -15,6 +15,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import pandas as pd
+
+from core.params import Params
 
 
 def wait_ready(url: str, timeout_s: float = 300.0) -> None:
@@ -47,3 +50,16 @@ def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None)
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+
+
+def users_and_items(params: Params) -> tuple[list[str], list[str]]:
+    """The data's user ids (sorted) and item ids: what the HTTP benchmarks draw requests from."""
+    raw = params.path(params.data.raw_dir)
+    users = sorted(pd.read_parquet(raw / "interactions.parquet", columns=["user_id"])["user_id"].unique().tolist())
+    return users, pd.read_parquet(raw / "items.parquet", columns=["item_id"])["item_id"].tolist()
+
+
+def auth_headers() -> dict[str, str]:
+    """The bearer header of ``PULSE_API_KEY`` when it is set (a locked service), else none."""
+    key = os.environ.get("PULSE_API_KEY")
+    return {"authorization": f"Bearer {key}"} if key else {}

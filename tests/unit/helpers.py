@@ -2,6 +2,7 @@
 BERT, and a Feast repo built from the project's own definitions (with its module guard)."""
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
 
@@ -152,3 +153,27 @@ def locked_appends_from_threads(log, n_threads: int, per_thread: int, event) -> 
     for th in threads:
         th.join(60)
     return errors
+
+
+class DictOnlineStore:
+    """An online store of dict rows behind the interface the service's writers use (``read``,
+    ``write``, ``write_lock``): counts its writes, and fails them with ``fail`` (a full disk)."""
+
+    shared = False
+
+    def __init__(self, fail: bool = False) -> None:
+        self.rows: dict[str, dict] = {}
+        self.writes, self.fail = 0, fail
+
+    @contextlib.contextmanager
+    def write_lock(self):  # noqa: ANN201
+        yield
+
+    def read(self, users: list[str]) -> list[dict]:
+        return [dict(self.rows.get(u, {})) for u in users]
+
+    def write(self, rows: list[dict]) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.writes += 1
+        self.rows.update({r["user_id"]: r for r in rows})

@@ -3,7 +3,6 @@ append and one online write, each caller gets its own answer once its events are
 result is that of writing the batches one after another (a retry inside a group is a duplicate)."""
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 
@@ -13,6 +12,7 @@ import pytest
 from core.eventlog import Event, EventLog, read_events
 from features.online import BehaviourSpec
 from serving.event_writer import EventWriter
+from tests.unit.helpers import DictOnlineStore
 
 T0 = 1_780_000_000
 SPEC = BehaviourSpec(50, {"a": np.array([1.0, 0.0]), "b": np.array([0.0, 1.0])}, 2, 1.0, 30.0)
@@ -29,25 +29,6 @@ class SlowLog(EventLog):
         time.sleep(self.delay_s)
         self.appends += 1
         super().append(records)
-
-
-class Rows:
-    def __init__(self, fail: bool = False) -> None:
-        self.rows: dict[str, dict] = {}
-        self.writes, self.fail = 0, fail
-
-    @contextlib.contextmanager
-    def write_lock(self):  # noqa: ANN201
-        yield
-
-    def read(self, users: list[str]) -> list[dict]:
-        return [dict(self.rows.get(u, {})) for u in users]
-
-    def write(self, rows: list[dict]) -> None:
-        if self.fail:
-            raise OSError("disk full")
-        self.writes += 1
-        self.rows.update({r["user_id"]: r for r in rows})
 
 
 def _concurrently(writer: EventWriter, batches: list[list[Event]]) -> list:
@@ -68,7 +49,7 @@ def _concurrently(writer: EventWriter, batches: list[list[Event]]) -> list:
 
 
 def test_concurrent_writes_are_committed_in_groups_and_every_event_once(tmp_path):
-    log, rows = SlowLog(tmp_path / "events.jsonl"), Rows()
+    log, rows = SlowLog(tmp_path / "events.jsonl"), DictOnlineStore()
     writer = EventWriter(log, rows, lambda: SPEC)
     batches = [[Event(f"u{i % 5}", "a" if i % 2 else "b", T0 + i)] for i in range(24)]
     answers = _concurrently(writer, batches)
@@ -80,7 +61,7 @@ def test_concurrent_writes_are_committed_in_groups_and_every_event_once(tmp_path
 
 
 def test_a_retry_in_the_same_group_is_a_duplicate_and_logged_once(tmp_path):
-    log, rows = SlowLog(tmp_path / "events.jsonl", delay_s=0.2), Rows()
+    log, rows = SlowLog(tmp_path / "events.jsonl", delay_s=0.2), DictOnlineStore()
     writer = EventWriter(log, rows, lambda: SPEC)
     first = threading.Thread(target=writer.write, args=([Event("w", "a", T0 - 5)],))
     first.start()  # holds the writer's turn for 0.2 s while the two below queue up as one group
@@ -94,7 +75,7 @@ def test_a_retry_in_the_same_group_is_a_duplicate_and_logged_once(tmp_path):
 
 
 def test_a_failed_commit_fails_every_caller_of_its_group(tmp_path):
-    writer = EventWriter(SlowLog(tmp_path / "events.jsonl", delay_s=0.0), Rows(fail=True), lambda: SPEC)
+    writer = EventWriter(SlowLog(tmp_path / "events.jsonl", delay_s=0.0), DictOnlineStore(fail=True), lambda: SPEC)
     answers = _concurrently(writer, [[Event("u", "a", T0 + i)] for i in range(4)])
     assert all(isinstance(a, OSError) for a in answers)
     with pytest.raises(OSError):

@@ -16,6 +16,7 @@ from serving import service
 from serving.event_writer import EventWriter
 from serving.requests import EventIn, ItemIn, event_dicts
 from serving.validate import BadRequest, TimeWindow
+from tests.unit.helpers import DictOnlineStore
 
 T0 = 1_780_000_000
 
@@ -37,29 +38,12 @@ class FakeLog:
         return 0
 
 
-class FakeOnline:
-    shared = False
-
-    def __init__(self) -> None:
-        self.rows: dict[str, dict] = {}
-
-    @contextlib.contextmanager
-    def write_lock(self):  # noqa: ANN201
-        yield
-
-    def read(self, users: list[str]) -> list[dict]:
-        return [dict(self.rows.get(u, {})) for u in users]
-
-    def write(self, rows: list[dict]) -> None:
-        self.rows.update({r["user_id"]: r for r in rows})
-
-
 @pytest.fixture(scope="module")
 def served():
     """(a client of the real service, its fakes): ``__init__`` replaced, the endpoints as they are.
     BentoML registers its request metrics in prometheus' process-wide registry, which another app
     of the same process (tests/unit/test_guard.py's) holds already: this one gets a registry of its own."""
-    fakes = types.SimpleNamespace(log=FakeLog(), items_log=FakeLog(), online=FakeOnline())
+    fakes = types.SimpleNamespace(log=FakeLog(), items_log=FakeLog(), online=DictOnlineStore())
 
     def init(self) -> None:
         self.window, self.online, self.event_log, self.items_log = TimeWindow(), fakes.online, fakes.log, fakes.items_log
