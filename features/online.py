@@ -14,7 +14,7 @@ import pandas as pd
 
 from core.eventlog import Event, events_by_user
 from features.store import OnlineBehaviour
-from features.transforms import SECONDS_PER_DAY, decayed_shares, recent_shares
+from features.transforms import SECONDS_PER_DAY, event_clock, latest_decayed_shares
 
 REPLAY_BATCH = 1000  # users per online read/write when a whole log is replayed
 
@@ -45,10 +45,11 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
                     recent_half_life_events: float = 2.0) -> dict:
     """A user's behaviour state after new events, inserted in timestamp order.
 
-    The category shares are recomputed over the kept history with the same
-    ``decayed_shares`` the offline features use. Offline shares cover the user's whole history,
-    so for users with more than ``history_len`` events the online shares are an approximation
-    (the long half-life ones most); the next features run recomputes them exactly.
+    The category shares are recomputed over the kept history: the newest row of the
+    ``decayed_shares`` the offline features use, bit for bit (``latest_decayed_shares`` computes
+    that row only). Offline shares cover the user's whole history, so for users with more than
+    ``history_len`` events the online shares are an approximation (the long half-life ones most);
+    the next features run recomputes them exactly.
     """
     ids = list(state.get("hist_item_ids") or [])
     tss = [int(t) for t in (state.get("hist_ts") or [])]
@@ -59,17 +60,17 @@ def merge_behaviour(state: dict, events: list[Event], history_len: int, cat_vect
     zero = np.zeros(n_categories)
     vecs = np.stack([cat_vectors.get(i, zero) for i in ids]) if ids else np.zeros((0, n_categories))
     t = np.array(tss, dtype=np.float64)
-    short = decayed_shares(t, vecs, short_half_life_days * SECONDS_PER_DAY)
-    long_ = decayed_shares(t, vecs, long_half_life_days * SECONDS_PER_DAY)
-    recent = recent_shares(vecs, recent_half_life_events)
+    short, long_, recent = latest_decayed_shares(vecs, [(t, short_half_life_days * SECONDS_PER_DAY),
+                                                        (t, long_half_life_days * SECONDS_PER_DAY),
+                                                        (event_clock(len(vecs)), recent_half_life_events)])
     return {
         "hist_item_ids": ids,
         "hist_ts": tss,
         "event_count": int(state.get("event_count") or 0) + len(events),
         "last_event_ts": max(tss) if tss else 0,
-        "cat_share_short": (short[-1] if len(short) else zero).astype(np.float32).tolist(),
-        "cat_share_long": (long_[-1] if len(long_) else zero).astype(np.float32).tolist(),
-        "cat_share_recent": (recent[-1] if len(recent) else zero).astype(np.float32).tolist(),
+        "cat_share_short": short.astype(np.float32).tolist(),
+        "cat_share_long": long_.astype(np.float32).tolist(),
+        "cat_share_recent": recent.astype(np.float32).tolist(),
     }
 
 

@@ -240,17 +240,45 @@ def write_online_rows(store, view, rows: list[dict]) -> None:
     store._get_provider().online_write_batch(store.config, fv, data, progress=None)
 
 
+def sqlite_wal(store) -> None:
+    """Put a SQLite online store in write-ahead-log mode, with every commit still fsync'd
+    (``synchronous=FULL``); a Redis store is left alone, and a database that cannot switch (one
+    another writer holds locked past SQLite's busy timeout, a read-only file) stays as it is, logged.
+
+    Why: an event's online write is one small transaction on the path of "the next recommendation
+    follows", and in SQLite's default rollback-journal mode its commit syncs the journal and the
+    database several times. In WAL mode the commit appends to the ``-wal`` file and syncs it once
+    (one user row on the 2-core machine, rollback journal against WAL: 20 against 4.6 ms p50 while
+    other processes kept the disk busy; 1.7 against 1.0 p50 and 23 against 15 ms p99, write by
+    write interleaved, on a quieter disk). As durable: a committed transaction is in the synced log, which
+    SQLite replays on the next open (so the ``-wal`` file beside the database is part of it until
+    the last connection closes: copy or delete them together). The mode is recorded in the database
+    file, so the pipeline's writers and readers use it too."""
+    if online_store_kind(store) != "sqlite":
+        return
+    conn = store._get_provider().online_store._get_conn(store.config)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        conn.execute("PRAGMA synchronous=FULL")  # per connection: every commit reaches the disk before it returns
+    except Exception as e:  # sqlite3.OperationalError: database is locked, or read-only
+        mode = f"{type(e).__name__}: {e}"
+    if str(mode).lower() != "wal":
+        log.warning("the SQLite online store stays out of WAL mode (%s): each online write syncs more than once", mode)
+
+
 class OnlineBehaviour:
     """The online rows of ``user_behaviour``, with the feature service and view resolved once.
 
     What a long-lived reader and writer (the service) holds: resolving them from the registry
-    costs more than a read (~1.5 ms of ~2) or a write (~2 ms of ~5) itself.
+    costs more than a read (~1.5 ms of ~2) or a write (~2 ms of ~5) itself. A SQLite store is
+    switched to WAL mode (``sqlite_wal``) for commits that sync once.
     """
 
     def __init__(self, store) -> None:
         self.store = store
         self.service = user_service(store)
         self.view = store.get_feature_view("user_behaviour", allow_registry_cache=True)
+        sqlite_wal(store)
 
     def read(self, user_ids: list[str]) -> list[dict]:
         return online_user_behaviour(self.store, user_ids, self.service)

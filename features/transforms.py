@@ -6,6 +6,8 @@ an argument.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pandas as pd
 
@@ -62,12 +64,43 @@ def decayed_shares(times: np.ndarray, vectors: np.ndarray, half_life_s: float) -
     return out
 
 
+def latest_decayed_shares(vectors: np.ndarray, clocks: Sequence[tuple[np.ndarray, float]]) -> np.ndarray:
+    """The newest row of ``decayed_shares(times, vectors, half_life)`` for each ``(times, half_life)``
+    of ``clocks`` (zeros when there are no events), bit for bit, in one pass: (len(clocks), C).
+
+    Why: merging an event into a user's online row (``POST /events``) needs only the newest share
+    of each kind, and three ``decayed_shares`` passes that also fill and normalise every earlier
+    row cost ~7 us per behaviour each (about 4 ms for a 200-behaviour history). Each element goes
+    through the same IEEE operations in the same order as there (the decay factors in Python
+    floats, whose ``**`` is the same C ``pow`` as NumPy's scalar one), so online and offline shares
+    stay equal (tested)."""
+    acc = np.zeros((len(clocks), vectors.shape[1]))
+    if not len(vectors):
+        return acc
+    decay = np.array([_decay_factors(times, half_life) for times, half_life in clocks]).T[:, :, None]  # (n, S, 1)
+    for f, v in zip(decay, vectors):
+        np.multiply(acc, f, out=acc)
+        np.add(acc, v, out=acc)
+    return np.stack([row / total if (total := row.sum()) > 0 else row for row in acc])
+
+
+def _decay_factors(times: np.ndarray, half_life: float) -> list[float]:
+    """0.5 ** (time since the previous event / half_life) at each event (1 at the first), as ``decayed_shares`` steps."""
+    t = np.asarray(times, dtype=np.float64).tolist()
+    return [0.5 ** ((now - before) / half_life) for before, now in zip(t[:1] + t[:-1], t)]
+
+
+def event_clock(n: int) -> np.ndarray:
+    """The clock of the per-event decay: one unit per behaviour (``recent_shares``)."""
+    return np.arange(n, dtype=np.float64)
+
+
 def recent_shares(vectors: np.ndarray, half_life_events: float) -> np.ndarray:
     """Category shares after each event, decayed per *event* (the k-th newest weighs
     0.5 ** (k / half_life_events)): the classic ``interest <- decay * interest + (1 - decay) * item``
     update. It needs no training and no time scale, so two or three events of a new interest move
     it whatever the data's clock (synthetic, order-only, seconds or months between events)."""
-    return decayed_shares(np.arange(len(vectors), dtype=np.float64), vectors, half_life_events)
+    return decayed_shares(event_clock(len(vectors)), vectors, half_life_events)
 
 
 def user_behaviour_timeline(

@@ -37,7 +37,8 @@ from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
-from serving.state import ENCODER_CACHE, ServingState, apply_logged_items, load_state, online_history_len, start_watcher
+from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_history_len,
+                           start_watcher)
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,7 @@ class Recommender:
                         WORKERS_ENV, workers_from_env())
         log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s)", self.state.tag,
                  meta["selected"], self.online.store.config.online_store.type, self.event_log.name, self.scorer.threads)
+        exempt_from_gc()
 
     def reload_model(self) -> dict:
         """Serve `<name>:latest` from the model store if it is not the version being served.
@@ -172,6 +174,7 @@ class Recommender:
                 with self.event_log.locked():
                     apply_logged_items(new, self.items_log, self.categories)
                     self.state = new
+                exempt_from_gc()
             except Exception as e:
                 log.exception("reload of %s:latest failed; still serving %s", self.model_name, current)
                 return {"reloaded": False, "model_tag": current, "previous_tag": current, "reason": f"{type(e).__name__}: {e}"}

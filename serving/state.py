@@ -8,6 +8,7 @@ on it, the next one gets the new state, and no request ever sees a half-built on
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -112,6 +113,17 @@ def apply_logged_items(state: ServingState, items_log: LogLike, categories: list
     state.upsert_items(rows, state.encode([str(t) for t in logged["text"]]), categories)
     log.info("re-applied %d item(s) from %s to %s", len(rows), as_log(items_log).name, state.tag)
     return [r["item_id"] for r in rows]
+
+
+def exempt_from_gc() -> None:
+    """Take every object alive now (the loaded model, Feast's registry, the imported libraries:
+    about 380,000 with the default model) out of the cyclic garbage collector's scans.
+
+    Why: they live as long as the process, yet each full collection rescans them all, 150 ms with
+    the GIL held in the middle of some request. A ``ServingState`` has no reference cycles
+    (tested), so the one a reload replaces is still freed, by reference counting. Called once
+    the service has loaded and again after each reload."""
+    gc.freeze()
 
 
 def start_watcher(reload: Callable[[], dict], interval_s: float, stop: threading.Event | None = None) -> threading.Thread | None:

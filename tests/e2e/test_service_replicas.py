@@ -62,7 +62,7 @@ def replicas(project, pipeline_run, tmp_path_factory):
     base = tmp_path_factory.mktemp("replicas")
     redis = start_redis(base / "redis")
     repo = base / "repo"
-    shutil.copytree(dst / "features/repo", repo, ignore=shutil.ignore_patterns("online_store.db", "__pycache__", "*.online.yaml"))
+    shutil.copytree(dst / "features/repo", repo, ignore=shutil.ignore_patterns("online_store.db*", "__pycache__", "*.online.yaml"))
     servers = []
     try:
         with pytest.MonkeyPatch.context() as mp:

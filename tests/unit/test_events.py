@@ -14,7 +14,7 @@ from core import eventlog, schema
 from features import ingest
 from core.eventlog import Event, EventLog, events_by_user
 from core.params import load_params
-from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares
+from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares, recent_shares
 from features.online import merge_behaviour, unapplied
 from serving.validate import EventRejected, TimeWindow, parse_events
 from tests.unit.helpers import locked_appends_from_threads
@@ -325,8 +325,10 @@ def test_merge_cat_shares_are_decayed_shares_of_the_kept_history():
     kept_ids, kept_ts = ids[-5:], np.array(ts[-5:], dtype=np.float64)
     assert s["hist_item_ids"] == kept_ids
     vecs = np.stack([VEC[i] for i in kept_ids])
-    np.testing.assert_allclose(s["cat_share_short"], decayed_shares(kept_ts, vecs, SHORT_D * SECONDS_PER_DAY)[-1], atol=1e-6)
-    np.testing.assert_allclose(s["cat_share_long"], decayed_shares(kept_ts, vecs, LONG_D * SECONDS_PER_DAY)[-1], atol=1e-6)
+    # exactly what the offline features hold for the same history (float32, as stored)
+    assert s["cat_share_short"] == decayed_shares(kept_ts, vecs, SHORT_D * SECONDS_PER_DAY)[-1].astype(np.float32).tolist()
+    assert s["cat_share_long"] == decayed_shares(kept_ts, vecs, LONG_D * SECONDS_PER_DAY)[-1].astype(np.float32).tolist()
+    assert s["cat_share_recent"] == recent_shares(vecs, 2.0)[-1].astype(np.float32).tolist()
     assert sum(s["cat_share_short"]) == pytest.approx(1.0, abs=1e-6)
 
 

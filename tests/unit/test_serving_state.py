@@ -89,6 +89,29 @@ def test_logged_items_the_catalogue_lacks_are_reapplied(model, tmp_path):
     assert s.cat_vectors["later"].tolist() == [0.0, 0.0]
 
 
+def test_a_replaced_state_is_freed_without_the_cycle_collector(model, tmp_path):
+    """The service exempts its loaded objects from the cyclic collector (``exempt_from_gc``: a full
+    collection rescanned them for 150 ms); a state a reload replaces must still be freed, by
+    reference counting alone: no reference cycle in it (items posted, requests scored)."""
+    import gc
+    import weakref
+
+    items_log = tmp_path / "items.jsonl"
+    _log_items(items_log, [{"item_id": "fresh", "title": "Fresh", "text": "new text", "categories": ["b"]}])
+    s = load_state(model, CATS, items_log)
+    s.engine.recommend(["i1", "fresh"], [1_700_000_000, 1_700_000_060], k=3)
+    refs = [weakref.ref(x) for x in (s, s.engine, s.engine.model, s.encoder)]
+    gc.disable()
+    try:
+        del s
+        assert [r() for r in refs] == [None] * len(refs)
+        state_mod.exempt_from_gc()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.enable()
+
+
 def test_watcher_calls_reload_until_stopped_and_survives_errors():
     assert start_watcher(lambda: {}, 0) is None  # 0: off
     calls: list[int] = []

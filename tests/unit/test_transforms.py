@@ -14,7 +14,10 @@ from features.transforms import (
     category_matrix,
     category_vocabulary,
     decayed_shares,
+    event_clock,
     feature_timestamps,
+    latest_decayed_shares,
+    recent_shares,
     item_profile,
     unix_seconds,
     user_behaviour_timeline,
@@ -64,6 +67,25 @@ def test_decayed_shares_general_formula_and_zero_rows():
     zero = decayed_shares(np.array([0.0, 10.0]), np.zeros((2, 3)), half_life_s=h)
     assert np.array_equal(zero, np.zeros((2, 3)))
     assert decayed_shares(np.array([]), np.zeros((0, 3)), half_life_s=h).shape == (0, 3)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_latest_decayed_shares_is_the_newest_row_bit_for_bit(seed):
+    """The online merge's one-pass shares equal the offline features' newest row exactly (not
+    approximately): same-second events, long gaps, items without a category, up to 220 events."""
+    rng = np.random.default_rng(seed)
+    for n in (0, 1, 2, 7, 50, 220):
+        vecs = np.zeros((n, 5))
+        for k in range(n):
+            cats = rng.choice(5, size=int(rng.integers(0, 3)), replace=False)  # 0 categories: a zero row
+            vecs[k, cats] = 1.0 / max(len(cats), 1)
+        times = np.sort(rng.integers(1_700_000_000, 1_700_000_000 + 10 ** int(rng.integers(1, 9)), size=n)).astype(np.float64)
+        clocks = [(times, 3 * SECONDS_PER_DAY), (times, 60 * SECONDS_PER_DAY), (event_clock(n), 2.0)]
+        got = latest_decayed_shares(vecs, clocks)
+        full = [decayed_shares(times, vecs, clocks[0][1]), decayed_shares(times, vecs, clocks[1][1]), recent_shares(vecs, 2.0)]
+        assert got.shape == (3, 5)
+        for row, rows in zip(got, full):
+            assert np.array_equal(row, rows[-1] if n else np.zeros(5)), (n, row, rows[-1:])
 
 
 # ---------------------------------------------------------------- categories
