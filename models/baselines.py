@@ -11,10 +11,11 @@ import torch
 import torch.nn as nn
 
 from models.data import ItemIndex
+from models.interface import ScoresThenWeights
 from models.sparse import CsrMatrix
 
 
-class StaticScores(nn.Module):
+class StaticScores(ScoresThenWeights, nn.Module):
     """Same score vector for every user (popularity-style baselines)."""
 
     def __init__(self, scores: torch.Tensor) -> None:
@@ -68,7 +69,7 @@ def recent_popularity(train: pd.DataFrame, index: ItemIndex, days: float) -> Sta
     return StaticScores(recent + _counts(train, index) / (len(train) + 1.0))
 
 
-class ItemKNN(nn.Module):
+class ItemKNN(ScoresThenWeights, nn.Module):
     """Item-to-item co-occurrence: items consumed close together in train sequences are neighbours.
 
     sim = cosine over co-occurrence counts within a window of ``window`` steps; a user's score
@@ -165,7 +166,7 @@ def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: i
     return ItemKNN(cooccurrence_similarity(train, index, window, top_k), n_recent)
 
 
-class EASE(nn.Module):
+class EASE(ScoresThenWeights, nn.Module):
     """EASE (Steck, WWW 2019): a linear item-to-item model with a closed form, scored from the
     user's whole history as a set (order and time are ignored).
 

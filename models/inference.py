@@ -198,6 +198,5 @@ class Engine:
                 switches.append({"in_switch": g >= 0.5, "gate": round(g, 4), "evidence": round(float(evidence[row, lead]), 3),
                                  "expert": self.model.expert_names[lead], "window": self.model.expert_window(lead)})
             return scores.float().cpu().clone(), weights.cpu().numpy(), switches
-        explain = getattr(self.model, "score_and_explain", None)  # one encoder pass for both, where the model has it
-        scores, weights = explain(s, t) if explain is not None else (self.model.score_all(s, t), self.model.interest_weights(s, t))
+        scores, weights = self.model.score_and_explain(s, t)  # one encoder pass for both, where the model shares one
         return scores.float().cpu().clone(), weights.cpu().numpy(), [None] * len(s)

@@ -49,6 +49,20 @@ class ServableModel(ScoringModel, Explainer, Protocol):
     """What serving holds (``Engine.model``) and the switch gate wraps (its base, the long expert):
     every answer carries its scores and the behaviours behind them."""
 
+    def score_and_explain(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``score_all``, ``interest_weights``) in one call: what ``/recommend`` asks, so a model whose
+        scores and explanation come from the same encoder pass runs it once."""
+
+
+class ScoresThenWeights:
+    """``score_and_explain`` for a model whose scores and explanation share no work (the baselines):
+    the two calls, one after the other."""
+
+    def score_and_explain(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.score_all(seq, ts, now), self.interest_weights(seq, ts)  # type: ignore[attr-defined]
+
 
 @runtime_checkable
 class HybridComponent(ScoringModel, Protocol):

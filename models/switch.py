@@ -123,8 +123,7 @@ class SwitchGate(nn.Module):
 
     def _long(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(log-probabilities, the base's interest weights, or None when it cannot give them from the same pass)."""
-        explain = getattr(self.base, "score_and_explain", None)
-        s, w = explain(seq, ts, now) if explain is not None else (self.base.score_all(seq, ts, now), None)
+        s, w = self.base.score_and_explain(seq, ts, now)
         s = s.float()
         s[:, 0] = float("-inf")
         return torch.log_softmax(s, -1), w
@@ -300,6 +299,13 @@ class SwitchGate(nn.Module):
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         logps, evidence = self.experts(seq, ts, now)
         return self.mix(logps, self.expert_weights(evidence))
+
+    def score_and_explain(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(``score_all``, ``interest_weights``): as the service asks (``now`` None), one pass (``switch_state``)."""
+        if now is None:
+            return self.switch_state(seq, ts)[2:]
+        return self.score_all(seq, ts, now), self.interest_weights(seq, ts)
 
     def switch_state(self, seq: torch.Tensor, ts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """(expert weights (B, 1 + windows), evidence (B, windows), mixed log-probabilities (B, N+1),

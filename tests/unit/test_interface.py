@@ -111,3 +111,14 @@ def test_the_shift_reference_rows_state_their_catalogue_too():
     for m in (StaticProfile(text), RecentMajority(torch.arange(N_ITEMS + 1) % 3, torch.ones(N_ITEMS + 1))):
         assert _width(m) - 1 == m.n_items == N_ITEMS
         assert not isinstance(m, ScoringModel)  # no add_items: not evaluable by the evaluator, not servable
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_score_and_explain_is_score_all_and_interest_weights(name):
+    """The one call /recommend makes gives what the two separate calls give, for every model."""
+    m = BUILDERS[name]()
+    seq, ts = padded_batch([[1, 2, 3], [4, 5, 6, 7, 8]])
+    with torch.no_grad():
+        scores, weights = m.score_and_explain(seq, ts)
+        torch.testing.assert_close(scores, m.score_all(seq, ts))
+        torch.testing.assert_close(weights, m.interest_weights(seq, ts))

@@ -9,12 +9,13 @@ import torch.nn as nn
 
 from models.data import EvalSet, pad_left
 from models.gate_fit import fit_gate
+from models.interface import ScoresThenWeights
 from models.switch import GateConfig, SwitchGate, decayed_centroid, shift_back
 
 N = 20  # items 1..10 are category A, 11..20 category B
 
 
-class MajorityFollower(nn.Module):
+class MajorityFollower(ScoresThenWeights, nn.Module):
     """A stand-in for a model trained on stationary data: it follows the majority of whatever it
     reads (scores = the share of each item's category in the sequence), with no notion of recency."""
 
