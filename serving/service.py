@@ -37,8 +37,8 @@ from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
 from serving.scoring import Scorer, torch_threads_from_env
-from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_history_len,
-                           start_watcher)
+from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_half_lives,
+                           online_history_len, start_watcher)
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +135,7 @@ class Recommender:
         self.event_log, self.items_log = self.logs.events, self.logs.items
         self.encoder_cache = self.logs.local_dir / ENCODER_CACHE
         self.history_len = online_history_len(meta)
-        self.half_lives = (float(meta.get("short_half_life_days", 3.0)), float(meta.get("long_half_life_days", 60.0)),
-                           float(meta.get("recent_half_life_events", 2.0)))
+        self.half_lives = online_half_lives(meta)
         self.categories = json.loads((repo / "data" / "categories.json").read_text())
         with self.event_log.locked():  # a torn last line of the items log (never acknowledged) is cut, other bad lines skipped
             self.items_log.repair()

@@ -84,13 +84,27 @@ def load_state(model: Any, categories: list[str], items_log: LogLike, cache_dir:
     return state
 
 
+ONLINE_SETTINGS = ("history_len", "short_half_life_days", "long_half_life_days", "recent_half_life_events")
+
+
+def _recorded(meta: Mapping[str, Any], key: str) -> Any:
+    if key not in meta:
+        raise ValueError(f"the packaged model's metadata records no {key} (features.{key}): package it again")
+    return meta[key]
+
+
 def online_history_len(meta: Mapping[str, Any]) -> int:
     """The behaviours the online store keeps per user, as recorded when the model was packaged
     (``features.history_len``): events merged at serving time must be cut where materialisation cut
     them, so a model packaged without it is an error, never a guessed length."""
-    if "history_len" not in meta:
-        raise ValueError("the packaged model's metadata records no history_len (features.history_len): package it again")
-    return int(meta["history_len"])
+    return int(_recorded(meta, "history_len"))
+
+
+def online_half_lives(meta: Mapping[str, Any]) -> tuple[float, float, float]:
+    """(short, long half-life in days, recent half-life in events) of the online category mixes, as
+    recorded when the model was packaged: an event merged at serving time must decay the mixes as
+    materialisation did, so a model packaged without them is an error, never a guessed default."""
+    return tuple(float(_recorded(meta, k)) for k in ONLINE_SETTINGS[1:])  # type: ignore[return-value]
 
 
 def default_cache_dir(items_log: LogLike) -> Path | None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import ast
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,6 +87,23 @@ def test_stage_deps_cover_the_code_it_imports(stage):
     deps = [next(iter(d)) if isinstance(d, dict) else d for d in spec["deps"]]
     missing = sorted(p.relative_to(ROOT).as_posix() for p in import_closure(cmd[2]) if not covered(p, deps))
     assert not missing, f"dvc.yaml stage '{stage}' runs these files but does not depend on them: {missing}"
+
+
+# settings that say where files go, not what a stage computes: their outputs move, their results do not
+WHERE_FILES_GO = {"data.raw_dir", "train.out_dir", "features.repo_dir", "tracking.metrics_dir", "evaluate.out", "package.out"}
+
+
+@pytest.mark.parametrize("stage", sorted(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]))
+def test_stage_params_cover_the_settings_its_module_reads(stage):
+    """Every ``params.<section>.<key>`` the stage's own module reads is in its ``params`` (the key or
+    its whole section), so changing it reruns the stage (the package stage once missed
+    ``features.recent_half_life_events``, which it writes into the served model's metadata)."""
+    spec = stages()[stage]
+    module = spec["cmd"].split()[2]
+    listed = {p for p in spec.get("params", []) if isinstance(p, str)}
+    read = set(re.findall(r"\bparams\.([a-z_]+\.[a-z_]+)", module_file(module).read_text())) - WHERE_FILES_GO
+    missing = sorted(k for k in read if k not in listed and k.split(".")[0] not in listed)
+    assert not missing, f"dvc.yaml stage '{stage}' reads these params but does not list them: {missing}"
 
 
 def test_features_stage_depends_on_every_feast_repo_file():

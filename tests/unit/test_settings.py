@@ -18,7 +18,7 @@ from models.inference import Engine
 from models.interest import InterestConfig, InterestModel
 from models.settings import MODEL_ONLY, SASREC_FROM_TRAIN, model_config, shared_fields
 from serving import state as state_mod
-from serving.state import load_state, online_history_len
+from serving.state import load_state, online_half_lives, online_history_len
 from tests.unit.helpers import T0, random_text_emb, tiny_config
 
 N_ITEMS, TEXT_DIM = 20, 8
@@ -104,3 +104,11 @@ def test_online_history_len_is_read_from_the_packaged_metadata():
     assert online_history_len({"history_len": 120}) == 120
     with pytest.raises(ValueError, match="history_len"):
         online_history_len({})
+
+
+def test_online_half_lives_are_read_from_the_packaged_metadata_never_guessed():
+    meta = {"short_half_life_days": 2.0, "long_half_life_days": 40.0, "recent_half_life_events": 3.0}
+    assert online_half_lives(meta) == (2.0, 40.0, 3.0)
+    for key in meta:
+        with pytest.raises(ValueError, match=key):
+            online_half_lives({k: v for k, v in meta.items() if k != key})
