@@ -3,7 +3,7 @@
     python -m benchmarks.ranking --dataset movielens-100k --seeds 3
 
 Writes ``reports/benchmark-<dataset>.json`` and ``reports/benchmark-<dataset>.md``. Protocols
-(``benchmarks/protocols.py``): leave-one-out by time with full ranking (../shared/BENCHMARK.md), a
+(``models/protocols.py``): leave-one-out by time with full ranking (../shared/BENCHMARK.md), a
 global temporal split and cold items. Every finished fit goes to a fit log
 (``benchmarks/fit_log.py``), so an interrupted run resumes with ``--resume``.
 """
@@ -25,7 +25,7 @@ import torch
 from benchmarks.finetuned import ROW, finetuned_row
 from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order, merge_runs
 from benchmarks.fit_log import FitLog, fit_key
-from benchmarks.protocols import Split, split_for
+from models.protocols import Split, split_for
 from features import adapters
 from core.cli import configure_logging, parse_overrides
 from core.params import Params, TrainParams, load_params

@@ -5,7 +5,7 @@ interest_shift  the target's categories miss the user's dominant categories: int
 short_history   the user's history is in the shortest quarter: little to learn from
 
 ``slice_masks`` is the one place an EvalSet is cut into these slices: the `evaluate` stage
-(``models/evaluate.py``, test split) and the ranking benchmark (``benchmarks/protocols.py``, every
+(``models/evaluate.py``, test split) and the ranking benchmark (``models/protocols.py``, every
 protocol's test split) both call it, and ``models.evaluate.slice_metrics`` measures each slice.
 """
 from __future__ import annotations

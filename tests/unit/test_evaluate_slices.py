@@ -12,7 +12,7 @@ import pytest
 import torch
 import yaml
 
-from benchmarks.protocols import split_for
+from models.protocols import split_for
 from core.params import load_params
 from models import artifacts, evaluate, slices
 from models.baselines import item_knn, popularity
@@ -115,7 +115,7 @@ def test_compact_metrics_carry_the_selected_models_slice_ndcg(stage):
 
 
 def test_benchmark_and_stage_cut_and_measure_the_same_slices(stage):
-    """The benchmark's leave-one-out split (benchmarks.protocols) slices its test users as the
+    """The benchmark's leave-one-out split (models.protocols) slices its test users as the
     stage does, and its per-slice metrics are the stage's numbers."""
     params, inter, models, report = stage
     items = pd.DataFrame({"item_id": IDS, "categories": CATEGORIES})

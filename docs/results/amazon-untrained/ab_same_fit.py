@@ -11,7 +11,7 @@ from features import adapters
 from models.train import encode_items
 from models.fitting import fit_models
 from models.evaluate import rank_targets, metrics_for, n_items_of
-from benchmarks.protocols import split_for
+from models.protocols import split_for
 from models.untrained import untrained_items, warm_components, warm_interest
 configure_logging(logging.INFO)
 seed = int(sys.argv[1]) if len(sys.argv) > 1 else 42

@@ -1,4 +1,5 @@
-"""The ranking benchmark's protocols: what the models train on, validate on and are tested on.
+"""The evaluation protocols: what the models train on, validate on and are tested on (the ranking
+benchmark runs each; the `evaluate` stage is leave-one-out, with the same slices, `models.slices`).
 
 - ``loo``: leave-one-out by time with full ranking (../shared/BENCHMARK.md);
 - ``temporal``: a global temporal split, validated on the same split one level down;
