@@ -20,7 +20,7 @@ import httpx
 import numpy as np
 
 from benchmarks.report import percentiles, write_report
-from benchmarks.server import auth_headers, served, users_and_items
+from benchmarks.server import add_server_args, auth_headers, served, users_and_items
 from core.params import load_params
 
 
@@ -46,12 +46,9 @@ def client(url: str, users: list[str], items: list[str], steps: int, seed: int, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="event -> updated recommendation latency over HTTP")
-    ap.add_argument("--url", default="http://127.0.0.1:3000")
-    ap.add_argument("--params", default="params.yaml")
+    add_server_args(ap, "reports/http-latency.json", "start `bentoml serve` on the --url port for the run")
     ap.add_argument("--requests", type=int, default=500, help="event + recommend pairs in all")
     ap.add_argument("--concurrency", type=int, default=1)
-    ap.add_argument("--start", action="store_true", help="start `bentoml serve` on the --url port for the run")
-    ap.add_argument("--out", default="reports/http-latency.json")
     args = ap.parse_args()
     params = load_params(args.params)
     users, items = users_and_items(params)

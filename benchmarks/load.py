@@ -29,7 +29,7 @@ import httpx
 import numpy as np
 
 from benchmarks.report import percentiles, write_report
-from benchmarks.server import auth_headers, served, users_and_items
+from benchmarks.server import add_server_args, auth_headers, served, users_and_items
 from core.eventlog import read_events
 from core.params import load_params
 
@@ -108,16 +108,13 @@ def during_batch(url: str, headers: dict, users: list[str], items: list[str], n:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description="load on the HTTP service: /recommend, /events, and /recommend during a big batch")
-    ap.add_argument("--url", default="http://127.0.0.1:3000")
-    ap.add_argument("--params", default="params.yaml")
+    add_server_args(ap, "reports/bench/load.json", "start `bentoml serve` on the --url port, event log in a temporary folder")
     ap.add_argument("--seconds", type=float, default=20.0, help="per phase")
     ap.add_argument("--recommend-concurrency", type=int, default=8)
     ap.add_argument("--events-concurrency", type=int, default=16)
     ap.add_argument("--batch-events", type=int, default=10_000)
     ap.add_argument("--batches", type=int, default=5, help="batches of --batch-events posted one after another in phase 4")
     ap.add_argument("--workers", type=int, default=1, help="with --start: API worker processes (PULSE_WORKERS)")
-    ap.add_argument("--start", action="store_true", help="start `bentoml serve` on the --url port, event log in a temporary folder")
-    ap.add_argument("--out", default="reports/bench/load.json")
     args = ap.parse_args()
     params = load_params(args.params)
     users, items = users_and_items(params)

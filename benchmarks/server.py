@@ -5,6 +5,7 @@ only, its own process group so that stopping it stops every worker) or their fig
 for reasons that are not the service's."""
 from __future__ import annotations
 
+import argparse
 import os
 import signal
 import subprocess
@@ -63,3 +64,11 @@ def auth_headers() -> dict[str, str]:
     """The bearer header of ``PULSE_API_KEY`` when it is set (a locked service), else none."""
     key = os.environ.get("PULSE_API_KEY")
     return {"authorization": f"Bearer {key}"} if key else {}
+
+
+def add_server_args(ap: argparse.ArgumentParser, out: str, start_help: str) -> None:
+    """The options every HTTP benchmark takes: where the service is (or starts), the params, the report file."""
+    ap.add_argument("--url", default="http://127.0.0.1:3000")
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--start", action="store_true", help=start_help)
+    ap.add_argument("--out", default=out)
