@@ -106,9 +106,9 @@ class SwitchParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    models: tuple[str, ...] = ("hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "popularity",
-                               "recent_popularity")
-    hybrid_with: tuple[str, ...] = ("item_knn", "recent_popularity")
+    models: tuple[str, ...] = ("hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "markov",
+                               "popularity", "recent_popularity")
+    hybrid_with: tuple[str, ...] = ("item_knn", "markov", "recent_popularity")
     hybrid_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
     max_len: int = 200
     dim: int = 64

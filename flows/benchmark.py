@@ -37,7 +37,7 @@ from core.params import Params, ScaleParams, load_params  # noqa: E402
 
 log = logging.getLogger("flows.benchmark")  # not __name__: run as `python -m flows.benchmark` it is __main__, outside the project loggers
 
-DEFAULT_MODELS = "hybrid_switch,interest_switch,hybrid,interest,sasrec,item_knn,popularity,recent_popularity"
+DEFAULT_MODELS = "hybrid_switch,interest_switch,hybrid,interest,sasrec,item_knn,markov,popularity,recent_popularity"
 TASK_RUNNERS = ("sequential", "dask")
 
 

@@ -5,6 +5,7 @@
     <name>.safetensors          weights of each neural model (interest, sasrec) + <name>_config.json
     baselines.safetensors       popularity, recent_popularity score vectors
     item_knn.safetensors        item-to-item similarity of the item-kNN baseline, sparse (CSR: crow, col, val)
+    markov.safetensors          the Markov chain's P(next | last), sparse, with its n_recent, decay, symmetric
     ease.safetensors            the EASE baseline's item-to-item weights B and its regularisation
     hybrid.json                 the hybrid's component weights (it is built from the models above)
     switch_<name>.json          a switch-gated model: its base model's name and the gate's settings (models/switch.py)
@@ -46,7 +47,9 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             save_file(state, str(out / f"{name}.safetensors"))
             (out / f"{name}_config.json").write_text(json.dumps(m.cfg.to_dict(), indent=2))
         elif isinstance(m, ItemKNN):
-            save_file({k: v.cpu().contiguous() for k, v in m.sim.state_dict().items()}, str(out / "item_knn.safetensors"))
+            shape = {"n_recent": torch.tensor(m.n_recent), "decay": torch.tensor(m.decay, dtype=torch.float64),
+                     "symmetric": torch.tensor(int(m.symmetric))}
+            save_file({**{k: v.cpu().contiguous() for k, v in m.sim.state_dict().items()}, **shape}, str(out / f"{name}.safetensors"))
         elif isinstance(m, EASE):
             save_file({"B": m.B.cpu().contiguous(), "lam": torch.tensor(m.lam, dtype=torch.float64)}, str(out / "ease.safetensors"))
         elif isinstance(m, Hybrid):
@@ -106,6 +109,18 @@ def history_length(out: Path, model_name: str, packaged: Mapping[str, Any] | Non
                      "or the packaged metadata; retrain it (the train stage records train.max_len)")
 
 
+ITEM_TO_ITEM = ("item_knn", "markov")  # ItemKNN models, one file each
+
+
+def _item_to_item(state: dict[str, torch.Tensor]) -> ItemKNN:
+    """An ItemKNN from its file: sparse (crow, col, val) and its shape; "sim": a dense one from before;
+    no shape saved: item-kNN's defaults (artifacts from before the Markov chain)."""
+    sim = state["sim"] if "sim" in state else CsrMatrix(state["crow"], state["col"], state["val"])
+    if "n_recent" not in state:
+        return ItemKNN(sim)
+    return ItemKNN(sim, int(state["n_recent"]), float(state["decay"]), bool(int(state["symmetric"])))
+
+
 def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
     """Every model in the artifact, in eval mode."""
     text_emb = load_text_embeddings(out)
@@ -113,9 +128,9 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
     if (out / "baselines.safetensors").exists():
         for name, v in load_file(str(out / "baselines.safetensors")).items():
             models[name] = StaticScores(v)
-    if (out / "item_knn.safetensors").exists():
-        state = load_file(str(out / "item_knn.safetensors"))  # sparse (crow, col, val); "sim": a dense one from before
-        models["item_knn"] = ItemKNN(state["sim"] if "sim" in state else CsrMatrix(state["crow"], state["col"], state["val"]))
+    for name in ITEM_TO_ITEM:
+        if (out / f"{name}.safetensors").exists():
+            models[name] = _item_to_item(load_file(str(out / f"{name}.safetensors")))
     if (out / "ease.safetensors").exists():
         state = load_file(str(out / "ease.safetensors"))
         models["ease"] = EASE(state["B"], float(state["lam"]))

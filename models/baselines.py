@@ -70,19 +70,20 @@ def recent_popularity(train: pd.DataFrame, index: ItemIndex, days: float) -> Sta
 
 
 class ItemKNN(ScoresThenWeights, nn.Module):
-    """Item-to-item co-occurrence: items consumed close together in train sequences are neighbours.
+    """Item-to-item scores: a user's score for item j sums sim(i, j) over the last ``n_recent``
+    items i of their history, newer ones weighted more (decay ** age).
 
-    sim = cosine over co-occurrence counts within a window of ``window`` steps; a user's score
-    for item j sums sim(i, j) over the last ``n_recent`` items i of their history, newer ones
-    weighted more (decay ** age). ``sim`` is sparse (``models.sparse.CsrMatrix``: the non-zeros
-    only, or each row's ``top_k`` largest), so its memory grows with the data, not the square of
-    the catalogue; a dense tensor given here is converted.
+    Two matrices make two models: item-kNN (``item_knn``), the cosine over co-occurrence counts
+    within a window of steps (symmetric: "consumed close together"), and the first-order Markov
+    chain (``markov``), P(next = j | last = i) (directional: "taken right after"). ``sim`` is
+    sparse (``models.sparse.CsrMatrix``: the non-zeros only, or each row's ``top_k`` largest), so
+    its memory grows with the data, not the square of the catalogue; a dense tensor is converted.
     """
 
-    def __init__(self, sim: torch.Tensor | CsrMatrix, n_recent: int = 5, decay: float = 0.8) -> None:
+    def __init__(self, sim: torch.Tensor | CsrMatrix, n_recent: int = 5, decay: float = 0.8, symmetric: bool = True) -> None:
         super().__init__()
         self.sim = sim if isinstance(sim, CsrMatrix) else CsrMatrix.from_dense(sim.float())
-        self.n_recent, self.decay = n_recent, decay
+        self.n_recent, self.decay, self.symmetric = n_recent, decay, symmetric
         self.n_trained = self.sim.n  # items (+ padding) it was fitted on; later ones are added
 
     @property
@@ -95,18 +96,21 @@ class ItemKNN(ScoresThenWeights, nn.Module):
 
     def borrow_rows(self, idx: torch.Tensor, w: torch.Tensor, at: int | None = None) -> None:
         """New items (appended, or the one at index ``at``) get the ``w``-weighted mean similarity
-        rows (and columns) of their neighbours ``idx`` (m, k) over the trained items; to items
-        added after training, none (so the result does not depend on how items were batched)."""
+        rows and columns of their neighbours ``idx`` (m, k) over the trained items (one and the
+        same for a symmetric matrix; a directional one's columns, "what came before", from its
+        transpose); to items added after training, none (so the result does not depend on how
+        items were batched)."""
         n, trained = self.sim.n, self.n_trained
         rows = self.sim.weighted_rows(idx, w)[:, :trained]  # (m, trained)
+        cols = rows if self.symmetric else self.sim.transposed().weighted_rows(idx, w)[:, :trained]
         j, c = rows.nonzero(as_tuple=True)
-        v = rows[j, c]
+        jc, cc = cols.nonzero(as_tuple=True)
+        new = (lambda x: n + x) if at is None else (lambda x: torch.full_like(x, at))  # noqa: E731
+        entries = torch.cat([new(j), cc]), torch.cat([c, new(jc)]), torch.cat([rows[j, c], cols[jc, cc]])
         if at is None:
-            r = n + j
-            self.sim = self.sim.with_entries(torch.cat([r, c]), torch.cat([c, r]), torch.cat([v, v]), n + len(rows))
+            self.sim = self.sim.with_entries(*entries, n + len(rows))
         else:
-            r = torch.full_like(j, at)
-            self.sim = self.sim.with_entries(torch.cat([r, c]), torch.cat([c, r]), torch.cat([v, v]), clear=at)
+            self.sim = self.sim.with_entries(*entries, clear=at)
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
         recent = seq[:, -self.n_recent :]  # (B, m), newest last
@@ -137,14 +141,8 @@ def cooccurrence_similarity(train: pd.DataFrame, index: ItemIndex, window: int =
 
     Built from the pairs themselves (no N x N array at any point): peak memory is a few arrays of
     ``2 * window * events`` entries (docs/scaling.md, "Sparse item-kNN")."""
-    pos = index.pos
     n = len(index) + 1
-    items = train["item_id"].map(pos)
-    known = items.notna().to_numpy()
-    s = items.to_numpy()[known].astype(np.int64)
-    users = pd.factorize(train["user_id"].to_numpy()[known])[0]
-    order = np.argsort(users, kind="stable")  # each user's rows together, in their original order (as groupby)
-    s, users = s[order], users[order]
+    s, users = _user_ordered(train, index)
     rows, cols, vals = [], [], []
     for d in range(1, window + 1):
         same = users[:-d] == users[d:]
@@ -162,8 +160,38 @@ def cooccurrence_similarity(train: pd.DataFrame, index: ItemIndex, window: int =
     return CsrMatrix.from_coo(r, c, v / norm[r] / norm[c], n, top_k)
 
 
+def _user_ordered(train: pd.DataFrame, index: ItemIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(item indices, user codes) of the known items, each user's rows together in their original
+    (time) order, as a groupby would give them."""
+    items = train["item_id"].map(index.pos)
+    known = items.notna().to_numpy()
+    s = items.to_numpy()[known].astype(np.int64)
+    users = pd.factorize(train["user_id"].to_numpy()[known])[0]
+    order = np.argsort(users, kind="stable")
+    return s[order], users[order]
+
+
 def item_knn(train: pd.DataFrame, index: ItemIndex, window: int = 5, n_recent: int = 5, top_k: int = 0) -> ItemKNN:
     return ItemKNN(cooccurrence_similarity(train, index, window, top_k), n_recent)
+
+
+def transition_probabilities(train: pd.DataFrame, index: ItemIndex, top_k: int = 0) -> CsrMatrix:
+    """(N+1, N+1) sparse P(next = j | last = i): each user's consecutive pairs, counted and divided
+    by the row's total. Directional, unlike the co-occurrence cosine: what is taken *after* an item
+    (a sequel, a complement) is what a user who has just taken it, or has just switched to its
+    interest, takes next, whatever the rest of their history says (docs/benchmarks.md, "The
+    first-order Markov component")."""
+    n = len(index) + 1
+    s, users = _user_ordered(train, index)
+    same = users[:-1] == users[1:]
+    r, c = torch.from_numpy(s[:-1][same]), torch.from_numpy(s[1:][same])
+    totals = torch.bincount(r, minlength=n).double()
+    return CsrMatrix.from_coo(r, c, 1.0 / totals[r].clamp(min=1), n, top_k)
+
+
+def markov(train: pd.DataFrame, index: ItemIndex, top_k: int = 0) -> ItemKNN:
+    """The first-order Markov chain over the last two behaviours (the one before weighs half)."""
+    return ItemKNN(transition_probabilities(train, index, top_k), n_recent=2, decay=0.5, symmetric=False)
 
 
 class EASE(ScoresThenWeights, nn.Module):

@@ -43,7 +43,7 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
 
 
 # scores the hybrid log-normalises (EASE's negative scores count as 0: "no evidence for this item")
-HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn", "ease")
+HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn", "markov", "ease")
 BASELINES = HYBRID_COMPONENTS  # seed-free models: fitted once, no epochs
 SWITCHED = {"interest_switch": "interest", "hybrid_switch": "hybrid"}  # model behind the switch gate -> its base
 
@@ -134,6 +134,8 @@ def _fit_baselines(todo: list[str], train: pd.DataFrame, index: ItemIndex, sim: 
         models["recent_popularity"] = baselines.recent_popularity(train, index, tp.recent_days)
     if "item_knn" in todo:
         models["item_knn"] = baselines.ItemKNN(sim)
+    if "markov" in todo:
+        models["markov"] = baselines.markov(train, index, tp.knn_top_k)
     if "ease" in todo:
         t0 = time.time()
         models["ease"], search = fit_ease(train, index, tp.ease_lambdas, valid, k)

@@ -130,6 +130,11 @@ class CsrMatrix(nn.Module):
         out = torch.zeros(B, self.n, device=self.val.device, dtype=self.val.dtype)
         return out.index_put_((owner // m, c), w.reshape(-1).to(v)[owner] * v, accumulate=True)
 
+    def transposed(self) -> "CsrMatrix":
+        """The transpose (rows become columns): a directional matrix read the other way."""
+        r, c, v = self.coo()
+        return CsrMatrix.from_coo(c, r, v, self.n)
+
     def padded(self, m: int) -> "CsrMatrix":
         """The same entries in an (n + m, n + m) matrix (new rows and columns empty)."""
         crow = torch.cat([self.crow, self.crow[-1:].expand(m)])

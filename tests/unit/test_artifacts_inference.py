@@ -10,7 +10,7 @@ import torch
 
 from core.params import TrainParams
 from models import artifacts
-from models.baselines import ItemKNN, StaticScores, item_knn, popularity
+from models.baselines import ItemKNN, StaticScores, item_knn, markov, popularity
 from models.data import ItemIndex, pad_left
 from models.inference import Engine
 from models.interest import InterestModel
@@ -52,7 +52,7 @@ def _models() -> dict[str, torch.nn.Module]:
         for p in interest.parameters():
             p.add_(0.05 * torch.randn_like(p))
     sasrec = InterestModel(model_config("sasrec", tp, N_ITEMS, TEXT_DIM), _text_emb())
-    return {"popularity": popularity(train, INDEX), "item_knn": knn, "interest": interest.eval(),
+    return {"popularity": popularity(train, INDEX), "item_knn": knn, "markov": markov(train, INDEX), "interest": interest.eval(),
             "sasrec": sasrec.eval()}
 
 
@@ -74,11 +74,15 @@ def _batch() -> tuple[torch.Tensor, torch.Tensor]:
 def test_save_load_round_trip_gives_identical_scores(saved):
     out, models = saved
     assert {p.name for p in out.iterdir()} >= {"items.json", "text_embeddings.safetensors", "baselines.safetensors",
-                                               "item_knn.safetensors", "interest.safetensors", "interest_config.json",
+                                               "item_knn.safetensors", "markov.safetensors", "interest.safetensors", "interest_config.json",
                                                "sasrec.safetensors", "sasrec_config.json", "meta.json"}
     loaded = artifacts.load_models(out)
     assert set(loaded) == set(models)
     assert isinstance(loaded["popularity"], StaticScores) and isinstance(loaded["item_knn"], ItemKNN)
+    # two ItemKNN models, each in its own file with its own shape
+    assert (loaded["item_knn"].n_recent, loaded["item_knn"].symmetric) == (5, True)
+    assert (loaded["markov"].n_recent, loaded["markov"].decay, loaded["markov"].symmetric) == (2, 0.5, False)
+    assert torch.equal(loaded["markov"].sim.to_dense(), models["markov"].sim.to_dense())
     assert isinstance(loaded["interest"], InterestModel) and isinstance(loaded["sasrec"], InterestModel)
     assert all(not m.training for m in loaded.values())
     assert loaded["interest"].cfg == models["interest"].cfg and loaded["sasrec"].cfg == models["sasrec"].cfg

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from models.baselines import ItemKNN, StaticScores, item_knn, popularity, recent_popularity
+from models.baselines import ItemKNN, StaticScores, item_knn, markov, popularity, recent_popularity, transition_probabilities
 from models.data import ItemIndex, pad_left
 
 T0 = pd.Timestamp("2024-01-01", tz="UTC")
@@ -179,3 +179,43 @@ def test_recent_popularity_window_and_tie_break():
     # a window covering everything is all-time popularity (up to the tie-break term)
     wide = recent_popularity(train, INDEX, days=365)
     np.testing.assert_allclose(wide.scores.numpy(), alltime * (1 + 1 / (n + 1)), rtol=1e-6)
+
+
+# ---------------------------------------------------------------- the first-order Markov chain
+
+
+def test_markov_is_p_next_given_last_and_directional():
+    """Users a, b read i1 -> i2 -> i3, c, d read i4 -> i5 -> i6: P(i2 | i1) = 1, never P(i1 | i2)."""
+    m = markov(_knn_train(), INDEX)
+    p = m.sim.to_dense()
+    assert p[1, 2] == 1.0 and p[2, 3] == 1.0 and p[4, 5] == 1.0
+    assert p[2, 1] == 0.0 and p[3, 2] == 0.0 and p[1, 3] == 0.0  # not symmetric, not beyond one step
+    assert p[3].sum() == 0.0 and p[7].sum() == 0.0  # nothing followed i3; i7 never occurs
+    assert (m.n_recent, m.decay, m.symmetric) == (2, 0.5, False)
+
+
+def test_markov_rows_sum_to_one_over_what_followed():
+    train = _frame([("a", "i1", 0), ("a", "i2", 1), ("b", "i1", 0), ("b", "i3", 1), ("c", "i1", 0), ("c", "i2", 1)])
+    p = transition_probabilities(train, INDEX).to_dense()
+    torch.testing.assert_close(p[1, 1:4], torch.tensor([0.0, 2 / 3, 1 / 3]))
+
+
+def test_markov_scores_the_last_two_behaviours_the_older_at_half():
+    m = markov(_knn_train(), INDEX)
+    p = m.sim.to_dense()
+    s = _scores(m, [4, 1, 5])  # i5 newest, i1 before it, i4 beyond the two newest
+    torch.testing.assert_close(s, p[5] + 0.5 * p[1])
+    assert int(s[1:].argmax()) + 1 == 6
+
+
+def test_a_borrowing_markov_item_gets_its_neighbours_rows_and_columns_apart():
+    """A directional matrix lends "what follows" as a row and "what came before" as a column;
+    the symmetric item-kNN lends one vector for both (as it always did)."""
+    m = markov(_knn_train(), INDEX)
+    p = m.sim.to_dense()
+    m.add_items(torch.zeros(1, 4))
+    m.borrow_rows(torch.tensor([[2]]), torch.tensor([[1.0]]), at=8)
+    q = m.sim.to_dense()
+    torch.testing.assert_close(q[8, :8], p[2])  # it is followed by what follows i2 (i3)
+    torch.testing.assert_close(q[:8, 8], p[:, 2])  # and follows what i2 follows (i1)
+    assert q[8, 3] == 1.0 and q[1, 8] == 1.0 and q[8, 1] == 0.0

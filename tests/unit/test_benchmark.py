@@ -266,7 +266,7 @@ def test_hybrid_is_built_from_the_interest_model_of_its_seed_not_a_second_fit(be
         return real(cfg, *a, **kw)
 
     monkeypatch.setattr(fitting, "fit_interest", counting)
-    tp = dataclasses.replace(params.train, hybrid_grid=(0.0, 1.0))
+    tp = dataclasses.replace(params.train, hybrid_grid=(0.0, 1.0), hybrid_with=("item_knn", "recent_popularity"))
     res = run_protocol(dataclasses.replace(params, train=tp), proto, v.interactions, v.items, text_emb,
                        ("hybrid", "interest", "item_knn", "recent_popularity"), SEEDS, {}, "cpu")
     assert fits == [True] * len(SEEDS)  # one interest fit per seed, shared by the hybrid
@@ -363,7 +363,7 @@ def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch)
 
     report = json.loads((out / "benchmark-movielens-1m.json").read_text())
     assert (report["dataset"], report["n_items"], report["n_users"], report["n_interactions"]) == ("movielens-1m", 30, 25, 350)
-    models = {"hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "popularity", "recent_popularity"}
+    models = {"hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "markov", "popularity", "recent_popularity"}
     for proto in ("loo", "temporal"):
         assert set(report["protocols"][proto]["models"]) == models
         assert report["protocols"][proto]["users"] > 0

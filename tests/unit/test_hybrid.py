@@ -230,12 +230,12 @@ def _windows(n: int = 32):
 def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():
     index = ItemIndex(tuple(IDS))
     tp = TrainParams(epochs=1, dim=16, max_len=L, n_layers=1, batch_size=16, hybrid_grid=(0.0, 1.0))
-    assert with_components(("hybrid",), tp) == ("hybrid", "interest", "item_knn", "recent_popularity")
+    assert with_components(("hybrid",), tp) == ("hybrid", "interest", "item_knn", "markov", "recent_popularity")
     assert with_components(("sasrec",), tp) == ("sasrec",)
     valid = _eval_set([(u * 5) % N_ITEMS + 1 for u in range(N_ITEMS)])
     text = random_text_emb()
     models, fits = fit_models(("hybrid",), _train_df(), index, text, _windows(), valid, tp, "cpu")
-    assert set(models) == {"hybrid", "interest", "item_knn", "recent_popularity"}
+    assert set(models) == {"hybrid", "interest", "item_knn", "markov", "recent_popularity"}
     untrained = untrained_items(_train_df(), index)
     assert untrained and models["hybrid"].warmed == untrained  # the data leaves items out: the hybrid warms its own copies
     assert models["hybrid"].base is models["interest"] and models["hybrid"].components["item_knn"] is not models["item_knn"]

@@ -36,18 +36,19 @@ def _interest(**kw) -> InterestModel:
 
 def _components() -> dict[str, nn.Module]:
     train = _train()
-    return {"item_knn": baselines.item_knn(train, INDEX), "recent_popularity": baselines.recent_popularity(train, INDEX, 1.0),
-            "ease": baselines.ease(train, INDEX, 10.0)}
+    return {"item_knn": baselines.item_knn(train, INDEX), "markov": baselines.markov(train, INDEX),
+            "recent_popularity": baselines.recent_popularity(train, INDEX, 1.0), "ease": baselines.ease(train, INDEX, 10.0)}
 
 
 def _hybrid() -> Hybrid:
-    return Hybrid(_interest(), _components(), {"item_knn": 1.0, "recent_popularity": 0.5, "ease": 0.0}).eval()
+    return Hybrid(_interest(), _components(), {"item_knn": 1.0, "markov": 1.0, "recent_popularity": 0.5, "ease": 0.0}).eval()
 
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "popularity": lambda: baselines.popularity(_train(), INDEX),
     "recent_popularity": lambda: baselines.recent_popularity(_train(), INDEX, 1.0),
     "item_knn": lambda: baselines.item_knn(_train(), INDEX),
+    "markov": lambda: baselines.markov(_train(), INDEX),
     "ease": lambda: baselines.ease(_train(), INDEX, 10.0),
     "interest": _interest,
     "sasrec": lambda: _interest(use_text=False, use_time_decay=False, use_long_term=False),
