@@ -1,14 +1,21 @@
-"""Ceiling of next-event HR@10 after a switch: the generator's own next-item distribution given the TRUE new interest."""
+"""Ceiling of next-event HR@10 after a switch on the stationary synthetic benchmark: the generator's own
+next-item distribution given the TRUE new interest (its popularity weights, its sequel/complement rule),
+history excluded, over the same held-out episodes and steps as `benchmarks.shift --stationary`.
+
+    python docs/results/shift-stop22/oracle_ceiling.py   # from the repository root; writes oracle_ceiling.json here
+"""
 import sys, json
 import numpy as np, pandas as pd, torch
-sys.path.insert(0, "/work/main")
+from pathlib import Path
+ROOT = Path(__file__).resolve().parents[3]
+sys.path.insert(0, str(ROOT))
 from core.params import load_params
 from features.adapters import synthetic as SY
 from models.data import item_index, user_sequences, train_interactions
 from models import shift as S, baselines
 
 def run(vocab, seed):
-    params = load_params("/work/main/params.yaml", {"ingest.synthetic.switch_in_training": False, "ingest.synthetic.vocabulary": vocab,
+    params = load_params(str(ROOT / "params.yaml"), {"ingest.synthetic.switch_in_training": False, "ingest.synthetic.vocabulary": vocab,
         "ingest.synthetic.events_per_user": 100, "ingest.synthetic.seed": seed})
     p = params.ingest.synthetic
     inter, items, truth = SY.generate(p)
@@ -68,4 +75,4 @@ def run(vocab, seed):
 
 out = [run(v, s) for v in ("media", "shop") for s in (7, 11)]
 for o in out: print(o, flush=True)
-json.dump(out, open("/work/scratch/s22/oracle.json", "w"), indent=1)
+json.dump(out, open(Path(__file__).with_suffix(".json"), "w"), indent=1)
