@@ -2,7 +2,7 @@
 
 Why: every ``/recommend`` scores the whole catalogue, and the item side of that (the interest
 model's item vectors, a projection of every item's text) is the same for every request until the
-model or its catalogue changes. Recomputing it was about a third of the model's CPU time per
+model or its catalogue changes. Recomputing it was a quarter to a third of the model's CPU time per
 request (the default 600-item hybrid, one torch thread: 3.3 -> 2.5 ms). What "changes" means
 needs no bookkeeping by the callers: a tensor replaced by another (``add_items`` swaps in a longer
 one) is a different object, and one changed in place (``set_item_text``, an optimizer step,

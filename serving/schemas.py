@@ -5,9 +5,10 @@ endpoints return these models (Swagger at ``/`` then shows typed responses and e
 model serializes exactly the keys it was given (``_Body``): an optional key the endpoint left out
 (``reason`` of ``/reload``, ``note`` of ``/items``, the switch fields of ``interest`` for a model
 without the gate) stays out of the JSON rather than appearing as ``null``, and a key the models
-do not name is kept, so the bodies are the dicts the endpoints built, key for key. A rejected
-request still returns a starlette ``JSONResponse`` (``serving.guard.bad_request``): BentoML passes
-a returned Response through as is, without the return annotation's validation.
+do not name is kept, so the bodies are the dicts the endpoints built, key for key. ``/recommend``
+and ``/events`` return their model's JSON as a starlette response (``answer``: the same bytes,
+cheaper), and a rejected request a ``JSONResponse`` (``serving.guard.bad_request``): BentoML passes a
+returned Response through as is, without the return annotation's validation.
 """
 from __future__ import annotations
 
