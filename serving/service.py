@@ -55,6 +55,8 @@ def workers_from_env() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SystemExit(f"{WORKERS_ENV}={raw!r}: expected a whole number of API worker processes, 1 or more")
     return int(raw)
+
+
 TRACING_ENV = "PULSE_TRACING"  # 1: BentoML's OpenTelemetry spans for the API routes as well
 API_ROUTES = ("/recommend", "/events", "/items", "/forget", "/reload")
 
