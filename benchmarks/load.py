@@ -9,6 +9,10 @@
 
 Each client is a closed loop (the next request leaves when the answer is in: a bounded load,
 not an open firehose) over random users and items of the data, for ``--seconds`` per phase.
+The clients run on the same machine as the service, so what they cost is taken from it: each is a
+thread with one keep-alive ``http.client`` connection, about 0.5 ms of CPU per request on the
+2-core machine, where an ``httpx.Client`` took 1.6 to 2.7 ms (a third of what the service itself
+spends on an ``/events``); the report gives the client's CPU per request (``client_cpu_ms_per_req``).
 With ``--start`` the benchmark runs `bentoml serve` itself with the event log in a temporary
 folder (the project's own log is not written; the online store is: the next pipeline run
 rebuilds it), and ``--workers`` API worker processes (``PULSE_WORKERS``).
@@ -18,27 +22,58 @@ rebuilds it), and ``--workers`` API worker processes (``PULSE_WORKERS``).
 from __future__ import annotations
 
 import argparse
+import http.client
+import json
 import os
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
 from benchmarks.report import percentiles, write_report
-from benchmarks.server import add_server_args, auth_headers, served, users_and_items
+from benchmarks.server import add_server_args, auth_headers, served, tree_cpu_s, users_and_items
 from core.eventlog import read_events
 from core.params import load_params
+
+
+class KeepAlive:
+    """One client's keep-alive connection (the standard library's ``http.client``: the cheapest
+    Python client that keeps the connection, so the figures are the service's more than the client's)."""
+
+    def __init__(self, url: str, headers: dict) -> None:
+        u = urlsplit(url)
+        self.conn = http.client.HTTPConnection(u.hostname, u.port or 80, timeout=60)
+        self.headers = {"content-type": "application/json", **headers}
+
+    def post(self, path: str, body: dict) -> int:
+        """POST a JSON body and read the whole answer; its status."""
+        try:
+            return self._post(path, body)
+        except (http.client.HTTPException, ConnectionError):  # the server closed the kept connection: once more, on a new one
+            self.conn.close()
+            return self._post(path, body)
+
+    def _post(self, path: str, body: dict) -> int:
+        self.conn.request("POST", path, body=json.dumps(body), headers=self.headers)
+        r = self.conn.getresponse()
+        r.read()
+        return r.status
+
+    def close(self) -> None:
+        self.conn.close()
 
 
 class Phase:
     """Closed-loop clients running one request kind until ``stop`` is set; thread-safe tallies."""
 
-    def __init__(self, url: str, headers: dict, users: list[str], items: list[str]) -> None:
-        self.url, self.headers, self.users, self.items = url, headers, users, items
+    def __init__(self, url: str, headers: dict, users: list[str], items: list[str], server_pid: int | None = None) -> None:
+        self.url, self.headers, self.users, self.items, self.server_pid = url, headers, users, items, server_pid
+        self.cpu_s: dict[str, float | None] = {}
         self.ms: list[float] = []
         self.errors: dict[int, int] = {}
         self.acked: list[tuple[str, str, int]] = []
@@ -48,6 +83,7 @@ class Phase:
     def run(self, kind: str, clients: int, seconds: float | None, seed: int = 0) -> float:
         """``clients`` threads of ``kind`` (recommend | events) for ``seconds`` (None: until ``stop``); wall seconds."""
         threads = [threading.Thread(target=self._client, args=(kind, seed + i)) for i in range(clients)]
+        server0, client0 = tree_cpu_s(self.server_pid), time.process_time()
         t0 = time.perf_counter()
         for t in threads:
             t.start()
@@ -56,29 +92,38 @@ class Phase:
             self.stop.set()
         for t in threads:
             t.join()
+        server1 = tree_cpu_s(self.server_pid)
+        self.cpu_s = {"server": server1 - server0 if server0 is not None and server1 is not None else None,
+                      "client": time.process_time() - client0}
         return time.perf_counter() - t0
 
     def _client(self, kind: str, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        with httpx.Client(base_url=self.url, timeout=60, headers=self.headers) as http:
+        http = KeepAlive(self.url, self.headers)
+        try:
             while not self.stop.is_set():
                 user, item = self.users[int(rng.integers(len(self.users)))], self.items[int(rng.integers(len(self.items)))]
                 ts = int(time.time())
                 body = {"user_id": user, "k": 10} if kind == "recommend" else {"user_id": user, "item_id": item, "ts": ts}
                 t0 = time.perf_counter()
-                r = http.post(f"/{kind}", json=body)
+                status = http.post(f"/{kind}", body)
                 ms = (time.perf_counter() - t0) * 1000
                 with self._lock:
-                    if r.status_code == 200:
+                    if status == 200:
                         self.ms.append(ms)
                         if kind == "events":
                             self.acked.append((user, item, ts))
                     else:
-                        self.errors[r.status_code] = self.errors.get(r.status_code, 0) + 1
+                        self.errors[status] = self.errors.get(status, 0) + 1
+        finally:
+            http.close()
 
     def figures(self, wall: float) -> dict:
+        """Requests, errors, requests/s, latency percentiles, and the CPU milliseconds per answered request
+        of the service (every process of a ``--start``ed one; null otherwise) and of this client process."""
+        per = {k: round(1000 * v / len(self.ms), 2) if v is not None and self.ms else None for k, v in self.cpu_s.items()}
         return {"requests": len(self.ms), "errors": self.errors, "requests_per_s": round(len(self.ms) / wall, 1),
-                "ms": percentiles(self.ms)}
+                "ms": percentiles(self.ms), "server_cpu_ms_per_req": per.get("server"), "client_cpu_ms_per_req": per.get("client")}
 
 
 def during_batch(url: str, headers: dict, users: list[str], items: list[str], n: int, batches: int) -> dict:
@@ -124,13 +169,13 @@ def main() -> None:
     report: dict = {"command": "python -m benchmarks.load " + " ".join(sys.argv[1:]), "workers": args.workers if args.start else None,
                     "cpu_count": os.cpu_count(), "load_average_at_start": [round(x, 2) for x in os.getloadavg()]}
     env = {"PULSE_EVENT_LOG": log_path, "PULSE_WORKERS": str(args.workers)}
-    with served(args.url, params.root, args.start, env):
+    with served(args.url, params.root, args.start, env) as pid:
         Phase(args.url, headers, users, items).run("recommend", 1, 3.0)  # warm-up: lazily built parts
-        idle = Phase(args.url, headers, users, items)
+        idle = Phase(args.url, headers, users, items, pid)
         report["recommend_c1"] = idle.figures(idle.run("recommend", 1, args.seconds))
-        rec = Phase(args.url, headers, users, items)
+        rec = Phase(args.url, headers, users, items, pid)
         report[f"recommend_c{args.recommend_concurrency}"] = rec.figures(rec.run("recommend", args.recommend_concurrency, args.seconds))
-        ev = Phase(args.url, headers, users, items)
+        ev = Phase(args.url, headers, users, items, pid)
         report[f"events_c{args.events_concurrency}"] = ev.figures(ev.run("events", args.events_concurrency, args.seconds))
         report["during_batch"] = during_batch(args.url, headers, users, items, args.batch_events, args.batches)
     # every acknowledged event must be in the log (checked for a file log; a Redis log: not here)

@@ -35,9 +35,10 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
 
 
 @contextmanager
-def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None) -> Iterator[None]:
+def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None) -> Iterator[int | None]:
     """With ``start``: run `bentoml serve` on ``url``'s port in ``root`` (``env`` added to this
-    process's environment) for the block; without it, use the service already at ``url``."""
+    process's environment) for the block, which gets its process id; without it, use the service
+    already at ``url`` (None)."""
     server = None
     if start:
         port = url.rsplit(":", 1)[-1]
@@ -46,11 +47,34 @@ def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None)
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(url)
-        yield
+        yield None if server is None else server.pid
     finally:
         if server is not None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+
+
+def tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user and system) used so far by process ``pid`` and its descendants alive now:
+    what `bentoml serve` and its workers cost. Read from Linux's /proc; None without it or a pid."""
+    proc = Path("/proc")
+    if pid is None or not (proc / str(pid)).is_dir():
+        return None
+    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent, clock ticks)
+    for d in proc.iterdir():
+        if d.name.isdigit():
+            try:
+                f = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            stats[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]))
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, (pp, _) in stats.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier.extend(children)
+    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
 
 
 def users_and_items(params: Params) -> tuple[list[str], list[str]]:

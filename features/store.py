@@ -24,6 +24,8 @@ from urllib.parse import unquote, urlsplit
 
 import pandas as pd
 
+from features.rows import ServiceRows
+
 log = logging.getLogger(__name__)
 
 OFFLINE_DIR = "data/offline"  # relative to the Feast repo, as in data_sources.py
@@ -180,10 +182,10 @@ def user_service(store):
 
 def online_user_behaviour(store, user_ids: list[str], service=None) -> list[dict]:
     """Current behaviour of each user from the online store, through the ``user_online_v1``
-    feature service (None values for unknown users). A long-lived reader (the service) passes
-    the ``service`` it resolved once: resolving it costs more than the read itself (~1.5 ms of ~2)."""
-    resp = store.get_online_features(features=service or user_service(store), entity_rows=[{"user_id": u} for u in user_ids]).to_dict()
-    return [{k: resp[k][i] for k in resp} for i in range(len(user_ids))]
+    feature service (None values for unknown users), as ``get_online_features`` answers it
+    (``features/rows.py``). A long-lived reader holds the resolved ``ServiceRows`` instead
+    (``OnlineBehaviour``): resolving costs more than the read itself."""
+    return [row for row, _ in ServiceRows(store, service or user_service(store)).read(user_ids)]
 
 
 def item_service(store):
@@ -191,26 +193,20 @@ def item_service(store):
     return store.get_feature_service(ITEM_SERVICE, allow_cache=True)
 
 
-def online_item_profiles(store, item_ids: list[str], service=None) -> list[dict]:
+def online_item_profiles(store, item_ids: list[str], rows: ServiceRows | None = None) -> list[dict]:
     """Each item's profile from the online store, through ``item_profile_v1``: its features by name
     and ``as_of``, the unix seconds of the snapshot they describe (popularity counts events up to
-    it). An item the store lacks (posted after the last materialization) gets None for each.
-    One batched read, whatever the number of items; ``service`` as in ``online_user_behaviour``."""
-    from feast.online_response import TIMESTAMP_POSTFIX
-
+    it). An item the store lacks (posted after the last materialization) gets None for each. One
+    batched read, whatever the number of items; a long-lived reader passes the ``rows`` it resolved once."""
     if not item_ids:
         return []
-    resp = store.get_online_features(features=service or item_service(store), entity_rows=[{"item_id": i} for i in item_ids]
-                                     ).to_dict(include_event_timestamps=True)
-    names = [k for k in resp if not k.endswith(TIMESTAMP_POSTFIX) and k != "item_id"]
-    stamps = [k + TIMESTAMP_POSTFIX for k in names if k + TIMESTAMP_POSTFIX in resp]
-    rows = []
-    for n in range(len(item_ids)):
-        row = {k: resp[k][n] for k in names}
-        found = any(v is not None for v in row.values())
-        row["as_of"] = int(max(resp[k][n] for k in stamps)) if found and stamps else None
-        rows.append(row)
-    return rows
+    rows = rows or ServiceRows(store, item_service(store))
+    out = []
+    for row, ts in rows.read(item_ids):
+        profile = {k: v for k, v in row.items() if k != rows.join_key}
+        profile["as_of"] = ts if any(v is not None for v in profile.values()) else None
+        out.append(profile)
+    return out
 
 
 def write_online_rows(store, view, rows: list[dict]) -> None:
@@ -276,12 +272,13 @@ class OnlineBehaviour:
 
     def __init__(self, store) -> None:
         self.store = store
-        self.service = user_service(store)
+        self.rows = ServiceRows(store, user_service(store))
         self.view = store.get_feature_view("user_behaviour", allow_registry_cache=True)
         sqlite_wal(store)
 
     def read(self, user_ids: list[str]) -> list[dict]:
-        return online_user_behaviour(self.store, user_ids, self.service)
+        """Each user's row, as ``online_user_behaviour``."""
+        return [row for row, _ in self.rows.read(user_ids)]
 
     def write(self, rows: list[dict]) -> None:
         write_online_rows(self.store, self.view, rows)

@@ -111,7 +111,7 @@ class Engine:
     def _item(self, idx: int, score: float) -> dict:
         return {"item_id": self.ids[idx - 1], "title": self.titles[idx - 1], "score": round(float(score), 6)}
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def recommend(self, hist_item_ids: list[str], hist_ts: list[int], k: int = 10, exclude_seen: bool = True,
                   n_because: int = 3) -> Recommendation:
         pairs = self._pairs(hist_item_ids, hist_ts)

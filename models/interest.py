@@ -6,15 +6,14 @@ Short-term   = causal self-attention whose logits are penalised by a learned dec
                elapsed time between behaviours (per head).
 Long-term    = attention pooling over all past behaviours with its own learned time decay.
 User vector  = gate * short + (1 - gate) * long; score = user . item for every item.
-Interest weights = how much each past behaviour contributed: the gate-weighted mix of the
-               last-layer attention row and the long-term pooling weights (used to explain).
-Trend prior (optional) = a learned multiple of the item's log event count in the days before
-               the moment of the request (models/trend.py), larger the longer the user has been
-               away: a user back after months takes what everyone takes now, one in the middle
-               of a session follows their own sequence. Training reads each target's own moment.
-Transition prior (optional) = a learned mix of the co-occurrence rows (sparse: models/sparse.py)
-               of the last few behaviours, added to the scores: short-term "what follows what" evidence that
-               a small-data transformer learns slowly, fixed from the training data; lag weights, scale learned.
+Interest weights = how much each past behaviour contributed: the gate-weighted mix of the last-layer attention
+               row and the long-term pooling weights (used to explain).
+Trend prior (optional) = a learned multiple of the item's log event count in the days before the moment of the
+               request (models/trend.py), larger the longer the user has been away: a user back after months takes
+               what everyone takes now, one mid-session follows their own sequence; training reads each target's moment.
+Transition prior (optional) = a learned mix of the co-occurrence rows (sparse: models/sparse.py) of the last few
+               behaviours, added to the scores: short-term "what follows what" evidence that a small-data
+               transformer learns slowly, fixed from the training data; lag weights, scale learned.
 
 Index 0 is padding everywhere; sequences are left-padded so the newest behaviour is last.
 """
@@ -27,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.memo import kept_until_changed
 from models.sparse import CsrMatrix
 from models.trend import day_rows
 
@@ -190,8 +190,9 @@ class InterestModel(nn.Module):
         CsrMatrix.upgrade_state(state_dict, prefix + "transition")  # an artifact from before the sparse prior
         super()._load_from_state_dict(state_dict, prefix, *args)
 
+    @kept_until_changed(lambda m: (m.text_emb, m.cold_id, *(p for x in (m.text_proj, m.id_emb) if x is not None for p in x.parameters())))
     def item_vectors(self) -> torch.Tensor:
-        """(N+1, D) vectors of every item; row 0 (padding) is zero."""
+        """(N+1, D) vectors of every item; row 0 (padding) is zero. Kept between requests (models/memo.py)."""
         text_emb = self.text_emb  # read once: add_items may swap in a longer one meanwhile (serving threads)
         parts = []
         if self.text_proj is not None:
@@ -305,11 +306,10 @@ class InterestModel(nn.Module):
         self.trend_start = torch.tensor(int(start), dtype=torch.long, device=self.trend.device)
 
     def add_items(self, text_rows: torch.Tensor, neighbours: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
-        """Append items known only by their text (cold items): they score through the text projection
-        plus an id embedding borrowed from their nearest trained items by text (and have no
-        transitions yet). Without the borrowed part a cold item lacks the id half of every trained
-        item's vector and ranks far below items of the same kind. ``neighbours``: their
-        ``text_neighbours``, when the caller (the hybrid) has them already."""
+        """Append items known only by their text (cold items): they score through the text projection plus an
+        id embedding borrowed from their nearest trained items by text (and have no transitions yet). Without
+        the borrowed part a cold item lacks the id half of every trained item's vector and ranks far below
+        items of the same kind. ``neighbours``: their ``text_neighbours``, when the caller (the hybrid) has them."""
         text_rows = text_rows.to(self.text_emb)
         self.text_emb = torch.cat([self.text_emb, text_rows])
         if self.id_emb is not None and self.text_proj is not None and self.cfg.cold_neighbours > 0:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 
+from features.rows import ServiceRows
 from features.store import ITEM_SERVICE, item_service, online_item_profiles
 
 log = logging.getLogger(__name__)
@@ -26,14 +27,14 @@ class ItemProfiles:
 
     def __init__(self, store) -> None:
         self.store = store
-        self.service = self._resolve(store)
+        self.rows = self._resolve(store)
 
     @staticmethod
-    def _resolve(store):  # noqa: ANN205 (Feast's FeatureService, or None)
-        """The feature service, or None (logged) when the registry lacks it: the service still
+    def _resolve(store) -> ServiceRows | None:
+        """The feature service's rows, or None (logged) when the registry lacks it: the service still
         starts and recommends, without profiles, until a ``features`` run registers it."""
         try:
-            return item_service(store)
+            return ServiceRows(store, item_service(store))
         except Exception as e:
             log.warning("no feature service %s in the Feast registry (%s: %s): /recommend items carry profile null "
                         "until a `features` run applies it and the service restarts", ITEM_SERVICE, type(e).__name__, e)
@@ -42,10 +43,10 @@ class ItemProfiles:
     def read(self, item_ids: list[str]) -> list[dict | None]:
         """Each item's profile (None values for an item the store lacks), or None for every item
         when profiles cannot be read now: a recommendation is worth more than its profile."""
-        if self.service is None or not item_ids:
+        if self.rows is None or not item_ids:
             return [None] * len(item_ids)
         try:
-            return online_item_profiles(self.store, item_ids, self.service)
+            return online_item_profiles(self.store, item_ids, self.rows)
         except Exception:
             log.warning("reading the profiles of %d item(s) from the online store failed; answering without them",
                         len(item_ids), exc_info=True)

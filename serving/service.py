@@ -35,7 +35,8 @@ from serving.profiles import ItemProfiles
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
-from serving.schemas import EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse
+from serving.schemas import (EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse,
+                             answer)
 from serving.scoring import Scorer, torch_threads_from_env
 from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_half_lives,
                            online_history_len, start_watcher)
@@ -54,6 +55,23 @@ def workers_from_env() -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise SystemExit(f"{WORKERS_ENV}={raw!r}: expected a whole number of API worker processes, 1 or more")
     return int(raw)
+
+
+TRACING_ENV = "PULSE_TRACING"  # 1: BentoML's OpenTelemetry spans for the API routes as well
+API_ROUTES = ("/recommend", "/events", "/items", "/forget", "/reload")
+
+
+def tracing_from_env() -> dict:
+    """BentoML's tracing settings: the API routes are left out of its OpenTelemetry middleware
+    unless ``PULSE_TRACING`` is 1 (for an operator who exports traces: BentoML's ``tracing``
+    exporter settings). Why: without an exporter the spans go nowhere, yet creating them (one per
+    request and one per response message) cost about 1 ms of CPU of the ~5 of an ``/events`` on
+    the 2-core machine (docs/deploying.md, "Workers and load")."""
+    if os.environ.get(TRACING_ENV, "").strip().lower() in ("1", "true", "yes"):
+        return {}
+    return {"excluded_urls": list(API_ROUTES)}
+
+
 REQUIRE_KEY_ENV = "PULSE_REQUIRE_API_KEY"  # set in the Bento's image: no key, no start
 PROJECT_DIR_ENV = "PULSE_PROJECT_DIR"  # what relative paths of the model's metadata are relative to (default: the working directory)
 
@@ -111,7 +129,8 @@ def items_answer(rows: list[dict], new: list[str], engine) -> ItemsResponse:  # 
     return ItemsResponse.model_validate(out)
 
 
-@bentoml.service(workers=workers_from_env(), traffic={"timeout": 30}, service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
+@bentoml.service(workers=workers_from_env(), traffic={"timeout": 30}, tracing=tracing_from_env(),
+                 service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
 class Recommender:
     """The BentoML service. Its name is the public entry point ``serving.service:Recommender``
     (bentofile.yaml, ``make serve``, packaged Bentos); the scoring itself is ``models.inference.Engine``."""
@@ -199,10 +218,10 @@ class Recommender:
         serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
         state = self.online.read([user_id])[0]
         rec = self.scorer(serving.engine.recommend, state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
-        return RecommendResponse.model_validate({
+        return answer(RecommendResponse.model_validate({
             "user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
             "cold_start": rec.cold_start, "items": self.profiles.attach(rec.items), "because": rec.because,
-            "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)})
+            "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)}))
 
     @bentoml.api
     def events(self, events: Events = None, user_id: OneUserId = None, item_id: OneItemId = None, ts: OneTs = None,
@@ -215,7 +234,7 @@ class Recommender:
             parsed = parse_events(raw, self.state.known_items, window=self.window)
         except BadRequest as e:  # every reason, with each bad event's index
             return bad_request(e.error, e.rejected)
-        return EventsResponse(**vars(self.writer.write(parsed)))
+        return answer(EventsResponse(**vars(self.writer.write(parsed))))
 
     @bentoml.api
     def forget(self, user_id: Annotated[str, Field(min_length=1, max_length=256, description="the user to forget", examples=["u00001"])]) -> ForgetResponse:

@@ -242,3 +242,21 @@ def test_features_rerun_keeps_logged_events_that_no_ingest_has_folded_in(project
         # row, which holds the logged event already, is not rewritten and there is nothing to replay
         assert res.replayed_events == (1 if attempt == 0 else 0), attempt
         assert res.materialized["mode"] == ("full" if attempt == 0 else "incremental")
+
+
+def test_service_rows_read_what_get_online_features_answers(feast_repo):
+    """The direct read (features/rows.py) gives Feast's own answer: every value, the join key,
+    None for an unknown entity, and the rows' event timestamps in whole seconds, in request order."""
+    from features.rows import ServiceRows
+
+    repo, _ = feast_repo
+    fs = store.get_store(repo)
+    for service, key, ids in ((store.user_service(fs), "user_id", ["u3", "nobody", "u1", "u1"]),
+                              (store.item_service(fs), "item_id", ["i6", "i1", "posted-later"])):
+        feast = fs.get_online_features(features=service, entity_rows=[{key: i} for i in ids]).to_dict(include_event_timestamps=True)
+        got = ServiceRows(fs, service).read(ids)
+        names = [k for k in feast if not k.endswith("__ts")]
+        assert [row for row, _ in got] == [{k: feast[k][n] for k in names} for n in range(len(ids))]
+        stamps = [max(feast[k + "__ts"][n] for k in names if k != key) for n in range(len(ids))]
+        assert [ts for _, ts in got] == [s or None for s in stamps]
+        assert got[1 if key == "user_id" else 2][1] is None and got[0][1] is not None

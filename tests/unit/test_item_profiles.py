@@ -7,9 +7,11 @@ the materialization, and ``profile: null`` (never an error) when the store canno
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 
 import pytest
 import torch
+from feast.value_type import ValueType
 
 from features import store, transforms
 from models import artifacts
@@ -51,8 +53,9 @@ def test_recommended_items_carry_their_materialized_profile_and_nulls_when_unmat
     repo, inter = feast_repo
     fs = store.get_store(repo)
     reads = []
-    real = fs.get_online_features
-    fs.get_online_features = lambda **kw: reads.append(kw["entity_rows"]) or real(**kw)
+    provider = fs._get_provider()  # what every online read goes through (features/rows.py)
+    real = provider.online_read
+    provider.online_read = lambda config, table, keys, *rest: reads.append(keys) or real(config, table, keys, *rest)
     items = engine.recommend(["i1"], [1_700_000_000], k=7, exclude_seen=False).items
     assert {i["item_id"] for i in items} == {*ITEMS["item_id"], "posted"}  # every item, the posted one too
     got = {i["item_id"]: i for i in ItemProfiles(fs).attach(items)}
@@ -96,15 +99,21 @@ class _BrokenStore:
     """A store whose registry lacks the service, or whose online read fails."""
 
     def __init__(self, registered: bool) -> None:
-        self.registered = registered
+        self.registered, self.config = registered, None
 
     def get_feature_service(self, name, allow_cache=True):  # noqa: ANN201
         if not self.registered:
             raise KeyError(f"feature service {name} not found")
-        return object()
+        return SimpleNamespace(name=name, feature_view_projections=[SimpleNamespace(name="item_profile", features=[])])
 
-    def get_online_features(self, **kw):  # noqa: ANN201
-        raise ConnectionError("online store unreachable")
+    def get_feature_view(self, name, allow_registry_cache=True):  # noqa: ANN201
+        key = SimpleNamespace(name="item_id", dtype=SimpleNamespace(to_value_type=lambda: ValueType.STRING))
+        return SimpleNamespace(name=name, entity_columns=[key])
+
+    def _get_provider(self):  # noqa: ANN202
+        def online_read(*args):  # noqa: ANN202
+            raise ConnectionError("online store unreachable")
+        return SimpleNamespace(online_read=online_read)
 
 
 @pytest.mark.parametrize("registered", [False, True])
