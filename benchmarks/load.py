@@ -99,14 +99,18 @@ class Phase:
 
     def _client(self, kind: str, seed: int) -> None:
         rng = np.random.default_rng(seed)
-        http = KeepAlive(self.url, self.headers)
+        conn = KeepAlive(self.url, self.headers)
         try:
             while not self.stop.is_set():
                 user, item = self.users[int(rng.integers(len(self.users)))], self.items[int(rng.integers(len(self.items)))]
                 ts = int(time.time())
                 body = {"user_id": user, "k": 10} if kind == "recommend" else {"user_id": user, "item_id": item, "ts": ts}
                 t0 = time.perf_counter()
-                status = http.post(f"/{kind}", body)
+                try:
+                    status = conn.post(f"/{kind}", body)
+                except (OSError, http.client.HTTPException):  # no answer at all (a timeout, a refusal): counted as 0, next on a new connection
+                    status = 0
+                    conn.close()
                 ms = (time.perf_counter() - t0) * 1000
                 with self._lock:
                     if status == 200:
@@ -116,7 +120,7 @@ class Phase:
                     else:
                         self.errors[status] = self.errors.get(status, 0) + 1
         finally:
-            http.close()
+            conn.close()
 
     def figures(self, wall: float) -> dict:
         """Requests, errors, requests/s, latency percentiles, and the CPU milliseconds per answered request

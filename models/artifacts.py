@@ -35,6 +35,8 @@ from models.switch import GateConfig, SwitchGate
 def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[str, nn.Module], meta: dict,
          titles: list[str] | None = None, categories: list[list[str]] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
+    for stale in _model_files(out):  # a model trained last time but not now must not be loaded (and selected) again
+        stale.unlink()
     (out / "items.json").write_text(json.dumps({"ids": list(item_ids), "titles": list(titles or item_ids),
                                                 "categories": [list(c) for c in (categories or [[] for _ in item_ids])]}))
     save_file({"text_emb": text_emb.contiguous().float()}, str(out / "text_embeddings.safetensors"))
@@ -65,6 +67,12 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
                 save_file({"item_cat": m.item_cat.cpu().contiguous(), "cat_item": m.cat_item.cpu().contiguous()},
                           str(out / f"switch_{name}.safetensors"))
     (out / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+
+def _model_files(out: Path) -> list[Path]:
+    """The files ``load_models`` reads models from (not the items, text embeddings or meta)."""
+    named = [p for p in out.glob("*.safetensors") if p.name != "text_embeddings.safetensors"]
+    return [*named, *out.glob("*_config.json"), *out.glob("switch_*.json"), *out.glob("hybrid.json")]
 
 
 def load_item_ids(out: Path) -> list[str]:

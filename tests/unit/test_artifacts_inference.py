@@ -283,3 +283,14 @@ def test_recommend_many_of_a_gated_model_keeps_each_users_switch_view(saved):
         assert [i["item_id"] for i in r.items] == [i["item_id"] for i in one.items]
         assert r.switch["recent_items"] == one.switch["recent_items"] and r.switch["expert"] == one.switch["expert"]
         assert abs(r.switch["gate"] - one.switch["gate"]) < 1e-3
+
+
+def test_a_model_not_trained_again_leaves_no_file_behind(tmp_path):
+    """Retraining without a model (dropped from train.models) must not leave its old file to be loaded and selected."""
+    models = _models()
+    artifacts.save(tmp_path, IDS, _text_emb(), models, {"models": sorted(models)}, TITLES)
+    assert (tmp_path / "markov.safetensors").exists()
+    fewer = {k: v for k, v in models.items() if k not in ("markov", "sasrec")}
+    artifacts.save(tmp_path, IDS, _text_emb(), fewer, {"models": sorted(fewer)}, TITLES)
+    assert not (tmp_path / "markov.safetensors").exists() and not (tmp_path / "sasrec_config.json").exists()
+    assert set(artifacts.load_models(tmp_path)) == set(fewer)
