@@ -104,7 +104,7 @@ class ItemKNN(ScoresThenWeights, nn.Module):
         rows = self.sim.weighted_rows(idx, w)[:, :trained]  # (m, trained)
         cols = rows if self.symmetric else self.sim.transposed().weighted_rows(idx, w)[:, :trained]
         j, c = rows.nonzero(as_tuple=True)
-        jc, cc = cols.nonzero(as_tuple=True)
+        jc, cc = (j, c) if cols is rows else cols.nonzero(as_tuple=True)
         new = (lambda x: n + x) if at is None else (lambda x: torch.full_like(x, at))  # noqa: E731
         entries = torch.cat([new(j), cc]), torch.cat([c, new(jc)]), torch.cat([rows[j, c], cols[jc, cc]])
         if at is None:
