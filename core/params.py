@@ -107,9 +107,13 @@ class SwitchParams:
 @dataclass(frozen=True)
 class TrainParams:
     models: tuple[str, ...] = ("hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "markov",
-                               "popularity", "recent_popularity")
-    hybrid_with: tuple[str, ...] = ("item_knn", "markov", "recent_popularity")
+                               "content", "popularity", "recent_popularity")
+    hybrid_with: tuple[str, ...] = ("item_knn", "markov", "recent_popularity", "content")
     hybrid_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
+    hybrid_max_combinations: int = 1000
+    content_recent: int = 3
+    content_decay: float = 0.5
+    content_temp: float = 20.0
     max_len: int = 200
     dim: int = 64
     n_layers: int = 2

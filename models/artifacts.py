@@ -6,6 +6,7 @@
     baselines.safetensors       popularity, recent_popularity score vectors
     item_knn.safetensors        item-to-item similarity of the item-kNN baseline, sparse (CSR: crow, col, val)
     markov.safetensors          the Markov chain's P(next | last), sparse, with its n_recent, decay, symmetric
+    content.json                the content component's settings (it scores from text_embeddings.safetensors)
     ease.safetensors            the EASE baseline's item-to-item weights B and its regularisation
     hybrid.json                 the hybrid's component weights (it is built from the models above)
     switch_<name>.json          a switch-gated model: its base model's name and the gate's settings (models/switch.py)
@@ -23,7 +24,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from models.baselines import EASE, ItemKNN, StaticScores
+from models.baselines import EASE, ItemKNN, StaticScores, TextSimilarity
 from models.hybrid import Hybrid
 from models.untrained import warm_components
 from models.interest import InterestConfig, InterestModel
@@ -52,6 +53,8 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
             shape = {"n_recent": torch.tensor(m.n_recent), "decay": torch.tensor(m.decay, dtype=torch.float64),
                      "symmetric": torch.tensor(int(m.symmetric))}
             save_file({**{k: v.cpu().contiguous() for k, v in m.sim.state_dict().items()}, **shape}, str(out / f"{name}.safetensors"))
+        elif isinstance(m, TextSimilarity):
+            (out / f"{name}.json").write_text(json.dumps({"n_recent": m.n_recent, "decay": m.decay, "temp": m.temp}, indent=2))
         elif isinstance(m, EASE):
             save_file({"B": m.B.cpu().contiguous(), "lam": torch.tensor(m.lam, dtype=torch.float64)}, str(out / "ease.safetensors"))
         elif isinstance(m, Hybrid):
@@ -72,7 +75,7 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
 def _model_files(out: Path) -> list[Path]:
     """The files ``load_models`` reads models from (not the items, text embeddings or meta)."""
     named = [p for p in out.glob("*.safetensors") if p.name != "text_embeddings.safetensors"]
-    return [*named, *out.glob("*_config.json"), *out.glob("switch_*.json"), *out.glob("hybrid.json")]
+    return [*named, *out.glob("*_config.json"), *out.glob("switch_*.json"), *out.glob("hybrid.json"), *out.glob("content.json")]
 
 
 def load_item_ids(out: Path) -> list[str]:
@@ -139,6 +142,8 @@ def load_models(out: Path, device: str = "cpu") -> dict[str, nn.Module]:
     for name in ITEM_TO_ITEM:
         if (out / f"{name}.safetensors").exists():
             models[name] = _item_to_item(load_file(str(out / f"{name}.safetensors")))
+    if (out / "content.json").exists():  # its item vectors are the artifact's text embeddings
+        models["content"] = TextSimilarity(text_emb, **json.loads((out / "content.json").read_text()))
     if (out / "ease.safetensors").exists():
         state = load_file(str(out / "ease.safetensors"))
         models["ease"] = EASE(state["B"], float(state["lam"]))

@@ -13,7 +13,9 @@ Which models, and how exactly:
   newest behaviours (the only items kNN scores above zero) and the top ``popular`` items of each
   popularity component; they are re-ranked with the hybrid's own formula. The scores returned
   differ from exact scoring by one constant per request, the interest model's log-partition over
-  the whole catalogue (which is exactly the full scan the index avoids); the order does not.
+  the whole catalogue (which is exactly the full scan the index avoids), and the content
+  component's (its text is compared with the candidates' only); the order does not. The content
+  component proposes no candidates of its own: an item only it would lift is missed.
 - switch-gated models (``*_switch``, the default package): not supported, they score exactly. The
   gate weighs its experts by how well each predicted the newest events, with log-probabilities
   normalised over the whole catalogue; from candidates alone those normalisers, hence the gate,
@@ -32,7 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.baselines import ItemKNN, StaticScores
+from models.baselines import ItemKNN, StaticScores, TextSimilarity
 from models.hybrid import Hybrid
 from models.interface import HybridComponent, ScoringModel
 from models.interest import InterestModel
@@ -218,6 +220,10 @@ class CandidateScorer:
             prior = self.base.trend_prior(None, ts[:, -1])[0]
             scores = scores + torch.where(cand < len(prior), prior[cand.clamp(max=len(prior) - 1)], 0.0)
         for w, m in self.components:  # the hybrid: each component's log_normalised, over the whole catalogue
+            if isinstance(m, TextSimilarity):  # its row would cost a pass over every item's text: the candidates' only,
+                part = torch.log(m.score_items(seq, cand.clamp(max=m.n_items))[0] + self.model.eps)  # normaliser left out
+                scores = scores + w * torch.where(cand <= m.n_items, part, np.log(self.model.eps))
+                continue
             row = m.score_all(seq, ts)[0].float()
             z = torch.log(row[1:].clamp(min=0).sum() + (len(row) - 1) * self.model.eps)
             part = torch.log(row[cand.clamp(max=len(row) - 1)].clamp(min=0) + self.model.eps) - z

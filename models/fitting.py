@@ -43,7 +43,7 @@ def optimizer_params(name: str, tp: TrainParams) -> TrainParams:
 
 
 # scores the hybrid log-normalises (EASE's negative scores count as 0: "no evidence for this item")
-HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn", "markov", "ease")
+HYBRID_COMPONENTS = ("popularity", "recent_popularity", "item_knn", "markov", "content", "ease")
 BASELINES = HYBRID_COMPONENTS  # seed-free models: fitted once, no epochs
 SWITCHED = {"interest_switch": "interest", "hybrid_switch": "hybrid"}  # model behind the switch gate -> its base
 
@@ -91,7 +91,7 @@ def fit_models(names: tuple[str, ...], train: pd.DataFrame, index: ItemIndex, te
     sim = None
     if "item_knn" in todo or any(c.use_transition for c in configs.values()):
         sim = baselines.cooccurrence_similarity(train, index, top_k=tp.knn_top_k)  # one matrix for item-kNN and the transition prior
-    models, fits = _fit_baselines(todo, train, index, sim, valid, tp, k)
+    models, fits = _fit_baselines(todo, train, index, sim, valid, tp, k, text_emb)
     untrained = untrained_items(train, index) if tp.warm_untrained_items else []
     for name, cfg in configs.items():
         fits[name] = _fit_neural(name, cfg, train, index, text_emb, windows, valid, tp, device, k, checkpoint_dir, sim)
@@ -123,9 +123,11 @@ def _todo(names: tuple[str, ...], tp: TrainParams, prefitted: dict[str, torch.nn
 
 
 def _fit_baselines(todo: list[str], train: pd.DataFrame, index: ItemIndex, sim: torch.Tensor | None,
-                   valid: EvalSet | None, tp: TrainParams, k: int) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
-    """The seed-free models of ``todo`` (item-kNN from the co-occurrence matrix ``sim``); only EASE,
-    which picks its regularisation on ``valid``, has a fit report."""
+                   valid: EvalSet | None, tp: TrainParams, k: int,
+                   text_emb: torch.Tensor) -> tuple[dict[str, torch.nn.Module], dict[str, FitResult]]:
+    """The seed-free models of ``todo`` (item-kNN from the co-occurrence matrix ``sim``, the content
+    component from the encoder's ``text_emb``); only EASE, which picks its regularisation on
+    ``valid``, has a fit report."""
     models: dict[str, torch.nn.Module] = {}
     fits: dict[str, FitResult] = {}
     if "popularity" in todo:
@@ -136,6 +138,8 @@ def _fit_baselines(todo: list[str], train: pd.DataFrame, index: ItemIndex, sim: 
         models["item_knn"] = baselines.ItemKNN(sim)
     if "markov" in todo:
         models["markov"] = baselines.markov(train, index, tp.knn_top_k)
+    if "content" in todo:
+        models["content"] = baselines.content(text_emb, tp.content_recent, tp.content_decay, tp.content_temp)
     if "ease" in todo:
         t0 = time.time()
         models["ease"], search = fit_ease(train, index, tp.ease_lambdas, valid, k)
@@ -178,7 +182,7 @@ def _fit_hybrid_model(have: dict[str, torch.nn.Module], valid: EvalSet | None, t
         components = {c: copy.deepcopy(m) for c, m in components.items()}
         warm_components(base, components, warmed)
         log.info("hybrid: %d catalogue item(s) no training event shows borrow their text neighbours' rows", len(warmed))
-    hybrid, search = fit_hybrid(base, components, valid, tp.hybrid_grid, k, "cpu")
+    hybrid, search = fit_hybrid(base, components, valid, tp.hybrid_grid, k, "cpu", max_combinations=tp.hybrid_max_combinations)
     hybrid.warmed = warmed
     return FitResult(hybrid, [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
 

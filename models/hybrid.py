@@ -119,7 +119,7 @@ class Hybrid(nn.Module):
         borrows its evidence from the same text neighbours (zero when the base has no text)."""
         nb = self._neighbours(text_rows.to(self.base.text_emb))
         for m in self.components.values():  # components first: scoring reads the common prefix
-            if nb is None:
+            if nb is None or getattr(m, "reads_text", False):  # the content component scores the item's own text
                 m.add_items(text_rows)
             else:
                 m.borrow_rows(*nb)
@@ -127,38 +127,92 @@ class Hybrid(nn.Module):
 
     @torch.no_grad()
     def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
-        """Replace one item's text; an item added after training also re-borrows its rows."""
+        """Replace one item's text; an item added after training also re-borrows its rows (the
+        content component reads the new text for every item)."""
         cold = index > self.base.cfg.n_items
         nb = self._neighbours(text_row.to(self.base.text_emb).unsqueeze(0)) if cold else None
         self.base.set_item_text(index, text_row, nb)
-        if nb is not None:
-            for m in self.components.values():
+        for m in self.components.values():
+            if getattr(m, "reads_text", False):
+                m.set_item_text(index, text_row)
+            elif nb is not None:
                 m.borrow_rows(*nb, at=index)
+
+
+class _ValidScores:
+    """The validation users' interest log-probabilities and component log-scores, batch by batch:
+    kept in memory when they fit in ``keep_bytes`` (each weight combination then only adds),
+    otherwise recomputed at every pass (coordinate ascent makes one pass per step)."""
+
+    def __init__(self, probe: "Hybrid", valid: EvalSet, batch_size: int, device: str, keep_bytes: float = 1.5e9) -> None:
+        self.probe, self.valid, self.batch_size, self.device = probe, valid, batch_size, device
+        size = len(valid.targets) * (probe.n_items + 1) * (1 + len(probe.components)) * 4
+        self.kept = list(self._compute()) if size <= keep_bytes else None
+
+    def _compute(self):
+        for _, x, exclude in eval_batches(self.valid, self.batch_size, self.device):
+            lp = self.probe.base_log_probs(x["seq"], x["ts"], x["now"])
+            yield lp, self.probe.component_log_probs(x["seq"], x["ts"], x["now"]), x["targets"], exclude
+
+    def ndcg(self, combos: list[tuple[float, ...]], k: int) -> np.ndarray:
+        """Validation NDCG@k of each weight combination (users in batch order: NDCG is a mean, order-free)."""
+        ranks: list[list[np.ndarray]] = [[] for _ in combos]
+        for lp, parts, targets, exclude in (self.kept if self.kept is not None else self._compute()):
+            for j, w in enumerate(combos):
+                r, _ = target_ranks(_fuse(lp, parts, w), targets, exclude)
+                ranks[j].append(r.cpu().numpy())
+        return np.array([metrics_from_ranks(np.concatenate(r), k)[f"ndcg@{k}"] if r else 0.0 for r in ranks])
+
+
+def _coordinate_ascent(scores: _ValidScores, values: list[float], n: int, k: int, max_rounds: int = 4
+                       ) -> tuple[list[tuple[float, ...]], np.ndarray]:
+    """From all weights 0 (the interest model alone), each component in turn takes the grid value
+    that gives the best validation NDCG@k with the others fixed; rounds until no weight moves.
+    Returns every combination tried and its NDCG@k (the first is all zero)."""
+    current = tuple(0.0 for _ in range(n))
+    tried, ndcg = [current], [float(scores.ndcg([current], k)[0])]
+    for _ in range(max_rounds):
+        moved = False
+        for i in range(n):
+            combos = [current[:i] + (v,) + current[i + 1:] for v in values if v != current[i]]
+            got = scores.ndcg(combos, k)
+            tried += combos
+            ndcg += [float(x) for x in got]
+            j = int(np.argmax(got))
+            if got[j] > ndcg[tried.index(current)] + 1e-9:  # strictly better: ties keep the smaller move history
+                current, moved = combos[j], True
+        if not moved:
+            break
+    return tried, np.array(ndcg)
 
 
 @torch.no_grad()
 def fit_hybrid(base: InterestModel, components: dict[str, HybridComponent], valid: EvalSet, grid: tuple[float, ...],
-               k: int = 10, device: str = "cpu", eps: float = 1e-3, batch_size: int = 512) -> tuple[Hybrid, dict]:
-    """The hybrid whose component weights (every combination of ``grid`` values) give the best
-    validation NDCG@k. Each model scores the validation users once; the combinations only add.
-    Returns the model and a report of the search (validation NDCG@k per combination)."""
+               k: int = 10, device: str = "cpu", eps: float = 1e-3, batch_size: int = 512,
+               max_combinations: int = 1000) -> tuple[Hybrid, dict]:
+    """The hybrid whose component weights give the best validation NDCG@k: every combination of
+    ``grid`` values when there are at most ``max_combinations`` (9 values, 3 components: 729),
+    otherwise coordinate ascent over the same grid (``_coordinate_ascent``: 4 or more components
+    would be 6,561+ combinations, each a pass over the validation users). Each model scores the
+    validation users once when their scores fit in memory; the combinations only add.
+    Returns the model and a report of the search (validation NDCG@k per combination tried)."""
     if not components:
         raise ValueError("the hybrid needs at least one component besides the interest model (train.hybrid_with)")
     names = list(components)
     # 0 always: the interest model alone is one of the candidates, so validation never ranks the hybrid below it
-    combos = list(itertools.product(sorted({0.0, *(float(g) for g in grid)}), repeat=len(names)))
+    values = sorted({0.0, *(float(g) for g in grid)})
     probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).eval()  # scores on the models' own device
-    ranks: list[list[np.ndarray]] = [[] for _ in combos]  # users in batch order: NDCG is a mean, order-free
-    for _, x, exclude in eval_batches(valid, batch_size, device):
-        lp = probe.base_log_probs(x["seq"], x["ts"], x["now"])
-        parts = probe.component_log_probs(x["seq"], x["ts"], x["now"])
-        for j, w in enumerate(combos):
-            r, _ = target_ranks(_fuse(lp, parts, w), x["targets"], exclude)
-            ranks[j].append(r.cpu().numpy())
-    ndcg = np.array([metrics_from_ranks(np.concatenate(r), k)[f"ndcg@{k}"] if r else 0.0 for r in ranks])
+    scores = _ValidScores(probe, valid, batch_size, device)
+    if len(values) ** len(names) <= max_combinations:
+        combos, method = list(itertools.product(values, repeat=len(names))), "grid"
+        ndcg = scores.ndcg(combos, k)
+    else:
+        combos, ndcg = _coordinate_ascent(scores, values, len(names), k)
+        method = "coordinate ascent"
     best = int(np.argmax(ndcg))  # ties: the first, i.e. the smallest weights
     weights = dict(zip(names, combos[best]))
-    log.info("hybrid weights %s: validation ndcg@%d %.4f (interest alone %.4f)", weights, k, ndcg[best], ndcg[0])
-    search = {"weights": weights, "valid_ndcg": float(ndcg[best]),
+    log.info("hybrid weights %s (%s, %d combinations): validation ndcg@%d %.4f (interest alone %.4f)",
+             weights, method, len(combos), k, ndcg[best], ndcg[0])
+    search = {"weights": weights, "valid_ndcg": float(ndcg[best]), "method": method,
               "grid": [{"weights": dict(zip(names, w)), "valid_ndcg": float(v)} for w, v in zip(combos, ndcg)]}
     return Hybrid(base, components, weights, eps).eval(), search

@@ -10,7 +10,7 @@ import torch
 
 from core.params import TrainParams
 from models import artifacts
-from models.baselines import ItemKNN, StaticScores, item_knn, markov, popularity
+from models.baselines import ItemKNN, StaticScores, content, item_knn, markov, popularity
 from models.data import ItemIndex, pad_left
 from models.inference import Engine
 from models.interest import InterestModel
@@ -53,7 +53,7 @@ def _models() -> dict[str, torch.nn.Module]:
             p.add_(0.05 * torch.randn_like(p))
     sasrec = InterestModel(model_config("sasrec", tp, N_ITEMS, TEXT_DIM), _text_emb())
     return {"popularity": popularity(train, INDEX), "item_knn": knn, "markov": markov(train, INDEX), "interest": interest.eval(),
-            "sasrec": sasrec.eval()}
+            "sasrec": sasrec.eval(), "content": content(_text_emb(), n_recent=2, decay=0.25, temp=10.0)}
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,9 @@ def test_save_load_round_trip_gives_identical_scores(saved):
     assert (loaded["item_knn"].n_recent, loaded["item_knn"].symmetric) == (5, True)
     assert (loaded["markov"].n_recent, loaded["markov"].decay, loaded["markov"].symmetric) == (2, 0.5, False)
     assert torch.equal(loaded["markov"].sim.to_dense(), models["markov"].sim.to_dense())
+    # the content component: its settings in content.json, its vectors the artifact's text embeddings
+    assert (loaded["content"].n_recent, loaded["content"].decay, loaded["content"].temp) == (2, 0.25, 10.0)
+    assert torch.equal(loaded["content"].text, models["content"].text)
     assert isinstance(loaded["interest"], InterestModel) and isinstance(loaded["sasrec"], InterestModel)
     assert all(not m.training for m in loaded.values())
     assert loaded["interest"].cfg == models["interest"].cfg and loaded["sasrec"].cfg == models["sasrec"].cfg

@@ -363,7 +363,8 @@ def test_the_benchmark_command_runs_on_movielens_1m_files(tmp_path, monkeypatch)
 
     report = json.loads((out / "benchmark-movielens-1m.json").read_text())
     assert (report["dataset"], report["n_items"], report["n_users"], report["n_interactions"]) == ("movielens-1m", 30, 25, 350)
-    models = {"hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "markov", "popularity", "recent_popularity"}
+    models = {"hybrid_switch", "interest_switch", "hybrid", "interest", "sasrec", "item_knn", "markov", "content", "popularity",
+              "recent_popularity"}
     for proto in ("loo", "temporal"):
         assert set(report["protocols"][proto]["models"]) == models
         assert report["protocols"][proto]["users"] > 0

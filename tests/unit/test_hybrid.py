@@ -230,12 +230,12 @@ def _windows(n: int = 32):
 def test_fit_models_builds_the_hybrid_from_its_components_or_reuses_them():
     index = ItemIndex(tuple(IDS))
     tp = TrainParams(epochs=1, dim=16, max_len=L, n_layers=1, batch_size=16, hybrid_grid=(0.0, 1.0))
-    assert with_components(("hybrid",), tp) == ("hybrid", "interest", "item_knn", "markov", "recent_popularity")
+    assert with_components(("hybrid",), tp) == ("hybrid", "interest", "item_knn", "markov", "recent_popularity", "content")
     assert with_components(("sasrec",), tp) == ("sasrec",)
     valid = _eval_set([(u * 5) % N_ITEMS + 1 for u in range(N_ITEMS)])
     text = random_text_emb()
     models, fits = fit_models(("hybrid",), _train_df(), index, text, _windows(), valid, tp, "cpu")
-    assert set(models) == {"hybrid", "interest", "item_knn", "markov", "recent_popularity"}
+    assert set(models) == {"hybrid", "interest", "item_knn", "markov", "recent_popularity", "content"}
     untrained = untrained_items(_train_df(), index)
     assert untrained and models["hybrid"].warmed == untrained  # the data leaves items out: the hybrid warms its own copies
     assert models["hybrid"].base is models["interest"] and models["hybrid"].components["item_knn"] is not models["item_knn"]
@@ -265,3 +265,30 @@ def test_score_and_explain_is_score_all_and_interest_weights_from_one_pass():
             assert torch.equal(scores, model.score_all(seq, ts))
             assert torch.allclose(weights, model.interest_weights(seq, ts))
         assert torch.allclose(weights.sum(1), torch.ones(3), atol=1e-5) and float(weights[0, :2].abs().sum()) == 0.0
+
+
+def test_above_max_combinations_coordinate_ascent_finds_the_oracle_and_matches_the_returned_model():
+    base = _interest()
+    targets = [(u * 7) % N_ITEMS + 1 for u in range(N_ITEMS)]
+    valid = _eval_set(targets)
+    oracle = torch.zeros(len(targets), N_ITEMS + 1)
+    oracle[torch.arange(len(targets)), torch.as_tensor(targets)] = 1.0
+
+    class Scores(torch.nn.Module):  # fixed scores per validation user (users come in order)
+        def __init__(self, s):
+            super().__init__()
+            self.s = s
+
+        def score_all(self, seq, ts, now=None):
+            return self.s[: len(seq)]
+
+    parts = {"liar": Scores(1.0 - oracle), "noise": Scores(torch.rand(len(targets), N_ITEMS + 1, generator=torch.Generator().manual_seed(1))),
+             "oracle": Scores(oracle)}
+    h, search = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_combinations=26)  # 3^3 = 27 > 26
+    assert search["method"] == "coordinate ascent" and len(search["grid"]) < 27
+    assert h.weights["oracle"] > 0 and h.weights["liar"] == 0
+    assert search["valid_ndcg"] == pytest.approx(1.0)
+    assert search["grid"][0]["weights"] == {"liar": 0.0, "noise": 0.0, "oracle": 0.0}  # it starts from the interest model alone
+    assert evaluate_model(h, valid, 10)["ndcg@10"] == pytest.approx(search["valid_ndcg"], abs=1e-9)
+    _, full = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_combinations=27)
+    assert full["method"] == "grid" and len(full["grid"]) == 27 and full["valid_ndcg"] == pytest.approx(1.0)

@@ -37,11 +37,13 @@ def _interest(**kw) -> InterestModel:
 def _components() -> dict[str, nn.Module]:
     train = _train()
     return {"item_knn": baselines.item_knn(train, INDEX), "markov": baselines.markov(train, INDEX),
-            "recent_popularity": baselines.recent_popularity(train, INDEX, 1.0), "ease": baselines.ease(train, INDEX, 10.0)}
+            "recent_popularity": baselines.recent_popularity(train, INDEX, 1.0), "ease": baselines.ease(train, INDEX, 10.0),
+            "content": baselines.content(random_text_emb())}
 
 
 def _hybrid() -> Hybrid:
-    return Hybrid(_interest(), _components(), {"item_knn": 1.0, "markov": 1.0, "recent_popularity": 0.5, "ease": 0.0}).eval()
+    return Hybrid(_interest(), _components(), {"item_knn": 1.0, "markov": 1.0, "recent_popularity": 0.5, "ease": 0.0,
+                                               "content": 1.0}).eval()
 
 
 BUILDERS: dict[str, Callable[[], nn.Module]] = {
@@ -50,6 +52,7 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "item_knn": lambda: baselines.item_knn(_train(), INDEX),
     "markov": lambda: baselines.markov(_train(), INDEX),
     "ease": lambda: baselines.ease(_train(), INDEX, 10.0),
+    "content": lambda: baselines.content(random_text_emb()),
     "interest": _interest,
     "sasrec": lambda: _interest(use_text=False, use_time_decay=False, use_long_term=False),
     "interest_priors": lambda: _interest(use_transition=True, use_trend=True),
