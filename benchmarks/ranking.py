@@ -282,12 +282,15 @@ def markdown(report: dict, k: int = 10) -> str:
     return "\n".join(lines)
 
 
+DEFAULT_MODELS = ",".join(TrainParams().models)  # the pipeline's own list (params.yaml's train.models, the same default)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="benchmark every model under one protocol")
     ap.add_argument("--dataset", default="movielens-100k")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--protocols", default="loo,temporal", help="comma-separated: loo, temporal, cold")
-    ap.add_argument("--models", default="hybrid_switch,interest_switch,hybrid,interest,sasrec,item_knn,markov,popularity,recent_popularity",
+    ap.add_argument("--models", default=DEFAULT_MODELS,
                     help="comma-separated; empty (--models '') runs only the ablation rows")
     ap.add_argument("--no-ablations", action="store_true")
     ap.add_argument("--ablation-seeds", type=int, default=1, help="seeds for the ablation rows (each costs a full interest-model fit)")

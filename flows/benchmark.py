@@ -31,13 +31,12 @@ from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner  # noqa: E402
 
 from benchmarks.fit_jobs import FitJob, ablation_seed_count, fit_jobs, fit_order, merge_runs  # noqa: E402
-from benchmarks.ranking import ABLATIONS, markdown, run_job, summarise  # noqa: E402
+from benchmarks.ranking import ABLATIONS, DEFAULT_MODELS, markdown, run_job, summarise  # noqa: E402
 from core.cli import parse_overrides  # noqa: E402
 from core.params import Params, ScaleParams, load_params  # noqa: E402
 
 log = logging.getLogger("flows.benchmark")  # not __name__: run as `python -m flows.benchmark` it is __main__, outside the project loggers
 
-DEFAULT_MODELS = "hybrid_switch,interest_switch,hybrid,interest,sasrec,item_knn,markov,popularity,recent_popularity"
 TASK_RUNNERS = ("sequential", "dask")
 
 

@@ -24,7 +24,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from models.baselines import EASE, ItemKNN, StaticScores, TextSimilarity
+from models.baselines import EASE, ItemKNN, StaticScores
+from models.content import TextSimilarity
 from models.hybrid import Hybrid
 from models.untrained import warm_components
 from models.interest import InterestConfig, InterestModel

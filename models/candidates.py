@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.baselines import ItemKNN, StaticScores, TextSimilarity
+from models.baselines import ItemKNN, StaticScores
+from models.content import TextSimilarity
 from models.hybrid import Hybrid
 from models.interface import HybridComponent, ScoringModel
 from models.interest import InterestModel

@@ -15,6 +15,7 @@ import torch
 
 from core.params import TrainParams
 from models import baselines
+from models.content import content
 from models import distributed as ddp
 from models.data import EvalSet, ItemIndex, Windows, splice_windows
 from models.evaluate import evaluate_model
@@ -139,7 +140,7 @@ def _fit_baselines(todo: list[str], train: pd.DataFrame, index: ItemIndex, sim: 
     if "markov" in todo:
         models["markov"] = baselines.markov(train, index, tp.knn_top_k)
     if "content" in todo:
-        models["content"] = baselines.content(text_emb, tp.content_recent, tp.content_decay, tp.content_temp)
+        models["content"] = content(text_emb, tp.content_recent, tp.content_decay, tp.content_temp)
     if "ease" in todo:
         t0 = time.time()
         models["ease"], search = fit_ease(train, index, tp.ease_lambdas, valid, k)

@@ -10,7 +10,8 @@ import torch
 
 from core.params import TrainParams
 from models import artifacts
-from models.baselines import ItemKNN, StaticScores, content, item_knn, markov, popularity
+from models.baselines import ItemKNN, StaticScores, item_knn, markov, popularity
+from models.content import content
 from models.data import ItemIndex, pad_left
 from models.inference import Engine
 from models.interest import InterestModel

@@ -1,10 +1,10 @@
-"""The content component (``models.baselines.TextSimilarity``): item text against the newest behaviours' text."""
+"""The content component (``models.content.TextSimilarity``): item text against the newest behaviours' text."""
 from __future__ import annotations
 
 import pytest
 import torch
 
-from models import baselines
+from models.content import content
 from models.hybrid import Hybrid
 from models.interest import InterestModel
 from tests.unit.helpers import N_ITEMS, TEXT_DIM, padded_batch, random_text_emb, tiny_config
@@ -17,7 +17,7 @@ def _text() -> torch.Tensor:
 
 
 def test_the_item_closest_in_text_to_the_newest_behaviour_scores_highest_and_padding_zero():
-    m = baselines.content(_text(), n_recent=3, decay=0.5, temp=20.0)
+    m = content(_text(), n_recent=3, decay=0.5, temp=20.0)
     seq, ts = padded_batch([[1, 2, 3], [3, 1, 2]])
     s = m.score_all(seq, ts)
     assert s.shape == (2, N_ITEMS + 1) and (s[:, 0] == 0).all()
@@ -36,7 +36,7 @@ def test_new_items_are_scored_by_their_own_text_through_the_hybrid():
     text = _text()
     torch.manual_seed(0)
     base = InterestModel(tiny_config(n_layers=1), text).eval()
-    m = baselines.content(text, n_recent=1)  # the query is the newest behaviour alone
+    m = content(text, n_recent=1)  # the query is the newest behaviour alone
     h = Hybrid(base, {"content": m}, {"content": 5.0}).eval()
     new = text[3:4] * 3.0  # a new item whose text is item 3's
     h.add_items(new)

@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from models import baselines
+from models.content import content
 from models.data import ItemIndex
 from models.evaluate import evaluate_model, n_items_of
 from models.hybrid import Hybrid
@@ -38,7 +39,7 @@ def _components() -> dict[str, nn.Module]:
     train = _train()
     return {"item_knn": baselines.item_knn(train, INDEX), "markov": baselines.markov(train, INDEX),
             "recent_popularity": baselines.recent_popularity(train, INDEX, 1.0), "ease": baselines.ease(train, INDEX, 10.0),
-            "content": baselines.content(random_text_emb())}
+            "content": content(random_text_emb())}
 
 
 def _hybrid() -> Hybrid:
@@ -52,7 +53,7 @@ BUILDERS: dict[str, Callable[[], nn.Module]] = {
     "item_knn": lambda: baselines.item_knn(_train(), INDEX),
     "markov": lambda: baselines.markov(_train(), INDEX),
     "ease": lambda: baselines.ease(_train(), INDEX, 10.0),
-    "content": lambda: baselines.content(random_text_emb()),
+    "content": lambda: content(random_text_emb()),
     "interest": _interest,
     "sasrec": lambda: _interest(use_text=False, use_time_decay=False, use_long_term=False),
     "interest_priors": lambda: _interest(use_transition=True, use_trend=True),

@@ -10,6 +10,7 @@ from benchmarks.ann import clustered, queries_for
 from core.params import TrainParams
 from models import artifacts
 from models.baselines import item_knn, popularity
+from models.content import content
 from models.candidates import AnnSettings, CandidateScorer, interest_part, item_rows
 from models.data import ItemIndex
 from models.hybrid import Hybrid
@@ -105,11 +106,12 @@ def model_dir(tmp_path_factory):
     with torch.no_grad():
         for p in interest.parameters():
             p.add_(0.3 * torch.randn_like(p))
-    knn, pop = item_knn(train, index), popularity(train, index)
-    hybrid = Hybrid(interest, {"item_knn": knn, "popularity": pop}, {"item_knn": 1.0, "popularity": 0.5}).eval()
+    knn, pop, text = item_knn(train, index), popularity(train, index), content(interest.text_emb)
+    hybrid = Hybrid(interest, {"item_knn": knn, "popularity": pop, "content": text},
+                    {"item_knn": 1.0, "popularity": 0.5, "content": 1.0}).eval()  # content: re-ranked from the candidates' text only
     out = tmp_path_factory.mktemp("ann_model")
-    artifacts.save(out, IDS, interest.text_emb, {"interest": interest, "item_knn": knn, "popularity": pop, "hybrid": hybrid},
-                   {"dataset": "t"})
+    artifacts.save(out, IDS, interest.text_emb, {"interest": interest, "item_knn": knn, "popularity": pop, "content": text,
+                                                 "hybrid": hybrid}, {"dataset": "t"})
     return out
 
 
