@@ -110,7 +110,7 @@ class TrainParams:
                                "content", "popularity", "recent_popularity")
     hybrid_with: tuple[str, ...] = ("item_knn", "markov", "recent_popularity", "content")
     hybrid_grid: tuple[float, ...] = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
-    hybrid_max_combinations: int = 1000
+    hybrid_grid_max_cells: float = 2.0e9
     content_recent: int = 3
     content_decay: float = 0.5
     content_temp: float = 20.0

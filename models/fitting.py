@@ -183,7 +183,7 @@ def _fit_hybrid_model(have: dict[str, torch.nn.Module], valid: EvalSet | None, t
         components = {c: copy.deepcopy(m) for c, m in components.items()}
         warm_components(base, components, warmed)
         log.info("hybrid: %d catalogue item(s) no training event shows borrow their text neighbours' rows", len(warmed))
-    hybrid, search = fit_hybrid(base, components, valid, tp.hybrid_grid, k, "cpu", max_combinations=tp.hybrid_max_combinations)
+    hybrid, search = fit_hybrid(base, components, valid, tp.hybrid_grid, k, "cpu", max_cells=tp.hybrid_grid_max_cells)
     hybrid.warmed = warmed
     return FitResult(hybrid, [search], 0, search["valid_ndcg"], round(time.time() - t0, 1))
 

@@ -267,7 +267,7 @@ def test_score_and_explain_is_score_all_and_interest_weights_from_one_pass():
         assert torch.allclose(weights.sum(1), torch.ones(3), atol=1e-5) and float(weights[0, :2].abs().sum()) == 0.0
 
 
-def test_above_max_combinations_coordinate_ascent_finds_the_oracle_and_matches_the_returned_model():
+def test_above_the_grid_budget_coordinate_ascent_finds_the_oracle_and_matches_the_returned_model():
     base = _interest()
     targets = [(u * 7) % N_ITEMS + 1 for u in range(N_ITEMS)]
     valid = _eval_set(targets)
@@ -284,11 +284,12 @@ def test_above_max_combinations_coordinate_ascent_finds_the_oracle_and_matches_t
 
     parts = {"liar": Scores(1.0 - oracle), "noise": Scores(torch.rand(len(targets), N_ITEMS + 1, generator=torch.Generator().manual_seed(1))),
              "oracle": Scores(oracle)}
-    h, search = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_combinations=26)  # 3^3 = 27 > 26
+    cells = 27 * len(targets) * (N_ITEMS + 1)  # 3^3 combinations, each ranking every user's catalogue
+    h, search = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_cells=cells - 1)
     assert search["method"] == "coordinate ascent" and len(search["grid"]) < 27
     assert h.weights["oracle"] > 0 and h.weights["liar"] == 0
     assert search["valid_ndcg"] == pytest.approx(1.0)
     assert search["grid"][0]["weights"] == {"liar": 0.0, "noise": 0.0, "oracle": 0.0}  # it starts from the interest model alone
     assert evaluate_model(h, valid, 10)["ndcg@10"] == pytest.approx(search["valid_ndcg"], abs=1e-9)
-    _, full = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_combinations=27)
+    _, full = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_cells=cells)
     assert full["method"] == "grid" and len(full["grid"]) == 27 and full["valid_ndcg"] == pytest.approx(1.0)
