@@ -29,7 +29,7 @@ import torch.nn as nn
 from models.data import EvalSet, eval_batches
 from models.interface import HybridComponent
 from models.interest import InterestModel
-from models.metrics import metrics_from_ranks, target_ranks
+from models.metrics import metrics_from_ranks, seen_mask, target_ranks
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +152,7 @@ class _ValidScores:
     def _compute(self):
         for _, x, exclude in eval_batches(self.valid, self.batch_size, self.device):
             lp = self.probe.base_log_probs(x["seq"], x["ts"], x["now"])
-            yield lp, self.probe.component_log_probs(x["seq"], x["ts"], x["now"]), x["targets"], exclude
+            yield lp, self.probe.component_log_probs(x["seq"], x["ts"], x["now"]), x["targets"], seen_mask(lp, exclude)
 
     def ndcg(self, combos: list[tuple[float, ...]], k: int) -> np.ndarray:
         """Validation NDCG@k of each weight combination (users in batch order: NDCG is a mean, order-free)."""
@@ -192,7 +192,7 @@ def fit_hybrid(base: InterestModel, components: dict[str, HybridComponent], vali
                max_cells: float = 2.0e9) -> tuple[Hybrid, dict]:
     """The hybrid whose component weights give the best validation NDCG@k: every combination of
     ``grid`` values when combinations x validation users x catalogue items is at most ``max_cells``
-    (each combination ranks every validation user's whole catalogue: 13-38 s per 10^9 cells on one
+    (each combination ranks every validation user's whole catalogue: 12-17 s per 10^9 cells on one
     core), otherwise coordinate ascent over the same grid (``_coordinate_ascent``: about a hundred
     combinations instead of 9^4 = 6,561 for four components, at the risk of a local optimum: on one
     synthetic fit it stopped at 0.7114 validation NDCG@10 where the grid's best was 0.7140). Each model

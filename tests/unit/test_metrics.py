@@ -13,7 +13,7 @@ import torch
 from models.baselines import StaticScores
 from models.data import EvalSet
 from models.evaluate import evaluate_model, select_model
-from models.metrics import mask_seen, metrics_from_ranks, target_ranks
+from models.metrics import mask_seen, metrics_from_ranks, seen_mask, target_ranks
 
 
 def _ranks(scores, targets, exclude):
@@ -156,3 +156,18 @@ def test_a_hybrid_whose_weights_are_all_zero_is_marked_degenerate():
     assert "interest_switch" in degenerate("hybrid_switch", SwitchGate(zero, GateConfig(), "hybrid"))
     assert degenerate("hybrid", Hybrid(base, {"popularity": pop}, {"popularity": 1.0})) is None
     assert degenerate("interest", base) is None
+
+
+def test_a_seen_mask_ranks_as_the_history_lists_do():
+    g = torch.Generator().manual_seed(3)
+    scores = torch.randn(6, 12, generator=g)
+    scores[2, 5] = scores[2, 7]  # a tie, broken by index
+    targets = torch.tensor([1, 5, 7, 11, 3, 2])
+    exclude = [np.array([2, 3]), np.array([], dtype=np.int64), np.array([5, 5, 9]), np.array([11]), np.array([4]), np.array([1, 2, 3])]
+    r_lists, s_lists = target_ranks(scores, targets, exclude)
+    mask = seen_mask(scores, exclude)
+    assert mask[:, 0].all() and mask[2, 5] and mask[2, 9] and not mask[1, 1:].any()
+    r_mask, s_mask = target_ranks(scores, targets, mask)
+    assert torch.equal(r_lists, r_mask) and torch.equal(s_lists, s_mask)
+    want = mask_seen(scores.clone(), exclude)
+    assert torch.equal(s_mask, want)
