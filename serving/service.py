@@ -235,16 +235,18 @@ class Recommender:
 
     def _answer_many(self, asks: list[RecommendAsk]) -> list:
         """The ``/recommend`` answers of a batch, on the scoring thread: one online read for all its
-        users, one scoring pass per compatible group (``recommend_all``), each answer with its own
-        state's model (one version for the whole request, even if a reload swaps it meanwhile)."""
+        users, one scoring pass per compatible group (``recommend_all``), one read of the recommended
+        items' profiles; each answer with its own state's model (one version for the whole request,
+        even if a reload swaps it meanwhile)."""
         rows = self.reader.read([a.user_id for a in asks])
         recs = recommend_all([Ask(a.serving.engine, row.get("hist_item_ids") or [], row.get("hist_ts") or [], a.k, a.exclude_seen)
                               for a, row in zip(asks, rows)])
+        items = self.profiles.attach([rec.items for rec in recs])
         return [answer(RecommendResponse.model_validate({
             "user_id": a.user_id, "model": a.serving.engine.model_name, "model_tag": a.serving.tag,
-            "cold_start": rec.cold_start, "items": self.profiles.attach(rec.items), "because": rec.because,
+            "cold_start": rec.cold_start, "items": its, "because": rec.because,
             "interest": interest_view(rec.switch, row.get("cat_share_recent"), self.categories)}))
-            for a, row, rec in zip(asks, rows, recs)]
+            for a, row, rec, its in zip(asks, rows, recs, items)]
 
     @bentoml.api
     def events(self, events: Events = None, user_id: OneUserId = None, item_id: OneItemId = None, ts: OneTs = None,
