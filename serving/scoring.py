@@ -11,7 +11,7 @@ keeps concurrent requests from oversubscribing the cores. More throughput: more 
 
 Why batch: while the thread scores, other requests wait for it anyway; scoring them together in
 one padded pass (``Engine.recommend_many``) cost the gated hybrid 3.0 ms of CPU per user in
-batches of 8 against 6.9 one at a time. A ``Batcher`` takes every request queued when the thread
+batches of 8 against 7.3-9.3 one at a time (the default data's 400 users, docs/deploying.md). A ``Batcher`` takes every request queued when the thread
 is free (at most ``PULSE_MAX_BATCH``) and never waits for more, so a lone request is scored
 alone, on ``Engine.recommend``, as before.
 """
