@@ -98,7 +98,9 @@ class Batcher(Generic[A, T]):
     def _drain(self) -> None:
         taken = []
         while self._queued and len(taken) < self.max_batch:
-            taken.append(self._queued.popleft())
+            item, future = self._queued.popleft()
+            if future.set_running_or_notify_cancel():  # False: its caller is gone (a client that hung up), not scored
+                taken.append((item, future))
         if taken:
             self._settle(taken)
 

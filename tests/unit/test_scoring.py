@@ -128,6 +128,19 @@ def test_an_error_in_one_request_is_its_own():
         scorer.close()
 
 
+def test_a_request_whose_caller_is_gone_is_not_scored_and_fails_no_other():
+    scorer, calls = Scorer(), []
+    batcher = Batcher(scorer, lambda items: (calls.append(list(items)), list(items))[1], max_batch=16)
+    try:
+        release = _held(scorer)
+        futures = [batcher.submit(i) for i in range(4)]
+        assert futures[1].cancel()  # what asyncio.wrap_future does when the request's task is cancelled
+        release.set()
+        assert [futures[i].result(10) for i in (0, 2, 3)] == [0, 2, 3] and calls == [[0, 2, 3]]
+    finally:
+        scorer.close()
+
+
 class FakeEngine:
     """Records how it was called; a recommendation names the history's first item and k."""
 
