@@ -3,9 +3,9 @@
 The ``features`` stage materializes ``item_profile`` (categories, all-time and recent popularity as
 of its snapshot) for every catalogue item; the service reads it through the feature service
 ``item_profile_v1`` (``features/store.py``), so the feature list is the registry's, not a list here.
-A response reads only its own k items (a batch of responses: theirs), in one batched online read, never the whole catalogue
-(measured on the 2-core machine, local SQLite store: 0.5 ms p50 for 10 items, beside 0.2 ms for
-the user's behaviour row).
+A response reads only its own k items (a batch of responses: theirs), in one batched online read,
+never the whole catalogue (measured on the 2-core machine, local SQLite store: 0.5 ms p50 for 10
+items, beside 0.2 ms for the user's behaviour row).
 
 A profile never fails a recommendation: an item the store lacks (posted through ``/items`` after
 the last materialization) gets null features, and a registry without the service (a repo applied

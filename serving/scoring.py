@@ -11,9 +11,9 @@ keeps concurrent requests from oversubscribing the cores. More throughput: more 
 
 Why batch: while the thread scores, other requests wait for it anyway; scoring them together in
 one padded pass (``Engine.recommend_many``) cost the gated hybrid 3.0 ms of CPU per user in
-batches of 8 against 7.3-9.3 one at a time (the default data's 400 users, docs/deploying.md). A ``Batcher`` takes every request queued when the thread
-is free (at most ``PULSE_MAX_BATCH``) and never waits for more, so a lone request is scored
-alone, on ``Engine.recommend``, as before.
+batches of 8 against 7.3-9.3 one at a time (the default data's 400 users, docs/deploying.md).
+A ``Batcher`` takes every request queued when the thread is free (at most ``PULSE_MAX_BATCH``)
+and never waits for more, so a lone request is scored alone, on ``Engine.recommend``, as before.
 """
 from __future__ import annotations
 
@@ -68,9 +68,6 @@ class Scorer:
 
     def submit(self, fn: Callable[..., T], *args, **kwargs) -> Future[T]:
         return self._pool.submit(fn, *args, **kwargs)
-
-    def __call__(self, fn: Callable[..., T], *args, **kwargs) -> T:
-        return self.submit(fn, *args, **kwargs).result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

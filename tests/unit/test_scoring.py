@@ -14,10 +14,10 @@ from serving.scoring import MAX_BATCH_ENV, THREADS_ENV, Ask, Batcher, Scorer, ma
 def test_every_call_runs_on_the_same_dedicated_thread_with_its_threads():
     scorer = Scorer(threads=1)
     try:
-        names = {scorer(lambda: threading.current_thread().name) for _ in range(5)}
+        names = {scorer.submit(lambda: threading.current_thread().name).result() for _ in range(5)}
         assert len(names) == 1 and names.pop().startswith("pulse-scoring")
-        assert scorer(torch.get_num_threads) == 1
-        assert scorer(lambda a, b=0: a + b, 2, b=3) == 5
+        assert scorer.submit(torch.get_num_threads).result() == 1
+        assert scorer.submit(lambda a, b=0: a + b, 2, b=3).result() == 5
     finally:
         scorer.close()
 
@@ -26,8 +26,8 @@ def test_an_error_on_the_scoring_thread_reaches_the_caller():
     scorer = Scorer()
     try:
         with pytest.raises(ZeroDivisionError):
-            scorer(lambda: 1 / 0)
-        assert scorer(lambda: "still serving") == "still serving"
+            scorer.submit(lambda: 1 / 0).result()
+        assert scorer.submit(lambda: "still serving").result() == "still serving"
     finally:
         scorer.close()
 
