@@ -16,12 +16,13 @@ replica shares (``core/streamlog.py``), so the next ingest reads every replica's
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import threading
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NamedTuple
 
 import bentoml
 from pydantic import Field
@@ -37,7 +38,7 @@ from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import (EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse,
                              answer)
-from serving.scoring import Scorer, torch_threads_from_env
+from serving.scoring import Ask, Batcher, Scorer, max_batch_from_env, recommend_all, torch_threads_from_env
 from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_half_lives,
                            online_history_len, start_watcher)
 
@@ -129,6 +130,15 @@ def items_answer(rows: list[dict], new: list[str], engine) -> ItemsResponse:  # 
     return ItemsResponse.model_validate(out)
 
 
+class RecommendAsk(NamedTuple):
+    """One ``/recommend`` waiting for the scoring thread, with the serving state it took."""
+
+    user_id: str
+    k: int
+    exclude_seen: bool
+    serving: ServingState
+
+
 @bentoml.service(workers=workers_from_env(), traffic={"timeout": 30}, tracing=tracing_from_env(),
                  service_class=PulseService)  # PulseService: the OpenAPI title and error bodies
 class Recommender:
@@ -143,12 +153,16 @@ class Recommender:
         quiet_client_errors()
         self.window = TimeWindow.from_env()
         self.scorer = Scorer(torch_threads_from_env())
+        self.batcher = Batcher(self.scorer, self._answer_many, max_batch_from_env())
         model = self.model_ref  # resolved: the stored model, with its concrete version
         meta = model.info.metadata
         self.model_name = model.tag.name
         repo = served_path(os.environ.get("PULSE_FEATURE_REPO") or meta["feature_repo"])
         self.online = OnlineBehaviour(get_store(repo))  # feature service and view resolved once, not per request
-        self.profiles = ItemProfiles(self.online.store)  # item_profile_v1, shown with each recommended item
+        # /recommend reads on the scoring thread while /events writes on a request thread: its own store, so
+        # its own SQLite connection, which sees committed rows only (one shared connection sees a write half done)
+        self.reader = OnlineBehaviour(get_store(repo))
+        self.profiles = ItemProfiles(self.reader.store)  # item_profile_v1, shown with each recommended item
         # $PULSE_EVENT_LOG, read once here: a file per replica (default: the metadata's) or Redis streams all share
         self.logs = logs_from_env(served_path(meta["event_log"]), served_path)
         self.event_log, self.items_log = self.logs.events, self.logs.items
@@ -171,8 +185,9 @@ class Recommender:
             log.warning("%s=%d on an online store the workers do not share news on: /items and /reload reach only the "
                         "worker that receives them (set PULSE_ONLINE_STORE=redis://..., or PULSE_RELOAD_INTERVAL for reloads)",
                         WORKERS_ENV, workers_from_env())
-        log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s)", self.state.tag,
-                 meta["selected"], self.online.store.config.online_store.type, self.event_log.name, self.scorer.threads)
+        log.info("serving %s (%s); online store %s; event log %s; scoring on one thread with %d torch thread(s), "
+                 "up to %d request(s) a pass", self.state.tag, meta["selected"], self.online.store.config.online_store.type,
+                 self.event_log.name, self.scorer.threads, self.batcher.max_batch)
         exempt_from_gc()
 
     def reload_model(self) -> dict:
@@ -203,7 +218,7 @@ class Recommender:
         return BehaviourSpec(self.history_len, self.state.cat_vectors, len(self.categories), *self.half_lives)
 
     @bentoml.api
-    def recommend(
+    async def recommend(
         self,
         user_id: Annotated[str, Field(min_length=1, max_length=256, description="user id", examples=["u00001"])],
         # strict: `"5"`, `5.0`, `0` or `"yes"` are not what the schema declares (pydantic's lax mode took them)
@@ -214,14 +229,24 @@ class Recommender:
         store, and the past behaviours that weighed most ("because")."""
         if why := id_problem(user_id, "user_id"):
             return bad_request(why, [{"field": "user_id", "reason": why}])
-        user_id = user_id.strip()
-        serving = self.state  # one version for the whole request, even if a reload swaps it meanwhile
-        state = self.online.read([user_id])[0]
-        rec = self.scorer(serving.engine.recommend, state.get("hist_item_ids") or [], state.get("hist_ts") or [], k, exclude_seen)
-        return answer(RecommendResponse.model_validate({
-            "user_id": user_id, "model": serving.engine.model_name, "model_tag": serving.tag,
-            "cold_start": rec.cold_start, "items": self.profiles.attach(rec.items), "because": rec.because,
-            "interest": interest_view(rec.switch, state.get("cat_share_recent"), self.categories)}))
+        # async, so that requests waiting for the scoring thread do not hold BentoML's one request
+        # thread: they queue there together and are read and scored as one batch (serving/scoring.py)
+        return await asyncio.wrap_future(self.batcher.submit(RecommendAsk(user_id.strip(), k, exclude_seen, self.state)))
+
+    def _answer_many(self, asks: list[RecommendAsk]) -> list:
+        """The ``/recommend`` answers of a batch, on the scoring thread: one online read for all its
+        users, one scoring pass per compatible group (``recommend_all``), one read of the recommended
+        items' profiles; each answer with its own state's model (one version for the whole request,
+        even if a reload swaps it meanwhile)."""
+        rows = self.reader.read([a.user_id for a in asks])
+        recs = recommend_all([Ask(a.serving.engine, row.get("hist_item_ids") or [], row.get("hist_ts") or [], a.k, a.exclude_seen)
+                              for a, row in zip(asks, rows)])
+        items = self.profiles.attach([rec.items for rec in recs])
+        return [answer(RecommendResponse.model_validate({
+            "user_id": a.user_id, "model": a.serving.engine.model_name, "model_tag": a.serving.tag,
+            "cold_start": rec.cold_start, "items": its, "because": rec.because,
+            "interest": interest_view(rec.switch, row.get("cat_share_recent"), self.categories)}))
+            for a, row, rec, its in zip(asks, rows, recs, items)]
 
     @bentoml.api
     def events(self, events: Events = None, user_id: OneUserId = None, item_id: OneItemId = None, ts: OneTs = None,

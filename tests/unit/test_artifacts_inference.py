@@ -289,6 +289,23 @@ def test_recommend_many_of_a_gated_model_keeps_each_users_switch_view(saved):
         assert abs(r.switch["gate"] - one.switch["gate"]) < 1e-3
 
 
+def test_batched_requests_get_what_each_gets_alone(saved):
+    """serving.scoring.recommend_all (the service's micro-batches): each ask's own top-k, k and
+    switch view, equal to ``recommend`` one at a time up to float rounding."""
+    from serving.scoring import Ask, recommend_all
+
+    out, _ = saved
+    rec = Engine(out, "interest")
+    hists = [(["i3", "i1", "i5", "i2"], [T0, T0 + 60, T0 + 3600, T0 + 7200]), ([], []), (["i7"], [T0]),
+             (["i2", "i9", "zzz", "i4", "i4", "i6", "i1", "i8", "i3"], [T0 + 60 * j for j in range(9)]), (["i1", "i4"], [T0, T0 + 5])]
+    asks = [Ask(rec, h, t, k, seen) for (h, t), k, seen in zip(hists, [5, 5, 5, 3, 5], [True, True, True, True, False])]
+    for a, r in zip(asks, recommend_all(asks)):
+        one = rec.recommend(a.hist_item_ids, a.hist_ts, a.k, a.exclude_seen)
+        assert [i["item_id"] for i in r.items] == [i["item_id"] for i in one.items] and r.cold_start == one.cold_start
+        assert np.allclose([i["score"] for i in r.items], [i["score"] for i in one.items], atol=1e-4)
+        assert [b["item_id"] for b in r.because] == [b["item_id"] for b in one.because]
+
+
 def test_a_model_not_trained_again_leaves_no_file_behind(tmp_path):
     """Retraining without a model (dropped from train.models) must not leave its old file to be loaded and selected."""
     models = _models()

@@ -58,8 +58,11 @@ def test_recommended_items_carry_their_materialized_profile_and_nulls_when_unmat
     provider.online_read = lambda config, table, keys, *rest: reads.append(keys) or real(config, table, keys, *rest)
     items = engine.recommend(["i1"], [1_700_000_000], k=7, exclude_seen=False).items
     assert {i["item_id"] for i in items} == {*ITEMS["item_id"], "posted"}  # every item, the posted one too
-    got = {i["item_id"]: i for i in ItemProfiles(fs).attach(items)}
+    got = {i["item_id"]: i for i in ItemProfiles(fs).attach([items])[0]}
     assert len(reads) == 1 and len(reads[0]) == 7  # one batched read of the returned items, nothing more
+    first, second = ItemProfiles(fs).attach([items[:4], items[2:]])  # a batch of two answers sharing two items
+    assert len(reads) == 2 and len(reads[1]) == 7  # one read of the distinct items of the batch
+    assert first == [got[i["item_id"]] for i in items[:4]] and second == [got[i["item_id"]] for i in items[2:]]
     now = inter["ts"].max()
     expected = transforms.item_profile(inter, ITEMS, now, RECENT_DAYS).set_index("item_id")
     for item_id, row in expected.iterrows():
@@ -120,7 +123,7 @@ class _BrokenStore:
 def test_profiles_that_cannot_be_read_are_null_never_an_error(registered, caplog):
     items = [{"item_id": "i1", "title": "t", "score": 1.0}, {"item_id": "i2", "title": "u", "score": 0.5}]
     with caplog.at_level(logging.WARNING, logger="serving.profiles"):
-        got = ItemProfiles(_BrokenStore(registered)).attach(items)
-    assert got == [{**i, "profile": None} for i in items]
+        got = ItemProfiles(_BrokenStore(registered)).attach([items])
+    assert got == [[{**i, "profile": None} for i in items]]
     assert ("online store" if registered else store.ITEM_SERVICE) in caplog.text
-    assert ItemProfiles(_BrokenStore(registered)).attach([]) == []
+    assert ItemProfiles(_BrokenStore(registered)).attach([]) == [] and ItemProfiles(_BrokenStore(registered)).attach([[]]) == [[]]
