@@ -14,8 +14,9 @@ from core.params import Params, TrainParams
 log = logging.getLogger(__name__)
 
 # bump when a protocol's split or evaluation changes, so --resume never mixes fits of two definitions
-# (2: the temporal protocol validates on a nested temporal split and refits seed-free models for the test)
-PROTOCOLS_VERSION = 2
+# (2: the temporal protocol validates on a nested temporal split and refits seed-free models for the test;
+#  3: the cold protocol's seed-free models no longer count the validation target)
+PROTOCOLS_VERSION = 3
 
 
 class FitLog:
