@@ -282,7 +282,7 @@ def markdown(report: dict, k: int = 10) -> str:
     return "\n".join(lines)
 
 
-DEFAULT_MODELS = ",".join(TrainParams().models)  # the pipeline's own list (params.yaml's train.models, the same default)
+DEFAULT_MODELS = ",".join(TrainParams().models)  # the pipeline's default list (params.yaml's train.models holds the same; a test checks they agree)
 
 
 def main() -> None:

@@ -55,7 +55,7 @@ def save(out: Path, item_ids: list[str], text_emb: torch.Tensor, models: dict[st
                      "symmetric": torch.tensor(int(m.symmetric))}
             save_file({**{k: v.cpu().contiguous() for k, v in m.sim.state_dict().items()}, **shape}, str(out / f"{name}.safetensors"))
         elif isinstance(m, TextSimilarity):
-            (out / f"{name}.json").write_text(json.dumps({"n_recent": m.n_recent, "decay": m.decay, "temp": m.temp}, indent=2))
+            (out / "content.json").write_text(json.dumps({"n_recent": m.n_recent, "decay": m.decay, "temp": m.temp}, indent=2))
         elif isinstance(m, EASE):
             save_file({"B": m.B.cpu().contiguous(), "lam": torch.tensor(m.lam, dtype=torch.float64)}, str(out / "ease.safetensors"))
         elif isinstance(m, Hybrid):

@@ -20,7 +20,7 @@ class TextSimilarity(ScoresThenWeights, nn.Module):
     with the id embeddings on next-item prediction, which mostly learns what co-occurs; the raw
     cosine keeps "reads like what you just took". On Amazon Scientific (item text = title +
     category path + brand) it lifted the hybrid's validation NDCG@10 from 0.1021 to 0.1076
-    (docs/benchmarks.md, "The text component"); its weight is picked on validation like the others.
+    (docs/benchmarks.md, "The content component"); its weight is picked on validation like the others.
     """
 
     reads_text = True  # the hybrid gives it new items' text (add_items), not borrowed rows
@@ -49,12 +49,13 @@ class TextSimilarity(ScoresThenWeights, nn.Module):
     def _recent(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         recent = seq[:, -self.n_recent :]
         w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
-        return recent, w.unsqueeze(0) * (recent > 0).float()
+        known = (recent > 0) & (recent <= self.n_items)  # padding, or an item this component has no text for: no weight
+        return recent.clamp(max=self.n_items), w.unsqueeze(0) * known.float()
 
     def query(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, text_dim) unit vector of the newest behaviours' text (zero for an empty history)."""
         recent, w = self._recent(seq)
-        q = (self.text[recent.clamp(max=len(self.text) - 1)] * w.unsqueeze(-1)).sum(1)
+        q = (self.text[recent] * w.unsqueeze(-1)).sum(1)
         return F.normalize(q, dim=-1)
 
     def score_items(self, seq: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -141,13 +141,15 @@ class Hybrid(nn.Module):
 
 class _ValidScores:
     """The validation users' interest log-probabilities and component log-scores, batch by batch:
-    kept in memory when they fit in ``keep_bytes`` (each weight combination then only adds),
-    otherwise recomputed at every pass (coordinate ascent makes one pass per step)."""
+    with ``keep``, kept in memory when they fit in ``keep_bytes`` (coordinate ascent makes one pass
+    per step, and then each pass only adds), otherwise recomputed at every pass (the full grid
+    makes one pass, with every combination in it)."""
 
-    def __init__(self, probe: "Hybrid", valid: EvalSet, batch_size: int, device: str, keep_bytes: float = 1.5e9) -> None:
+    def __init__(self, probe: "Hybrid", valid: EvalSet, batch_size: int, device: str, keep: bool,
+                 keep_bytes: float = 1.5e9) -> None:
         self.probe, self.valid, self.batch_size, self.device = probe, valid, batch_size, device
-        size = len(valid.targets) * (probe.n_items + 1) * (1 + len(probe.components)) * 4
-        self.kept = list(self._compute()) if size <= keep_bytes else None
+        size = len(valid.targets) * (probe.n_items + 1) * ((1 + len(probe.components)) * 4 + 1)  # scores + the seen mask
+        self.kept = list(self._compute()) if keep and size <= keep_bytes else None
 
     def _compute(self):
         for _, x, exclude in eval_batches(self.valid, self.batch_size, self.device):
@@ -170,20 +172,19 @@ def _coordinate_ascent(scores: _ValidScores, values: list[float], n: int, k: int
     that gives the best validation NDCG@k with the others fixed; rounds until no weight moves.
     Returns every combination tried and its NDCG@k (the first is all zero)."""
     current = tuple(0.0 for _ in range(n))
-    tried, ndcg = [current], [float(scores.ndcg([current], k)[0])]
+    seen = {current: float(scores.ndcg([current], k)[0])}  # every combination scored once, in the order tried
     for _ in range(max_rounds):
         moved = False
         for i in range(n):
-            combos = [current[:i] + (v,) + current[i + 1:] for v in values if v != current[i]]
-            got = scores.ndcg(combos, k)
-            tried += combos
-            ndcg += [float(x) for x in got]
-            j = int(np.argmax(got))
-            if got[j] > ndcg[tried.index(current)] + 1e-9:  # strictly better: ties keep the smaller move history
-                current, moved = combos[j], True
+            combos = [c for c in (current[:i] + (v,) + current[i + 1:] for v in values) if c not in seen]
+            if combos:
+                seen.update(zip(combos, (float(x) for x in scores.ndcg(combos, k))))
+            best = max((current[:i] + (v,) + current[i + 1:] for v in values), key=lambda c: seen[c])
+            if seen[best] > seen[current] + 1e-9:  # strictly better only: a tie keeps the weight it has
+                current, moved = best, True
         if not moved:
             break
-    return tried, np.array(ndcg)
+    return list(seen), np.array(list(seen.values()))
 
 
 @torch.no_grad()
@@ -204,14 +205,15 @@ def fit_hybrid(base: InterestModel, components: dict[str, HybridComponent], vali
     # 0 always: the interest model alone is one of the candidates, so validation never ranks the hybrid below it
     values = sorted({0.0, *(float(g) for g in grid)})
     probe = Hybrid(base, components, {c: 0.0 for c in names}, eps).eval()  # scores on the models' own device
-    scores = _ValidScores(probe, valid, batch_size, device)
-    if len(values) ** len(names) * len(valid.targets) * (base.n_items + 1) <= max_cells:
+    full_grid = len(values) ** len(names) * len(valid.targets) * (base.n_items + 1) <= max_cells
+    scores = _ValidScores(probe, valid, batch_size, device, keep=not full_grid)
+    if full_grid:
         combos, method = list(itertools.product(values, repeat=len(names))), "grid"
         ndcg = scores.ndcg(combos, k)
     else:
         combos, ndcg = _coordinate_ascent(scores, values, len(names), k)
         method = "coordinate ascent"
-    best = int(np.argmax(ndcg))  # ties: the first, i.e. the smallest weights
+    best = int(np.argmax(ndcg))  # ties: the first tried (on the grid: the smallest weights)
     weights = dict(zip(names, combos[best]))
     log.info("hybrid weights %s (%s, %d combinations): validation ndcg@%d %.4f (interest alone %.4f)",
              weights, method, len(combos), k, ndcg[best], ndcg[0])

@@ -70,9 +70,9 @@ class Engine:
     @property
     def ranks_by_text(self) -> bool:
         """Whether items known only by their text (``upsert_items``) can reach the top-k: only a model
-        with a text projection scores them; others (SASRec, item-kNN, popularity) give them nothing
+        with a text projection, or the content component, scores them; others (SASRec, item-kNN, popularity) give them nothing
         until the next pipeline run trains on them."""
-        return getattr(self.model, "text_proj", None) is not None
+        return getattr(self.model, "text_proj", None) is not None or getattr(self.model, "reads_text", False)
 
     def upsert_items(self, item_ids: list[str], titles: list[str], text_vectors: torch.Tensor) -> list[str]:
         """Make items recommendable at once: new ids are appended (represented by their text), known

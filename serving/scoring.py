@@ -112,7 +112,12 @@ class Batcher(Generic[A, T]):
             for one in taken:
                 self._settle([one])
             return
-        for (_, future), answer in zip(taken, answers, strict=True):
+        if len(answers) != len(taken):  # never leave a caller waiting for an answer that will not come
+            e = RuntimeError(f"a batch of {len(taken)} request(s) got {len(answers)} answer(s)")
+            for _, future in taken:
+                future.set_exception(e)
+            return
+        for (_, future), answer in zip(taken, answers):
             future.set_result(answer)
 
 

@@ -293,3 +293,11 @@ def test_above_the_grid_budget_coordinate_ascent_finds_the_oracle_and_matches_th
     assert evaluate_model(h, valid, 10)["ndcg@10"] == pytest.approx(search["valid_ndcg"], abs=1e-9)
     _, full = fit_hybrid(base, parts, valid, (0, 1, 5), k=10, max_cells=cells)
     assert full["method"] == "grid" and len(full["grid"]) == 27 and full["valid_ndcg"] == pytest.approx(1.0)
+
+
+def test_a_one_value_grid_under_coordinate_ascent_is_the_interest_model_alone():
+    base, knn, pop = _interest(), _knn(), _pop()
+    valid = _eval_set([(u * 3) % N_ITEMS + 1 for u in range(N_ITEMS)])
+    h, search = fit_hybrid(base, {"item_knn": knn, "popularity": pop}, valid, (0,), k=10, max_cells=0)
+    assert search["method"] == "coordinate ascent" and h.weights == {"item_knn": 0.0, "popularity": 0.0}
+    assert len(search["grid"]) == 1
