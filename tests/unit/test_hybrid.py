@@ -90,12 +90,17 @@ def test_zero_weights_rank_as_the_interest_model_and_weights_add_log_scores():
         Hybrid(base, {"item_knn": knn}, {})
 
 
-def test_fit_hybrid_trusts_a_component_that_knows_the_targets_and_ignores_one_that_misleads():
-    base = _interest()
+def _oracle_validation() -> tuple[list[int], object, torch.Tensor]:
+    """Validation targets, their eval set, and the (users, items) scores that put each target first."""
     targets = [(u * 7) % N_ITEMS + 1 for u in range(N_ITEMS)]
-    valid = _eval_set(targets)
     oracle = torch.zeros(len(targets), N_ITEMS + 1)
     oracle[torch.arange(len(targets)), torch.as_tensor(targets)] = 1.0
+    return targets, _eval_set(targets), oracle
+
+
+def test_fit_hybrid_trusts_a_component_that_knows_the_targets_and_ignores_one_that_misleads():
+    base = _interest()
+    targets, valid, oracle = _oracle_validation()
 
     class Oracle(torch.nn.Module):  # scores each validation user's target highest (users come in order)
         def score_all(self, seq, ts, now=None):
@@ -269,10 +274,7 @@ def test_score_and_explain_is_score_all_and_interest_weights_from_one_pass():
 
 def test_above_the_grid_budget_coordinate_ascent_finds_the_oracle_and_matches_the_returned_model():
     base = _interest()
-    targets = [(u * 7) % N_ITEMS + 1 for u in range(N_ITEMS)]
-    valid = _eval_set(targets)
-    oracle = torch.zeros(len(targets), N_ITEMS + 1)
-    oracle[torch.arange(len(targets)), torch.as_tensor(targets)] = 1.0
+    targets, valid, oracle = _oracle_validation()
 
     class Scores(torch.nn.Module):  # fixed scores per validation user (users come in order)
         def __init__(self, s):
