@@ -69,6 +69,14 @@ def recent_popularity(train: pd.DataFrame, index: ItemIndex, days: float) -> Sta
     return StaticScores(recent + _counts(train, index) / (len(train) + 1.0))
 
 
+def recency_weights(seq: torch.Tensor, n_recent: int, decay: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``n_recent`` newest behaviours of left-padded histories ``seq`` (B, L), newest last, and their
+    weights ``decay ** age`` (0 for padding): what item-kNN, the Markov chain and the content component read."""
+    recent = seq[:, -n_recent:]
+    w = decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
+    return recent, w.unsqueeze(0) * (recent > 0).float()
+
+
 class ItemKNN(ScoresThenWeights, nn.Module):
     """Item-to-item scores: a user's score for item j sums sim(i, j) over the last ``n_recent``
     items i of their history, newer ones weighted more (decay ** age).
@@ -113,10 +121,7 @@ class ItemKNN(ScoresThenWeights, nn.Module):
             self.sim = self.sim.with_entries(*entries, clear=at)
 
     def score_all(self, seq: torch.Tensor, ts: torch.Tensor, now: torch.Tensor | None = None) -> torch.Tensor:
-        recent = seq[:, -self.n_recent :]  # (B, m), newest last
-        w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
-        w = w.unsqueeze(0) * (recent > 0).float()  # (B, m)
-        return self.sim.weighted_rows(recent, w)
+        return self.sim.weighted_rows(*recency_weights(seq, self.n_recent, self.decay))
 
     def neighbours(self, seq: torch.Tensor) -> torch.Tensor:
         """Item indices with a non-zero score for these histories (B, L): the items ``score_all`` can lift."""

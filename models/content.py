@@ -6,6 +6,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.baselines import recency_weights
 from models.interface import ScoresThenWeights
 
 
@@ -47,10 +48,9 @@ class TextSimilarity(ScoresThenWeights, nn.Module):
             raise ValueError("TextSimilarity scores an item by its own text: append items with add_items, not borrow_rows")
 
     def _recent(self, seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        recent = seq[:, -self.n_recent :]
-        w = self.decay ** torch.arange(recent.shape[1] - 1, -1, -1, device=seq.device, dtype=torch.float32)
-        known = (recent > 0) & (recent <= self.n_items)  # padding, or an item this component has no text for: no weight
-        return recent.clamp(max=self.n_items), w.unsqueeze(0) * known.float()
+        recent, w = recency_weights(seq, self.n_recent, self.decay)
+        known = recent <= self.n_items  # an item this component has no text for: no weight (padding has none already)
+        return recent.clamp(max=self.n_items), w * known.float()
 
     def query(self, seq: torch.Tensor) -> torch.Tensor:
         """(B, text_dim) unit vector of the newest behaviours' text (zero for an empty history)."""
