@@ -19,6 +19,7 @@ from models import artifacts
 from models.candidates import AnnSettings, CandidateScorer, interest_part
 from models.data import pad_left
 from models.interface import ServableModel, require
+from models.memo import LikelihoodMemo
 from models.metrics import mask_seen
 from models.switch import SwitchGate
 
@@ -51,6 +52,8 @@ class Engine:
         require(models[model_name], ServableModel, f"serving {model_name!r}")
         self.model: ServableModel = models[model_name]
         self.model_name, self.device = model_name, device
+        if isinstance(self.model, SwitchGate):  # a user's past evidence is not scored again at every request
+            self.model.memo = LikelihoodMemo()
         self.max_len = artifacts.history_length(Path(model_dir), model_name, packaged)
         self.ids = artifacts.load_item_ids(Path(model_dir))
         self.titles = artifacts.load_item_titles(Path(model_dir))

@@ -12,8 +12,10 @@ one) is a different object, and one changed in place (``set_item_text``, an opti
 from __future__ import annotations
 
 import functools
+import hashlib
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import torch
 
 
@@ -55,3 +57,49 @@ def kept_until_changed(inputs: Callable[[Any], Iterable[torch.Tensor]]) -> Calla
             return memo(lambda: method(obj), inputs(obj))
         return kept
     return wrap
+
+
+class LikelihoodMemo:
+    """Log-likelihoods of "this history, then this item" under one expert, kept across requests.
+
+    Why: the switch gate's evidence (``models.switch``) weighs each of a user's newest ``horizon``
+    events by how well every expert predicted it from what came before it: 2 x 8 short-window
+    rows and one long row per request beside the request's own three, nine tenths of the model's
+    work at serving's batch sizes. A past event's prediction does not change when the user acts
+    again, so only the events that are new since the user's last request are scored; the rest are
+    looked up here. The key is the content (the expert, the behaviours and their times without
+    padding, the item predicted), so nothing has to be told which user changed: a new event makes
+    new keys, an old key stays right. What does change every value, the catalogue (``add_items``,
+    ``set_item_text``: another normaliser, other item vectors), calls ``invalidate``.
+
+    Thread-safe as the scoring needs it: a pass takes ``table()`` once and reads and writes that
+    dict; ``invalidate`` swaps in a new one after the catalogue changed, so what a pass computed
+    from the state before (or during) the change lands in the dict no one reads any more.
+    Bounded: a full table is dropped whole (``max_entries``, about 150 bytes each)."""
+
+    def __init__(self, max_entries: int = 200_000) -> None:
+        self.max_entries = max_entries
+        self._table: dict[bytes, float] = {}
+
+    def table(self) -> dict[bytes, float]:
+        if len(self._table) >= self.max_entries:
+            self._table = {}
+        return self._table
+
+    def invalidate(self) -> None:
+        self._table = {}
+
+    @staticmethod
+    def digest(expert: int, items: np.ndarray, ts: np.ndarray) -> bytes:
+        """16 bytes naming (expert, the behaviours and their times without the padding)."""
+        real = items > 0
+        h = hashlib.blake2b(digest_size=16)
+        h.update(int(expert).to_bytes(8, "little", signed=True))
+        h.update(items[real].astype(np.int64).tobytes())
+        h.update(ts[real].astype(np.int64).tobytes())
+        return h.digest()
+
+    @staticmethod
+    def key(digest: bytes, target: int) -> bytes:
+        """The key of "the history ``digest`` names, then item ``target``"."""
+        return digest + int(target).to_bytes(8, "little", signed=True)

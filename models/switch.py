@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.interface import ServableModel
+from models.memo import LikelihoodMemo
 
 STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
 
@@ -88,6 +89,72 @@ def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) ->
     return F.normalize((weights.unsqueeze(-1) * text[seq]).sum(1), dim=-1)
 
 
+class _Lookup:
+    """For ``SwitchGate._frozen_pass``: which evidence likelihoods a ``LikelihoodMemo`` holds, which
+    rows must be scored, and the (h*B, 1) likelihoods (step-major, as ``idx``) from both. Without a
+    memo every row is scored. Expert 0 is the frozen long row, expert e + 1 the window ``windows[e]``."""
+
+    def __init__(self, memo: LikelihoodMemo | None, rows: torch.Tensor, rows_ts: torch.Tensor, idx: torch.Tensor,
+                 B: int, h: int, windows: tuple[int, ...]) -> None:
+        self.B, self.h = B, h
+        self.table = None if memo is None else memo.table()
+        self.targets = idx[:, 0]
+        if self.table is None:
+            return
+        r, t, y = rows.numpy(), rows_ts.numpy(), self.targets.numpy()
+        L, steps = r.shape[1], range(B, B + h * B)  # the evidence rows: the history before each of the h newest events
+        self.short_keys = [[LikelihoodMemo.key(LikelihoodMemo.digest(e + 1, r[j, -min(w, L):], t[j, -min(w, L):]), y[j - B]) for j in steps]
+                           for e, w in enumerate(windows)]
+        frozen = [LikelihoodMemo.digest(0, r[B + (h - 1) * B + b], t[B + (h - 1) * B + b]) for b in range(B)]
+        self.long_keys = [LikelihoodMemo.key(frozen[j % B], y[j]) for j in range(h * B)]
+
+    def _missing(self, keys: list[bytes]) -> list[int]:
+        return [j for j, k in enumerate(keys) if k not in self.table]
+
+    def frozen_missing(self) -> torch.Tensor:
+        """Users (0..B-1) whose frozen long row must be scored."""
+        if self.table is None:
+            return torch.arange(self.B)
+        return torch.tensor(sorted({j % self.B for j in self._missing(self.long_keys)}), dtype=torch.long)
+
+    def short_missing(self, e: int) -> torch.Tensor:
+        """Evidence rows (0..h*B-1) of window expert ``e`` that must be scored."""
+        if self.table is None:
+            return torch.arange(self.h * self.B)
+        return torch.tensor(self._missing(self.short_keys[e]), dtype=torch.long)
+
+    def _fill(self, keys: list[bytes] | None, scored: torch.Tensor) -> torch.Tensor:
+        """(h*B, 1) from ``scored`` (h*B,: NaN where not scored) and the memo, which learns the new ones."""
+        if keys is None:
+            return scored.unsqueeze(1)
+        fresh = (~torch.isnan(scored)).tolist()
+        out = scored.tolist()
+        for j, (k, new) in enumerate(zip(keys, fresh)):
+            if new:
+                self.table[k] = out[j]
+            else:
+                out[j] = self.table[k]
+        return torch.tensor(out, dtype=scored.dtype).unsqueeze(1)
+
+    def long_likelihoods(self, lp: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+        """From the frozen rows scored (``lp``, one per user in ``users``)."""
+        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
+        if len(users):
+            at = torch.full((self.B,), -1, dtype=torch.long)
+            at[users] = torch.arange(len(users))
+            rows = at.repeat(self.h)  # step-major: the user of each evidence row
+            take = rows >= 0
+            scored[take] = lp[rows[take]].gather(1, self.targets[take].unsqueeze(1))[:, 0]
+        return self._fill(None if self.table is None else self.long_keys, scored)
+
+    def short_likelihoods(self, e: int, lp: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
+        """From window expert ``e``'s evidence rows scored (``lp``, one per row in ``steps``)."""
+        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
+        if len(steps):
+            scored[steps] = lp.gather(1, self.targets[steps].unsqueeze(1))[:, 0]
+        return self._fill(None if self.table is None else self.short_keys[e], scored)
+
+
 class SwitchGate(nn.Module):
     """Any ``ServableModel`` with ``text_emb`` (the interest model, the hybrid) behind the switch
     gate; itself a ``ServableModel`` again (the one model interface, ``models.interface``)."""
@@ -98,6 +165,7 @@ class SwitchGate(nn.Module):
         ``popularity`` (N+1,) training counts enable the category-mix expert."""
         super().__init__()
         self.base, self.cfg, self.base_name = base, cfg, base_name
+        self.memo: LikelihoodMemo | None = None  # serving's evidence likelihoods across requests (``Engine`` sets one)
         self.register_buffer("item_cat", None)  # (N+1, C) category weights per item
         self.register_buffer("cat_item", None)  # (N+1, C) P(item | category)
         if item_categories is not None and cfg.category_window > 0 and item_categories.shape[1] > 0:
@@ -240,32 +308,45 @@ class SwitchGate(nn.Module):
         """``explained_experts`` for serving with ``frozen_long``, with rows sized to what each expert
         reads: the long expert needs only two row sets at the history's full width (the request,
         and the history before the horizon every step's evidence is weighed against), the short
-        experts' (h + 1) x windows rows only the widest window's width. Positions count back from
-        the newest behaviour and padding is masked, so a row scores as in one padded pass. Two
-        calls when that saves work, one when the history is short (per-call overhead dominates):
-        measured p50 at L = 10 / 45 / 200 behaviours, 5.4 / 8.9 / 12.9 ms against the former
-        27-row pass's 6.5 / 12.1 / 54.7 (docs/results.md)."""
+        experts' (h + 1) x windows rows only the widest window's width. Positions count back from the
+        newest behaviour and padding is masked, so a row scores as in one padded pass. Two calls when
+        that saves work, one when the history is short (per-call overhead dominates): measured p50
+        at L = 10 / 45 / 200 behaviours, 5.4 / 8.9 / 12.9 ms against the former 27-row pass's
+        6.5 / 12.1 / 54.7 (docs/results.md).
+
+        With a ``memo`` (serving: ``Engine`` sets one) the evidence rows are scored only for the
+        (history, event) pairs it does not hold yet: a user's past events keep their likelihoods,
+        so a request scores its own rows and those of the events that are new since the user's last
+        request (``models.memo.LikelihoodMemo``)."""
         B, L = seq.shape
-        W = min(max(self.cfg.windows), L)
+        windows = self.cfg.windows
+        W = min(max(windows), L)
         W = L if L <= 2 * W else W
-        pad = lambda x, w: F.pad(x[:, -min(w, L):], (W - min(w, L), 0))  # noqa: E731  (every window fits in W)
         rows, rows_ts = torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts])
-        long_rows, long_ts = torch.cat([seq, prev_seq[(h - 1) * B:]]), torch.cat([ts, prev_ts[(h - 1) * B:]])
-        short_rows = torch.cat([pad(rows, w) for w in self.cfg.windows])
-        short_ts = torch.cat([pad(rows_ts, w) for w in self.cfg.windows])
+        frozen, frozen_ts = prev_seq[(h - 1) * B:], prev_ts[(h - 1) * B:]
+        lookup = _Lookup(self.memo, rows, rows_ts, idx, B, h, windows)
+        need_long = lookup.frozen_missing()  # users whose frozen row must be scored
+        need_short = [lookup.short_missing(e) for e in range(len(windows))]  # evidence rows (step-major) to score, per window
+        pad = lambda x, w: F.pad(x[:, -min(w, L):], (W - min(w, L), 0))  # noqa: E731  (every window fits in W)
+        long_rows, long_ts = torch.cat([seq, frozen[need_long]]), torch.cat([ts, frozen_ts[need_long]])
+        picks = [torch.cat([torch.arange(B), B + m]) for m in need_short]  # the request's rows, then the missing steps'
+        short_rows = torch.cat([pad(rows[p], w) for w, p in zip(windows, picks)])
+        short_ts = torch.cat([pad(rows_ts[p], w) for w, p in zip(windows, picks)])
         if W == L:  # one call
             lp, base_w = self._long(torch.cat([long_rows, short_rows]), torch.cat([long_ts, short_ts]), None)
-            long_lp, short_lp = lp[: 2 * B], lp[2 * B:]
+            long_lp, short_lp = lp[: len(long_rows)], lp[len(long_rows):]
         else:
             long_lp, base_w = self._long(long_rows, long_ts, None)
             short_lp, _ = self._long(short_rows, short_ts, None)
-        shorts = [self._text_prior(lp, rows[:, -w:], text) for w, lp in zip(self.cfg.windows, short_lp.split(len(rows)))]
-        if self.item_cat is not None:
-            shorts.append(self._category(rows))
+        shorts = [self._text_prior(lp, rows[p][:, -w:], text) for w, p, lp in zip(windows, picks, short_lp.split([len(p) for p in picks]))]
         logps = [long_lp[:B]] + [lp[:B] for lp in shorts]
-        ll_short = [lp[B:].gather(1, idx) for lp in shorts]
-        ll_long = long_lp[B:].repeat(h, 1).gather(1, idx)
-        valid = valid & (prev_seq[(h - 1) * B:, -1] > 0).repeat(h).unsqueeze(1)
+        ll_long = lookup.long_likelihoods(long_lp[B:], need_long)
+        ll_short = [lookup.short_likelihoods(e, lp[B:], m) for e, (lp, m) in enumerate(zip(shorts, need_short))]
+        if self.item_cat is not None:  # training-free and cheap: every row, every time
+            cat = self._category(rows)
+            logps.append(cat[:B])
+            ll_short.append(cat[B:].gather(1, idx))
+        valid = valid & (frozen[:, -1] > 0).repeat(h).unsqueeze(1)
         ratio = torch.cat(ll_short, 1) - ll_long
         return logps, self._evidence(ratio, valid, h, B), None if base_w is None else base_w[:B]
 
@@ -337,9 +418,14 @@ class SwitchGate(nn.Module):
         return out
 
     def add_items(self, text_rows: torch.Tensor) -> None:
-        """New items: the base appends them; the category-mix expert has no count of them (P 0)."""
+        """New items: the base appends them; the category-mix expert has no count of them (P 0).
+        Every kept likelihood is of the old catalogue: the memo starts again."""
         self.base.add_items(text_rows)
+        if self.memo is not None:
+            self.memo.invalidate()
 
     @torch.no_grad()
     def set_item_text(self, index: int, text_row: torch.Tensor) -> None:
         self.base.set_item_text(index, text_row)
+        if self.memo is not None:
+            self.memo.invalidate()

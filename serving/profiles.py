@@ -7,6 +7,10 @@ A response reads only its own k items (a batch of responses: theirs), in one bat
 never the whole catalogue (measured on the 2-core machine, local SQLite store: 0.5 ms p50 for 10
 items, beside 0.2 ms for the user's behaviour row).
 
+Profiles change only when the ``features`` stage materializes a new snapshot, so each worker keeps
+the ones it read for ``PULSE_PROFILE_TTL`` seconds (default 30; 0: read every time): under load the
+read was a tenth of a ``/recommend``'s CPU (docs/deploying.md), and a new snapshot shows within the TTL.
+
 A profile never fails a recommendation: an item the store lacks (posted through ``/items`` after
 the last materialization) gets null features, and a registry without the service (a repo applied
 before it existed) or a failing read gives ``profile: null``, logged, with the items still served.
@@ -14,20 +18,39 @@ before it existed) or a failing read gives ``profile: null``, logged, with the i
 from __future__ import annotations
 
 import logging
+import os
+import time
 
 from features.rows import ServiceRows
 from features.store import ITEM_SERVICE, item_service, online_item_profiles
 
 log = logging.getLogger(__name__)
 
+TTL_ENV = "PULSE_PROFILE_TTL"
+
+
+def profile_ttl_from_env(default: float = 30.0) -> float:
+    """``PULSE_PROFILE_TTL``: seconds a worker keeps an item profile it read (0: none kept)."""
+    raw = os.environ.get(TTL_ENV, "").strip()
+    if not raw:
+        return default
+    try:
+        ttl = float(raw)
+    except ValueError:
+        raise ValueError(f"{TTL_ENV} must be a number of seconds >= 0, got {raw!r}") from None
+    if not ttl >= 0 or ttl == float("inf"):
+        raise ValueError(f"{TTL_ENV} must be a finite number of seconds >= 0, got {raw!r}")
+    return ttl
+
 
 class ItemProfiles:
     """The ``item_profile_v1`` rows of recommended items, with the feature service resolved once:
     resolving it from the registry costs more than the read itself (as for ``OnlineBehaviour``)."""
 
-    def __init__(self, store) -> None:
-        self.store = store
+    def __init__(self, store, ttl_s: float = 0.0, clock=time.monotonic) -> None:
+        self.store, self.ttl_s, self.clock = store, ttl_s, clock
         self.rows = self._resolve(store)
+        self._kept: dict[str, tuple[float, dict | None]] = {}  # item id -> (read at, profile); one writer: the scoring thread
 
     @staticmethod
     def _resolve(store) -> ServiceRows | None:
@@ -42,15 +65,27 @@ class ItemProfiles:
 
     def read(self, item_ids: list[str]) -> list[dict | None]:
         """Each item's profile (None values for an item the store lacks), or None for every item
-        when profiles cannot be read now: a recommendation is worth more than its profile."""
+        when profiles cannot be read now: a recommendation is worth more than its profile. Profiles
+        read less than ``ttl_s`` ago are not read again; a failed read is not kept."""
         if self.rows is None or not item_ids:
             return [None] * len(item_ids)
-        try:
-            return online_item_profiles(self.store, item_ids, self.rows)
-        except Exception:
-            log.warning("reading the profiles of %d item(s) from the online store failed; answering without them",
-                        len(item_ids), exc_info=True)
-            return [None] * len(item_ids)
+        now = self.clock()
+        fresh = {i: kept[1] for i in item_ids if (kept := self._kept.get(i)) is not None and now - kept[0] < self.ttl_s}
+        missing = [i for i in dict.fromkeys(item_ids) if i not in fresh]
+        if missing:
+            try:
+                read = online_item_profiles(self.store, missing, self.rows)
+            except Exception:
+                log.warning("reading the profiles of %d item(s) from the online store failed; answering without them",
+                            len(missing), exc_info=True)
+                read = [None] * len(missing)
+            else:
+                if self.ttl_s > 0:
+                    if len(self._kept) > 100_000:  # a bound for huge catalogues: start again
+                        self._kept = {}
+                    self._kept.update((i, (now, p)) for i, p in zip(missing, read))
+            fresh.update(zip(missing, read))
+        return [fresh[i] for i in item_ids]
 
     def attach(self, answers: list[list[dict]]) -> list[list[dict]]:
         """Each answer's items (``Engine``'s dicts, with ``item_id``) each with its ``profile``, from

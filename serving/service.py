@@ -32,7 +32,7 @@ from features.online import BehaviourSpec
 from features.store import OnlineBehaviour, get_store
 from serving.broadcast import Broadcast
 from serving.event_writer import EventWriter
-from serving.profiles import ItemProfiles
+from serving.profiles import ItemProfiles, profile_ttl_from_env
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
@@ -162,7 +162,7 @@ class Recommender:
         # /recommend reads on the scoring thread while /events writes on a request thread: its own store, so
         # its own SQLite connection, which sees committed rows only (one shared connection sees a write half done)
         self.reader = OnlineBehaviour(get_store(repo))
-        self.profiles = ItemProfiles(self.reader.store)  # item_profile_v1, shown with each recommended item
+        self.profiles = ItemProfiles(self.reader.store, profile_ttl_from_env())  # item_profile_v1, shown with each recommended item
         # $PULSE_EVENT_LOG, read once here: a file per replica (default: the metadata's) or Redis streams all share
         self.logs = logs_from_env(served_path(meta["event_log"]), served_path)
         self.event_log, self.items_log = self.logs.events, self.logs.items

@@ -127,3 +127,38 @@ def test_profiles_that_cannot_be_read_are_null_never_an_error(registered, caplog
     assert got == [[{**i, "profile": None} for i in items]]
     assert ("online store" if registered else store.ITEM_SERVICE) in caplog.text
     assert ItemProfiles(_BrokenStore(registered)).attach([]) == [] and ItemProfiles(_BrokenStore(registered)).attach([[]]) == [[]]
+
+
+def test_profiles_read_within_the_ttl_are_kept_and_read_again_after_it(feast_repo):
+    """A worker keeps the profiles it read for ``ttl_s`` (they change only at materialization): a
+    second answer within it reads only the items it has not seen, one after it reads again."""
+    repo, _ = feast_repo
+    fs = store.get_store(repo)
+    reads = []
+    provider = fs._get_provider()
+    real = provider.online_read
+    provider.online_read = lambda config, table, keys, *rest: reads.append(len(keys)) or real(config, table, keys, *rest)
+    now = [0.0]
+    profiles = ItemProfiles(fs, ttl_s=30.0, clock=lambda: now[0])
+    first = profiles.read(["i1", "i2"])
+    assert reads == [2] and first[0] is not None and first[0]["as_of"] is not None
+    assert profiles.read(["i2", "i3", "i2"]) == [first[1], profiles.read(["i3"])[0], first[1]]
+    assert reads == [2, 1]  # only i3 was read; the repeat of i2 and the later i3 came from what was kept
+    now[0] = 31.0
+    assert profiles.read(["i1"]) == [first[0]] and reads == [2, 1, 1]  # past the TTL: read again
+    plain = ItemProfiles(fs)  # ttl 0: every read goes to the store
+    plain.read(["i1"]), plain.read(["i1"])
+    assert reads == [2, 1, 1, 1, 1]
+
+
+def test_the_profile_ttl_comes_from_the_environment_and_rejects_nonsense(monkeypatch):
+    from serving.profiles import TTL_ENV, profile_ttl_from_env
+
+    monkeypatch.delenv(TTL_ENV, raising=False)
+    assert profile_ttl_from_env() == 30.0
+    monkeypatch.setenv(TTL_ENV, "0")
+    assert profile_ttl_from_env() == 0.0
+    for bad in ("-1", "soon", "nan", "inf"):
+        monkeypatch.setenv(TTL_ENV, bad)
+        with pytest.raises(ValueError, match=TTL_ENV):
+            profile_ttl_from_env()

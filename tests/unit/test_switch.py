@@ -214,3 +214,40 @@ def test_switch_state_explains_from_the_same_pass_as_two_separate_calls(frozen_l
     plain = SwitchGate(MajorityFollower(), GateConfig(prior=0.0))
     s2, t2 = _history(10, 3)
     assert torch.allclose(plain.switch_state(s2, t2)[3].sum(1), torch.ones(1), atol=1e-5)
+
+
+@pytest.mark.parametrize("windows", [(2, 4), (2, 3)])  # (2, 3): two calls, as a long history at serving
+def test_the_likelihood_memo_scores_as_a_full_pass(windows):
+    """Serving keeps each evidence likelihood across requests (``models.memo.LikelihoodMemo``): the
+    same batch again, the users in another batch (another padding width), a user with one more
+    event and a changed catalogue must all score as a gate that keeps nothing."""
+    from models.interest import InterestModel
+    from models.memo import LikelihoodMemo
+    from tests.unit.helpers import random_text_emb, tiny_config
+
+    torch.manual_seed(0)
+    base = InterestModel(tiny_config(), random_text_emb()).eval()
+    cfg = dict(prior=0.0, windows=windows, horizon=3, frozen_long=True)
+    plain, kept = SwitchGate(base, GateConfig(**cfg)), SwitchGate(base, GateConfig(**cfg))
+    kept.memo = LikelihoodMemo()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7, 8], [1, 2, 3, 4, 15, 16, 17, 18]])
+    ts = torch.arange(8).repeat(2, 1) * 3600 + (seq > 0) * 1_700_000_000
+
+    def same(s, t):
+        for a, b in zip(kept.switch_state(s, t), plain.switch_state(s, t)):
+            assert torch.allclose(a, b, atol=1e-5)
+
+    with torch.no_grad():
+        same(seq, ts)
+        held = len(kept.memo.table())
+        assert held > 0
+        same(seq, ts)  # all from the memo now
+        assert len(kept.memo.table()) == held
+        same(seq[:1, 2:], ts[:1, 2:])  # the first user alone, without its padding: the same keys
+        assert len(kept.memo.table()) == held
+        grown = torch.cat([seq[:, 1:], torch.tensor([[9], [19]])], 1)  # one more event each
+        same(grown, torch.cat([ts[:, 1:], ts[:, -1:] + 600], 1))
+        assert len(kept.memo.table()) > held
+        kept.add_items(random_text_emb(seed=3, n=2)[1:])  # a changed catalogue: every kept likelihood is stale
+        assert len(kept.memo.table()) == 0
+        same(seq, ts)
