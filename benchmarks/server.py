@@ -35,18 +35,25 @@ def wait_ready(url: str, timeout_s: float = 300.0) -> None:
 
 
 @contextmanager
-def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None) -> Iterator[int | None]:
+def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None, ready_s: float = 300.0,
+           log_path: Path | None = None) -> Iterator[int | None]:
     """With ``start``: run `bentoml serve` on ``url``'s port in ``root`` (``env`` added to this
     process's environment) for the block, which gets its process id; without it, use the service
-    already at ``url`` (None)."""
+    already at ``url`` (None). ``ready_s``: how long it may take to answer ``/readyz`` (a large
+    catalogue loads for minutes); ``log_path``: where its output goes (default: nowhere)."""
     server = None
     if start:
         port = url.rsplit(":", 1)[-1]
-        server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Recommender", "--host",
-                                   "127.0.0.1", "-p", port], cwd=root, start_new_session=True, env={**os.environ, **(env or {})},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        out = open(log_path, "ab") if log_path is not None else subprocess.DEVNULL  # noqa: SIM115 (closed below)
+        try:
+            server = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Recommender", "--host",
+                                       "127.0.0.1", "-p", port], cwd=root, start_new_session=True, env={**os.environ, **(env or {})},
+                                      stdout=out, stderr=subprocess.STDOUT if log_path is not None else subprocess.DEVNULL)
+        finally:
+            if log_path is not None:
+                out.close()  # the child holds its own copy
     try:
-        wait_ready(url)
+        wait_ready(url, ready_s)
         yield None if server is None else server.pid
     finally:
         if server is not None:
@@ -54,27 +61,58 @@ def served(url: str, root: Path, start: bool, env: dict[str, str] | None = None)
             server.wait(timeout=60)
 
 
-def tree_cpu_s(pid: int | None) -> float | None:
-    """CPU seconds (user and system) used so far by process ``pid`` and its descendants alive now:
-    what `bentoml serve` and its workers cost. Read from Linux's /proc; None without it or a pid."""
-    proc = Path("/proc")
-    if pid is None or not (proc / str(pid)).is_dir():
-        return None
-    stats: dict[int, tuple[int, int]] = {}  # pid -> (parent, clock ticks)
-    for d in proc.iterdir():
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    """pid -> (parent pid, CPU clock ticks used, user and system) of every process now, from /proc."""
+    stats: dict[int, tuple[int, int]] = {}
+    for d in Path("/proc").iterdir():
         if d.name.isdigit():
             try:
                 f = (d / "stat").read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile
                 continue
             stats[int(d.name)] = (int(f[1]), int(f[11]) + int(f[12]))
+    return stats
+
+
+def tree_pids(pid: int, stats: dict[int, tuple[int, int]] | None = None) -> set[int]:
+    """``pid`` and its descendants alive now (``stats``: a ``_proc_stats()`` already taken)."""
+    stats = _proc_stats() if stats is None else stats
     tree, frontier = {pid}, [pid]
     while frontier:
         parent = frontier.pop()
         children = [p for p, (pp, _) in stats.items() if pp == parent and p not in tree]
         tree.update(children)
         frontier.extend(children)
-    return sum(stats[p][1] for p in tree if p in stats) / os.sysconf("SC_CLK_TCK")
+    return {p for p in tree if p in stats}
+
+
+def tree_cpu_s(pid: int | None) -> float | None:
+    """CPU seconds (user and system) used so far by process ``pid`` and its descendants alive now:
+    what `bentoml serve` and its workers cost. Read from Linux's /proc; None without it or a pid."""
+    if pid is None or not (Path("/proc") / str(pid)).is_dir():
+        return None
+    stats = _proc_stats()
+    return sum(stats[p][1] for p in tree_pids(pid, stats)) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_memory_mb(pid: int | None) -> dict[str, float] | None:
+    """Resident memory of ``pid`` and its descendants, in MiB: now (``rss_mb``) and each process's
+    peak added up (``peak_mb``, VmHWM), with the number of processes: what `bentoml serve` holds.
+    None without /proc or a pid. Shared pages count once per process (an upper bound)."""
+    if pid is None or not (Path("/proc") / str(pid)).is_dir():
+        return None
+    kb = {"VmRSS": 0, "VmHWM": 0}
+    pids = tree_pids(pid)
+    for p in pids:
+        try:
+            lines = (Path("/proc") / str(p) / "status").read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in kb:
+                kb[key] += int(value.split()[0])
+    return {"rss_mb": round(kb["VmRSS"] / 1024, 1), "peak_mb": round(kb["VmHWM"] / 1024, 1), "processes": len(pids)}
 
 
 def users_and_items(params: Params) -> tuple[list[str], list[str]]:
