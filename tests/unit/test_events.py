@@ -15,7 +15,7 @@ from features import ingest
 from core.eventlog import Event, EventLog, events_by_user
 from core.params import load_params
 from features.transforms import SECONDS_PER_DAY, category_matrix, decayed_shares, recent_shares
-from features.online import merge_behaviour, unapplied
+from features.online import merge_behaviour, merge_behaviours, unapplied
 from serving.validate import EventRejected, TimeWindow, parse_events
 from tests.unit.helpers import locked_appends_from_threads
 
@@ -268,6 +268,16 @@ def _merge(state: dict, events: list[Event], history_len: int = 10) -> dict:
 
 def _state(ids: list[str], ts: list[int], count: int | None = None) -> dict:
     return {"hist_item_ids": ids, "hist_ts": ts, "event_count": len(ids) if count is None else count}
+
+
+def test_merging_many_users_at_once_gives_each_users_own_row():
+    """``merge_behaviours`` (a batch's users in one pass) must write exactly what one merge per user would."""
+    updates = [(_state(["a", "b"], [T0, T0 + 10]), [Event("u1", "c", T0 + 20)]),
+               (_state([], []), [Event("u2", "d", T0 + 5), Event("u2", "a", T0 + 7)]),
+               (_state(["b"] * 9, [T0 + k for k in range(9)]), [Event("u3", "a", T0 + 3), Event("u3", "c", T0 + 99)])]
+    many = merge_behaviours(updates, 10, VEC, len(CATS), SHORT_D, LONG_D)
+    assert many == [_merge(state, events) for state, events in updates]
+    assert many[1]["hist_item_ids"] == ["d", "a"] and many[2]["event_count"] == 11
 
 
 def test_merge_appends_in_timestamp_order():

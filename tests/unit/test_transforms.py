@@ -17,6 +17,7 @@ from features.transforms import (
     event_clock,
     feature_timestamps,
     latest_decayed_shares,
+    latest_decayed_shares_many,
     recent_shares,
     item_profile,
     unix_seconds,
@@ -86,6 +87,22 @@ def test_latest_decayed_shares_is_the_newest_row_bit_for_bit(seed):
         assert got.shape == (3, 5)
         for row, rows in zip(got, full):
             assert np.array_equal(row, rows[-1] if n else np.zeros(5)), (n, row, rows[-1:])
+
+
+def test_latest_decayed_shares_of_many_users_at_once_are_each_users_own_bit_for_bit():
+    """The service merges a batch's users in one pass (left-padded with steps that change nothing):
+    each user's shares must be exactly those of the one-user pass, whatever the lengths."""
+    rng = np.random.default_rng(3)
+    users = []
+    for n in (0, 1, 5, 37, 200, 3):
+        vecs = rng.dirichlet(np.ones(4), size=n) * (rng.random((n, 1)) > 0.2)  # some behaviours without a category
+        times = np.sort(rng.integers(1_700_000_000, 1_700_900_000, size=n)).astype(np.float64)
+        users.append((vecs, [(times, 3 * SECONDS_PER_DAY), (times, 60 * SECONDS_PER_DAY), (event_clock(n), 2.0)]))
+    many = latest_decayed_shares_many(users, 4)
+    assert len(many) == len(users) and latest_decayed_shares_many([], 4) == []
+    for got, (vecs, clocks) in zip(many, users):
+        assert np.array_equal(got, latest_decayed_shares(vecs, clocks))
+        assert np.array_equal(got[0], decayed_shares(clocks[0][0], vecs, clocks[0][1])[-1] if len(vecs) else np.zeros(4))
 
 
 # ---------------------------------------------------------------- categories
