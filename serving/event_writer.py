@@ -13,6 +13,14 @@ only after its events are durable, and the group is the same as writing the batc
 another in queue order (a retry of an event earlier in the group is a duplicate). Why: the
 fsync and the online commit cost a few ms each and are taken under a lock every writer shares,
 so one event per commit caps a process at a few hundred events a second however many clients.
+
+A large group is written in chunks of whole users, about ``CHUNK_EVENTS`` events each (each
+chunk logged, then applied online, under the locks), and between chunks the writer calls ``pause`` (the service: wait, briefly, until its
+scoring thread is idle). Why: merging thousands of events is interpreter work, and a
+``/recommend`` scored in the same process meanwhile waited for the interpreter lock at each of
+its torch operations (docs/deploying.md); between chunks it runs alone. Each chunk keeps the
+log-first order, so a crash between chunks loses nothing: what was logged is replayed, and the
+client, without an answer, retries (the logged part counts as duplicates).
 """
 from __future__ import annotations
 
@@ -27,6 +35,8 @@ from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_e
 from features.store import OnlineBehaviour
 
 log = logging.getLogger(__name__)
+
+CHUNK_EVENTS = 100  # events per log append and online write of a large group, with a pause between chunks
 
 
 @dataclass
@@ -54,8 +64,10 @@ class EventWriter:
     ``spec`` is called at each write: the merge needs the item categories of the model being
     served, which a reload replaces."""
 
-    def __init__(self, event_log: RecordLog, online: OnlineBehaviour, spec: Callable[[], BehaviourSpec]) -> None:
+    def __init__(self, event_log: RecordLog, online: OnlineBehaviour, spec: Callable[[], BehaviourSpec],
+                 pause: Callable[[], object] | None = None, chunk_events: int = CHUNK_EVENTS) -> None:
         self.event_log, self.online, self.spec = event_log, online, spec
+        self.pause, self.chunk_events = pause, chunk_events
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._turn = threading.Lock()  # one group at a time in this process (the locks below: across processes)
@@ -81,13 +93,18 @@ class EventWriter:
         """Write every queued batch as one: one append, one online write; each batch's own answer."""
         events = [e for p in group for e in p.events]
         try:
-            with self.event_log.locked(), self.online.write_lock():
-                states, fresh = fresh_events(self.online, events_by_user(events))
-                new_ids = {id(e) for evs in fresh.values() for e in evs}
-                new = [e for e in events if id(e) in new_ids]  # log order = queue order, then request order
-                if new:
-                    self.event_log.append(new)
-                write_merged(self.online, states, fresh, self.spec())
+            new_ids: set[int] = set()
+            for n, chunk in enumerate(self._chunks(events)):
+                if n and self.pause is not None:
+                    self.pause()
+                with self.event_log.locked(), self.online.write_lock():
+                    states, fresh = fresh_events(self.online, events_by_user(chunk))
+                    fresh_ids = {id(e) for evs in fresh.values() for e in evs}
+                    new = [e for e in chunk if id(e) in fresh_ids]  # log order = queue order, then request order (per chunk)
+                    if new:
+                        self.event_log.append(new)
+                    write_merged(self.online, states, fresh, self.spec())
+                new_ids |= fresh_ids
             for p in group:
                 fresh_here = sum(id(e) in new_ids for e in p.events)
                 p.result = Written(accepted=len(p.events), duplicates=len(p.events) - fresh_here,
@@ -100,6 +117,23 @@ class EventWriter:
                 p.done = True
         if len(group) > 1:
             log.debug("committed %d requests' events (%d) as one group", len(group), len(events))
+
+    def _chunks(self, events: list[Event]) -> list[list[Event]]:
+        """The events in chunks of whole users (each user's online row is read and written once per
+        chunk), about ``chunk_events`` each, every chunk in queue and request order."""
+        if len(events) <= self.chunk_events:
+            return [events]
+        chunk_of: dict[str, int] = {}
+        sizes: list[int] = []
+        for user, evs in events_by_user(events).items():  # users in order of first appearance
+            if not sizes or sizes[-1] >= self.chunk_events:
+                sizes.append(0)
+            chunk_of[user] = len(sizes) - 1
+            sizes[-1] += len(evs)
+        chunks: list[list[Event]] = [[] for _ in sizes]
+        for e in events:
+            chunks[chunk_of[e.user_id]].append(e)
+        return chunks
 
     def forget(self, user_id: str) -> tuple[int, int]:
         """Tombstone the user in the log and empty their online row, after any write of theirs in
