@@ -15,12 +15,14 @@ fsync and the online commit cost a few ms each and are taken under a lock every 
 so one event per commit caps a process at a few hundred events a second however many clients.
 
 A large group is written in chunks of whole users, about ``CHUNK_EVENTS`` events each (each
-chunk logged, then applied online, under the locks), and between chunks the writer calls ``pause`` (the service: wait, briefly, until its
-scoring thread is idle). Why: merging thousands of events is interpreter work, and a
-``/recommend`` scored in the same process meanwhile waited for the interpreter lock at each of
-its torch operations (docs/deploying.md); between chunks it runs alone. Each chunk keeps the
-log-first order, so a crash between chunks loses nothing: what was logged is replayed, and the
-client, without an answer, retries (the logged part counts as duplicates).
+chunk logged, then applied online, under the locks), each chunk run by ``run_chunk`` (the
+service: as a job of its scoring thread). Why: merging thousands of events is interpreter work,
+and a ``/recommend`` scored on another thread meanwhile waited for the interpreter lock at each of
+its torch operations, hundreds of times (a 10,000-event batch took one from 6 to 370 ms,
+docs/deploying.md). On the one thread the two take turns instead: a request queued during a chunk
+is scored before the next. Each chunk keeps the log-first order, so a crash between chunks loses
+nothing: what was logged is replayed, and the client, without an answer, retries (the logged part
+counts as duplicates).
 """
 from __future__ import annotations
 
@@ -65,9 +67,11 @@ class EventWriter:
     served, which a reload replaces."""
 
     def __init__(self, event_log: RecordLog, online: OnlineBehaviour, spec: Callable[[], BehaviourSpec],
-                 pause: Callable[[], object] | None = None, chunk_events: int = CHUNK_EVENTS) -> None:
+                 run_chunk: Callable[[Callable[[], set[int]]], set[int]] | None = None, chunk_events: int = CHUNK_EVENTS) -> None:
+        """``run_chunk``: how each chunk of a group larger than ``chunk_events`` is run (the
+        service: on its scoring thread, between ``/recommend`` passes); None: here."""
         self.event_log, self.online, self.spec = event_log, online, spec
-        self.pause, self.chunk_events = pause, chunk_events
+        self.run_chunk, self.chunk_events = run_chunk, chunk_events
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._turn = threading.Lock()  # one group at a time in this process (the locks below: across processes)
@@ -93,18 +97,11 @@ class EventWriter:
         """Write every queued batch as one: one append, one online write; each batch's own answer."""
         events = [e for p in group for e in p.events]
         try:
+            chunks = self._chunks(events)
+            run = self.run_chunk if self.run_chunk is not None and len(chunks) > 1 else (lambda fn: fn())
             new_ids: set[int] = set()
-            for n, chunk in enumerate(self._chunks(events)):
-                if n and self.pause is not None:
-                    self.pause()
-                with self.event_log.locked(), self.online.write_lock():
-                    states, fresh = fresh_events(self.online, events_by_user(chunk))
-                    fresh_ids = {id(e) for evs in fresh.values() for e in evs}
-                    new = [e for e in chunk if id(e) in fresh_ids]  # log order = queue order, then request order (per chunk)
-                    if new:
-                        self.event_log.append(new)
-                    write_merged(self.online, states, fresh, self.spec())
-                new_ids |= fresh_ids
+            for chunk in chunks:
+                new_ids |= run(lambda chunk=chunk: self._write_chunk(chunk))
             for p in group:
                 fresh_here = sum(id(e) in new_ids for e in p.events)
                 p.result = Written(accepted=len(p.events), duplicates=len(p.events) - fresh_here,
@@ -117,6 +114,17 @@ class EventWriter:
                 p.done = True
         if len(group) > 1:
             log.debug("committed %d requests' events (%d) as one group", len(group), len(events))
+
+    def _write_chunk(self, chunk: list[Event]) -> set[int]:
+        """Log and apply one chunk under both locks; the ids (``id``) of its events that were new."""
+        with self.event_log.locked(), self.online.write_lock():
+            states, fresh = fresh_events(self.online, events_by_user(chunk))
+            fresh_ids = {id(e) for evs in fresh.values() for e in evs}
+            new = [e for e in chunk if id(e) in fresh_ids]  # log order = queue order, then request order (per chunk)
+            if new:
+                self.event_log.append(new)
+            write_merged(self.online, states, fresh, self.spec())
+        return fresh_ids
 
     def _chunks(self, events: list[Event]) -> list[list[Event]]:
         """The events in chunks of whole users (each user's online row is read and written once per

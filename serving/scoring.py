@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -60,37 +59,17 @@ def max_batch_from_env(default: int = 16) -> int:
 
 
 class Scorer:
-    """Runs callables on the one scoring thread, in the order they were submitted."""
+    """Runs callables on the one scoring thread, in the order they were submitted: the scoring
+    passes, and the chunks of a large ``/events`` batch (``serving.event_writer``), which take turns
+    with them there rather than fight them for the interpreter lock."""
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="pulse-scoring", initializer=torch.set_num_threads,
                                         initargs=(threads,))
-        self._pending = 0  # submitted, not finished
-        self._idle = threading.Condition()
 
     def submit(self, fn: Callable[..., T], *args, **kwargs) -> Future[T]:
-        with self._idle:
-            self._pending += 1
-        future = self._pool.submit(fn, *args, **kwargs)
-        future.add_done_callback(self._finished)
-        return future
-
-    def _finished(self, _future: Future) -> None:
-        with self._idle:
-            self._pending -= 1
-            if not self._pending:
-                self._idle.notify_all()
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until nothing is queued or running here, at most ``timeout_s``; whether it is idle.
-
-        Why: a large ``POST /events`` batch is Python work that holds the interpreter lock, and
-        torch gives that lock up at every operation, so a ``/recommend`` scored beside it waits
-        for it again hundreds of times (a 10,000-event batch took one from 6 to 370 ms). The
-        batch's writer (``serving.event_writer``) waits here between its chunks: reads first."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._pending == 0, timeout_s)
+        return self._pool.submit(fn, *args, **kwargs)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False)

@@ -47,7 +47,6 @@ log = logging.getLogger(__name__)
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
 RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
 WORKERS_ENV = "PULSE_WORKERS"  # API worker processes (default 1)
-BULK_PAUSE_S = 0.05  # a large /events batch waits at most this long between its chunks for /recommend (serving/event_writer.py)
 
 
 def workers_from_env() -> int:
@@ -175,7 +174,7 @@ class Recommender:
             self.items_log.repair()
         self.state: ServingState = load_state(model, self.categories, self.items_log, self.encoder_cache)
         self._reload_lock = threading.Lock()
-        self.writer = EventWriter(self.event_log, self.online, self._spec, pause=lambda: self.scorer.wait_idle(BULK_PAUSE_S))
+        self.writer = EventWriter(self.event_log, self.online, self._spec, run_chunk=lambda fn: self.scorer.submit(fn).result())
         self.writer.replay()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
         # a shared (Redis) online store: /reload and /items reach every process of every replica

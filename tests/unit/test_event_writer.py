@@ -84,19 +84,23 @@ def test_a_failed_commit_fails_every_caller_of_its_group(tmp_path):
 
 def test_a_large_batch_is_written_in_chunks_of_whole_users_with_a_pause_between(tmp_path):
     """A batch larger than ``chunk_events`` is logged and applied chunk by chunk (each user's events
-    in one chunk, in request order), ``pause`` between chunks: the same rows, log lines and answer
-    (duplicates included) as one commit."""
+    in one chunk, in request order), each chunk through ``run_chunk`` (the service's scoring thread):
+    the same rows, log lines and answer (duplicates included) as one commit."""
     events = [Event(f"u{i % 7}", "a" if i % 3 else "b", T0 + i) for i in range(60)]
     events.append(Event("u3", "b", T0 + 3))  # a retry of an event in the same batch: a duplicate
-    pauses = []
+    runs = []
     chunked_log, chunked_rows = SlowLog(tmp_path / "chunked.jsonl", 0.0), DictOnlineStore()
-    chunked = EventWriter(chunked_log, chunked_rows, lambda: SPEC, pause=lambda: pauses.append(1), chunk_events=10)
+    chunked = EventWriter(chunked_log, chunked_rows, lambda: SPEC, run_chunk=lambda fn: runs.append(1) or fn(), chunk_events=10)
     whole_log, whole_rows = SlowLog(tmp_path / "whole.jsonl", 0.0), DictOnlineStore()
     whole = EventWriter(whole_log, whole_rows, lambda: SPEC)
     got, want = chunked.write(events), whole.write(events)
     assert (got.accepted, got.duplicates, got.users) == (want.accepted, want.duplicates, want.users) == (61, 1, [f"u{u}" for u in range(7)])
     assert chunked_rows.rows == whole_rows.rows
-    assert chunked_log.appends > 1 and len(pauses) == chunked_log.appends - 1  # a pause between chunks, none after the last
+    assert chunked_log.appends > 1 and len(runs) == chunked_log.appends  # every chunk through run_chunk
+    small = EventWriter(SlowLog(tmp_path / "small.jsonl", 0.0), DictOnlineStore(), lambda: SPEC, run_chunk=lambda fn: runs.append(1) or fn(),
+                        chunk_events=10)
+    small.write(events[:10])
+    assert len(runs) == chunked_log.appends  # a batch within one chunk is written where it arrived
     logged = [(e.user_id, e.item_id, e.ts) for e in read_events(chunked_log.path)]
     assert sorted(logged) == sorted((e.user_id, e.item_id, e.ts) for e in read_events(whole_log.path))
     for u in range(7):  # each user's events in request order

@@ -3,7 +3,6 @@ requests queued for it meanwhile are scored as one batch."""
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 import torch
@@ -170,17 +169,3 @@ def test_recommend_all_batches_compatible_asks_only():
     assert sorted(old.calls) == [("many", 2), ("one", 1), ("one", 1)]
     assert new.calls == [("many", 2)] and ann.calls == [("one", 1), ("one", 1)]
 
-
-def test_wait_idle_returns_once_nothing_is_queued_or_running():
-    """What a large /events batch waits on between its chunks: busy -> False after the timeout, idle -> True at once."""
-    scorer = Scorer()
-    try:
-        assert scorer.wait_idle(0.01)  # nothing submitted
-        release = _held(scorer)
-        queued = scorer.submit(lambda: "after")
-        t0 = time.perf_counter()
-        assert not scorer.wait_idle(0.05) and time.perf_counter() - t0 >= 0.04
-        release.set()
-        assert scorer.wait_idle(5) and queued.result() == "after"
-    finally:
-        scorer.close()
