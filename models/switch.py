@@ -44,6 +44,7 @@ import torch.nn.functional as F
 
 from models.interface import ServableModel
 from models.memo import LikelihoodMemo
+from models.switch_evidence import EvidenceLookup, shift_back
 
 STEP_ROWS = 256  # evidence rows per forward pass (x (1 + windows) with the short experts: bounds attention memory)
 
@@ -72,13 +73,6 @@ class GateConfig:
         return asdict(self)
 
 
-def shift_back(x: torch.Tensor, t: int) -> torch.Tensor:
-    """(B, L) left-padded rows without their newest ``t`` entries (still left-padded, same width)."""
-    if t == 0:
-        return x
-    return torch.cat([x.new_zeros(x.shape[0], t), x[:, :-t]], 1)
-
-
 def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) -> torch.Tensor:
     """(B, d) decay-weighted mean of the text rows (unit rows: ``text`` is normalised by the caller)
     of ``seq`` (B, w), normalised, the newest weighing 1,
@@ -87,72 +81,6 @@ def decayed_centroid(text: torch.Tensor, seq: torch.Tensor, half_life: float) ->
     age = torch.arange(w - 1, -1, -1, device=seq.device, dtype=torch.float32)
     weights = 0.5 ** (age / half_life) * (seq > 0).float()  # (B, w)
     return F.normalize((weights.unsqueeze(-1) * text[seq]).sum(1), dim=-1)
-
-
-class _Lookup:
-    """For ``SwitchGate._frozen_pass``: which evidence likelihoods a ``LikelihoodMemo`` holds, which
-    rows must be scored, and the (h*B, 1) likelihoods (step-major, as ``idx``) from both. Without a
-    memo every row is scored. Expert 0 is the frozen long row, expert e + 1 the window ``windows[e]``."""
-
-    def __init__(self, memo: LikelihoodMemo | None, rows: torch.Tensor, rows_ts: torch.Tensor, idx: torch.Tensor,
-                 B: int, h: int, windows: tuple[int, ...]) -> None:
-        self.B, self.h = B, h
-        self.table = None if memo is None else memo.table()
-        self.targets = idx[:, 0]
-        if self.table is None:
-            return
-        r, t, y = rows.numpy(), rows_ts.numpy(), self.targets.numpy()
-        L, steps = r.shape[1], range(B, B + h * B)  # the evidence rows: the history before each of the h newest events
-        self.short_keys = [[LikelihoodMemo.key(LikelihoodMemo.digest(e + 1, r[j, -min(w, L):], t[j, -min(w, L):]), y[j - B]) for j in steps]
-                           for e, w in enumerate(windows)]
-        frozen = [LikelihoodMemo.digest(0, r[B + (h - 1) * B + b], t[B + (h - 1) * B + b]) for b in range(B)]
-        self.long_keys = [LikelihoodMemo.key(frozen[j % B], y[j]) for j in range(h * B)]
-
-    def _missing(self, keys: list[bytes]) -> list[int]:
-        return [j for j, k in enumerate(keys) if k not in self.table]
-
-    def frozen_missing(self) -> torch.Tensor:
-        """Users (0..B-1) whose frozen long row must be scored."""
-        if self.table is None:
-            return torch.arange(self.B)
-        return torch.tensor(sorted({j % self.B for j in self._missing(self.long_keys)}), dtype=torch.long)
-
-    def short_missing(self, e: int) -> torch.Tensor:
-        """Evidence rows (0..h*B-1) of window expert ``e`` that must be scored."""
-        if self.table is None:
-            return torch.arange(self.h * self.B)
-        return torch.tensor(self._missing(self.short_keys[e]), dtype=torch.long)
-
-    def _fill(self, keys: list[bytes] | None, scored: torch.Tensor) -> torch.Tensor:
-        """(h*B, 1) from ``scored`` (h*B,: NaN where not scored) and the memo, which learns the new ones."""
-        if keys is None:
-            return scored.unsqueeze(1)
-        fresh = (~torch.isnan(scored)).tolist()
-        out = scored.tolist()
-        for j, (k, new) in enumerate(zip(keys, fresh)):
-            if new:
-                self.table[k] = out[j]
-            else:
-                out[j] = self.table[k]
-        return torch.tensor(out, dtype=scored.dtype).unsqueeze(1)
-
-    def long_likelihoods(self, lp: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
-        """From the frozen rows scored (``lp``, one per user in ``users``)."""
-        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
-        if len(users):
-            at = torch.full((self.B,), -1, dtype=torch.long)
-            at[users] = torch.arange(len(users))
-            rows = at.repeat(self.h)  # step-major: the user of each evidence row
-            take = rows >= 0
-            scored[take] = lp[rows[take]].gather(1, self.targets[take].unsqueeze(1))[:, 0]
-        return self._fill(None if self.table is None else self.long_keys, scored)
-
-    def short_likelihoods(self, e: int, lp: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
-        """From window expert ``e``'s evidence rows scored (``lp``, one per row in ``steps``)."""
-        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
-        if len(steps):
-            scored[steps] = lp.gather(1, self.targets[steps].unsqueeze(1))[:, 0]
-        return self._fill(None if self.table is None else self.short_keys[e], scored)
 
 
 class SwitchGate(nn.Module):
@@ -305,26 +233,18 @@ class SwitchGate(nn.Module):
     def _frozen_pass(self, seq: torch.Tensor, ts: torch.Tensor, prev_seq: torch.Tensor, prev_ts: torch.Tensor,
                      idx: torch.Tensor, valid: torch.Tensor, h: int, text: torch.Tensor
                      ) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor | None]:
-        """``explained_experts`` for serving with ``frozen_long``, with rows sized to what each expert
-        reads: the long expert needs only two row sets at the history's full width (the request,
-        and the history before the horizon every step's evidence is weighed against), the short
-        experts' (h + 1) x windows rows only the widest window's width. Positions count back from the
-        newest behaviour and padding is masked, so a row scores as in one padded pass. Two calls when
-        that saves work, one when the history is short (per-call overhead dominates): measured p50
-        at L = 10 / 45 / 200 behaviours, 5.4 / 8.9 / 12.9 ms against the former 27-row pass's
-        6.5 / 12.1 / 54.7 (docs/results.md).
-
-        With a ``memo`` (serving: ``Engine`` sets one) the evidence rows are scored only for the
-        (history, event) pairs it does not hold yet: a user's past events keep their likelihoods,
-        so a request scores its own rows and those of the events that are new since the user's last
-        request (``models.memo.LikelihoodMemo``)."""
+        """``explained_experts`` for serving with ``frozen_long``, rows sized to what each expert reads:
+        the long expert two row sets at full width (the request; the history before the horizon), the
+        short experts theirs at the widest window's width; one call when the history is short
+        (docs/results.md). With a ``memo`` (``Engine`` sets one) only the evidence rows of events new
+        since the user's last request are scored (``models.switch_evidence``)."""
         B, L = seq.shape
         windows = self.cfg.windows
         W = min(max(windows), L)
         W = L if L <= 2 * W else W
         rows, rows_ts = torch.cat([seq, prev_seq]), torch.cat([ts, prev_ts])
         frozen, frozen_ts = prev_seq[(h - 1) * B:], prev_ts[(h - 1) * B:]
-        lookup = _Lookup(self.memo, rows, rows_ts, idx, B, h, windows)
+        lookup = EvidenceLookup(self.memo, rows, rows_ts, idx, B, h, windows)
         need_long = lookup.frozen_missing()  # users whose frozen row must be scored
         need_short = [lookup.short_missing(e) for e in range(len(windows))]  # evidence rows (step-major) to score, per window
         pad = lambda x, w: F.pad(x[:, -min(w, L):], (W - min(w, L), 0))  # noqa: E731  (every window fits in W)
@@ -418,8 +338,7 @@ class SwitchGate(nn.Module):
         return out
 
     def add_items(self, text_rows: torch.Tensor) -> None:
-        """New items: the base appends them; the category-mix expert has no count of them (P 0).
-        Every kept likelihood is of the old catalogue: the memo starts again."""
+        """New items: the base appends them (the category-mix expert has no count of them: P 0); the memo starts again."""
         self.base.add_items(text_rows)
         if self.memo is not None:
             self.memo.invalidate()
