@@ -19,7 +19,9 @@ Index 0 is padding everywhere; sequences are left-padded so the newest behaviour
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
@@ -57,6 +59,48 @@ class InterestConfig:
         return asdict(self)
 
 
+class BatchRows:
+    """Which rows of the global training batch a forward pass holds: set by the training step for
+    the length of its forward (``spread``), read by every ``SplitInvariantDropout`` of the model."""
+
+    def __init__(self) -> None:
+        self.global_n: int | None = None
+        self.rows: torch.Tensor | None = None
+
+    @contextlib.contextmanager
+    def spread(self, global_n: int, rows: torch.Tensor) -> Iterator[None]:
+        """For the block: this pass holds rows ``rows`` of a global batch of ``global_n``."""
+        self.global_n, self.rows = global_n, rows
+        try:
+            yield
+        finally:
+            self.global_n, self.rows = None, None
+
+
+class SplitInvariantDropout(nn.Module):
+    """Dropout whose masks do not depend on how a batch is split across processes.
+
+    Why: with torch's dropout each process of a data-parallel run draws masks for its own rows, so two
+    processes train another model than one does (a seed's worth of difference in test NDCG@10,
+    docs/scaling-training.md). Here every process draws the mask of the whole global batch, from the
+    same generator state, and keeps its own rows (``BatchRows``). With no split (one process, or
+    outside training's ``spread``) it is ``F.dropout`` on the CPU bit for bit: the same Bernoulli draw
+    of the input's shape, divided by 1 - p, times the input."""
+
+    def __init__(self, p: float, batch: BatchRows) -> None:
+        super().__init__()
+        self.p, self.batch = p, batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        global_n, rows = self.batch.global_n, self.batch.rows
+        if global_n is None:
+            global_n, rows = x.shape[0], None
+        noise = x.new_empty((global_n, *x.shape[1:])).bernoulli_(1 - self.p).div_(1 - self.p)
+        return x * (noise if rows is None else noise[rows])
+
+
 def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
     """(B, L) unix seconds -> (B, L, L) log1p of hours from behaviour j to behaviour i (>= 0)."""
     dt = (ts.unsqueeze(2) - ts.unsqueeze(1)).clamp(min=0).float() / 3600.0
@@ -64,12 +108,13 @@ def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
 
 
 class TimeAwareAttention(nn.Module):
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
+        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.n_heads, self.dim = cfg.n_heads, cfg.dim
         self.c_attn = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.c_proj = nn.Linear(cfg.dim, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = SplitInvariantDropout(cfg.dropout, batch)
         self.decay = nn.Parameter(torch.full((cfg.n_heads,), -2.0)) if cfg.use_time_decay else None
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor,
@@ -96,12 +141,14 @@ class TimeAwareAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
+        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = TimeAwareAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.attn = TimeAwareAttention(cfg, batch)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim),
+                                 SplitInvariantDropout(cfg.dropout, batch))
+        self.drop = SplitInvariantDropout(cfg.dropout, batch)
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         a, att = self.attn(self.ln_1(x), logdt, mask, last=last)
@@ -114,12 +161,13 @@ class SASRecBlock(nn.Module):
     queries from LayerNorm(x) but keys and values from raw x, residuals taken from the normalised
     tensors, a d -> d ReLU feed-forward, dropout only on attention weights and the feed-forward."""
 
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
+        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = TimeAwareAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+        self.attn = TimeAwareAttention(cfg, batch)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), SplitInvariantDropout(cfg.dropout, batch),
+                                 nn.Linear(cfg.dim, cfg.dim), SplitInvariantDropout(cfg.dropout, batch))
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.ln_1(x)
@@ -156,12 +204,13 @@ class InterestModel(nn.Module):
         # not saved: serving re-adds those items (and so recomputes the rows) at every load
         self.register_buffer("cold_id", torch.zeros(0, cfg.dim), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.batch_rows = BatchRows()  # which rows of the global batch a training pass holds (data-parallel runs)
+        self.drop = SplitInvariantDropout(cfg.dropout, self.batch_rows)
         if cfg.block not in BLOCKS:
             raise ValueError(f"unknown block {cfg.block!r}: expected one of {sorted(BLOCKS)}")
         if cfg.init not in ("normal", "xavier"):
             raise ValueError(f"unknown init {cfg.init!r}: expected normal or xavier")
-        self.blocks = nn.ModuleList([BLOCKS[cfg.block](cfg) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([BLOCKS[cfg.block](cfg, self.batch_rows) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.dim)
         if cfg.use_long_term:
             self.long_query = nn.Linear(cfg.dim, 1)
