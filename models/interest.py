@@ -19,15 +19,14 @@ Index 0 is padding everywhere; sequences are left-padded so the newest behaviour
 """
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.dropout import BatchRows, SplitInvariantDropout
 from models.memo import kept_until_changed
 from models.sparse import CsrMatrix
 from models.trend import day_rows
@@ -59,48 +58,6 @@ class InterestConfig:
         return asdict(self)
 
 
-class BatchRows:
-    """Which rows of the global training batch a forward pass holds: set by the training step for
-    the length of its forward (``spread``), read by every ``SplitInvariantDropout`` of the model."""
-
-    def __init__(self) -> None:
-        self.global_n: int | None = None
-        self.rows: torch.Tensor | None = None
-
-    @contextlib.contextmanager
-    def spread(self, global_n: int, rows: torch.Tensor) -> Iterator[None]:
-        """For the block: this pass holds rows ``rows`` of a global batch of ``global_n``."""
-        self.global_n, self.rows = global_n, rows
-        try:
-            yield
-        finally:
-            self.global_n, self.rows = None, None
-
-
-class SplitInvariantDropout(nn.Module):
-    """Dropout whose masks do not depend on how a batch is split across processes.
-
-    Why: with torch's dropout each process of a data-parallel run draws masks for its own rows, so two
-    processes train another model than one does (a seed's worth of difference in test NDCG@10,
-    docs/scaling-training.md). Here every process draws the mask of the whole global batch, from the
-    same generator state, and keeps its own rows (``BatchRows``). With no split (one process, or
-    outside training's ``spread``) it is ``F.dropout`` on the CPU bit for bit: the same Bernoulli draw
-    of the input's shape, divided by 1 - p, times the input."""
-
-    def __init__(self, p: float, batch: BatchRows) -> None:
-        super().__init__()
-        self.p, self.batch = p, batch
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        global_n, rows = self.batch.global_n, self.batch.rows
-        if global_n is None:
-            global_n, rows = x.shape[0], None
-        noise = x.new_empty((global_n, *x.shape[1:])).bernoulli_(1 - self.p).div_(1 - self.p)
-        return x * (noise if rows is None else noise[rows])
-
-
 def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
     """(B, L) unix seconds -> (B, L, L) log1p of hours from behaviour j to behaviour i (>= 0)."""
     dt = (ts.unsqueeze(2) - ts.unsqueeze(1)).clamp(min=0).float() / 3600.0
@@ -110,7 +67,6 @@ def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
 class TimeAwareAttention(nn.Module):
     def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
-        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.n_heads, self.dim = cfg.n_heads, cfg.dim
         self.c_attn = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.c_proj = nn.Linear(cfg.dim, cfg.dim)
@@ -143,11 +99,9 @@ class TimeAwareAttention(nn.Module):
 class Block(nn.Module):
     def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
-        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.attn = TimeAwareAttention(cfg, batch)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim),
-                                 SplitInvariantDropout(cfg.dropout, batch))
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), SplitInvariantDropout(cfg.dropout, batch))
         self.drop = SplitInvariantDropout(cfg.dropout, batch)
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,11 +117,10 @@ class SASRecBlock(nn.Module):
 
     def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
-        batch = batch if batch is not None else BatchRows()  # alone (a test): no split to follow
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
         self.attn = TimeAwareAttention(cfg, batch)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), SplitInvariantDropout(cfg.dropout, batch),
-                                 nn.Linear(cfg.dim, cfg.dim), SplitInvariantDropout(cfg.dropout, batch))
+        drop = lambda: SplitInvariantDropout(cfg.dropout, batch)  # noqa: E731
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), drop(), nn.Linear(cfg.dim, cfg.dim), drop())
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.ln_1(x)
@@ -200,8 +153,7 @@ class InterestModel(nn.Module):
         self.register_buffer("text_emb", text_emb.float() if text_emb is not None else torch.zeros(n, cfg.text_dim))
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.use_text else None
         self.id_emb = nn.Embedding(n, cfg.dim, padding_idx=0) if cfg.use_id_embedding else None
-        # id rows of items added after training (add_items), imputed from their text neighbours;
-        # not saved: serving re-adds those items (and so recomputes the rows) at every load
+        # id rows of items added after training (add_items), imputed from text neighbours; not saved: re-added at every load
         self.register_buffer("cold_id", torch.zeros(0, cfg.dim), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
         self.batch_rows = BatchRows()  # which rows of the global batch a training pass holds (data-parallel runs)
@@ -218,8 +170,7 @@ class InterestModel(nn.Module):
             self.gate = nn.Linear(2 * cfg.dim, 1)
         if not (cfg.use_text or cfg.use_id_embedding):
             raise ValueError("the interest model needs text or id embeddings (or both)")
-        # small init for every learned embedding: a unit-variance position embedding would drown
-        # the 0.02-scale item vectors, and training then sits on a popularity plateau for epochs
+        # small init for every learned embedding: unit variance would drown the 0.02-scale item vectors (a popularity plateau)
         for emb in (self.id_emb, self.pos_emb):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)

@@ -21,7 +21,8 @@ from core.params import TrainParams
 from models import distributed as ddp
 from models.data import EvalSet, Windows, trim_padding
 from models.evaluate import evaluate_model
-from models.interest import BatchRows, InterestConfig, InterestModel
+from models.dropout import BatchRows
+from models.interest import InterestConfig, InterestModel
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def _resume(run: _Run, cfg: InterestConfig, tp: TrainParams, device: str, checkp
     run.model.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["opt"])
     run.gen.set_state(ck["gen"].cpu())  # map_location may have moved it; generator states live on the CPU
-    # dropout draws from the global RNG, the same on every rank (models.interest.SplitInvariantDropout):
+    # dropout draws from the global RNG, the same on every rank (models.dropout.SplitInvariantDropout):
     # without it a resumed run diverges
     torch.set_rng_state(ck["rng"].cpu())
     if ck.get("cuda_rng") is not None and device.startswith("cuda"):
@@ -240,7 +241,7 @@ def _shard_loss(step_model: torch.nn.Module, batch_rows: BatchRows, b: torch.Ten
     if n_local == 0:
         rows, weight = torch.nonzero((lab[b] > 0).any(1))[:1, 0], 0.0
     # trimmed as the global batch (one process trims it so), then this rank's rows: each row has the
-    # width, and so the dropout masks, it has in one process (models.interest.SplitInvariantDropout)
+    # width, and so the dropout masks, it has in one process (models.dropout.SplitInvariantDropout)
     bs, bt, bl, blt = (a[rows].to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
     with batch_rows.spread(len(b), rows.to(device)), \
             torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):

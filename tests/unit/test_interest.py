@@ -598,7 +598,7 @@ def test_split_invariant_dropout_is_torchs_unsplit_and_the_same_rows_split():
     (``BatchRows.spread``): each part gets exactly the rows of the whole batch's masks."""
     import torch.nn.functional as F
 
-    from models.interest import BatchRows, SplitInvariantDropout
+    from models.dropout import BatchRows, SplitInvariantDropout
 
     rows = BatchRows()
     drop = SplitInvariantDropout(0.2, rows).train()
