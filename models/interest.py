@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from models.dropout import BatchRows, SplitInvariantDropout
 from models.memo import kept_until_changed
 from models.sparse import CsrMatrix
 from models.trend import day_rows
@@ -64,12 +65,12 @@ def elapsed_hours(ts: torch.Tensor) -> torch.Tensor:
 
 
 class TimeAwareAttention(nn.Module):
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
         self.n_heads, self.dim = cfg.n_heads, cfg.dim
         self.c_attn = nn.Linear(cfg.dim, 3 * cfg.dim)
         self.c_proj = nn.Linear(cfg.dim, cfg.dim)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = SplitInvariantDropout(cfg.dropout, batch)
         self.decay = nn.Parameter(torch.full((cfg.n_heads,), -2.0)) if cfg.use_time_decay else None
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor,
@@ -96,12 +97,12 @@ class TimeAwareAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = TimeAwareAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
-        self.drop = nn.Dropout(cfg.dropout)
+        self.attn = TimeAwareAttention(cfg, batch)
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, 4 * cfg.dim), nn.GELU(), nn.Linear(4 * cfg.dim, cfg.dim), SplitInvariantDropout(cfg.dropout, batch))
+        self.drop = SplitInvariantDropout(cfg.dropout, batch)
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         a, att = self.attn(self.ln_1(x), logdt, mask, last=last)
@@ -114,12 +115,12 @@ class SASRecBlock(nn.Module):
     queries from LayerNorm(x) but keys and values from raw x, residuals taken from the normalised
     tensors, a d -> d ReLU feed-forward, dropout only on attention weights and the feed-forward."""
 
-    def __init__(self, cfg: InterestConfig) -> None:
+    def __init__(self, cfg: InterestConfig, batch: BatchRows | None = None) -> None:
         super().__init__()
         self.ln_1, self.ln_2 = nn.LayerNorm(cfg.dim), nn.LayerNorm(cfg.dim)
-        self.attn = TimeAwareAttention(cfg)
-        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), nn.Dropout(cfg.dropout),
-                                 nn.Linear(cfg.dim, cfg.dim), nn.Dropout(cfg.dropout))
+        self.attn = TimeAwareAttention(cfg, batch)
+        drop = lambda: SplitInvariantDropout(cfg.dropout, batch)  # noqa: E731
+        self.mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.ReLU(), drop(), nn.Linear(cfg.dim, cfg.dim), drop())
 
     def forward(self, x: torch.Tensor, logdt: torch.Tensor, mask: torch.Tensor, last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         q = self.ln_1(x)
@@ -152,16 +153,16 @@ class InterestModel(nn.Module):
         self.register_buffer("text_emb", text_emb.float() if text_emb is not None else torch.zeros(n, cfg.text_dim))
         self.text_proj = nn.Linear(cfg.text_dim, cfg.dim) if cfg.use_text else None
         self.id_emb = nn.Embedding(n, cfg.dim, padding_idx=0) if cfg.use_id_embedding else None
-        # id rows of items added after training (add_items), imputed from their text neighbours;
-        # not saved: serving re-adds those items (and so recomputes the rows) at every load
+        # id rows of items added after training (add_items), imputed from text neighbours; not saved: re-added at every load
         self.register_buffer("cold_id", torch.zeros(0, cfg.dim), persistent=False)
         self.pos_emb = nn.Embedding(cfg.max_len, cfg.dim) if cfg.use_position else None
-        self.drop = nn.Dropout(cfg.dropout)
+        self.batch_rows = BatchRows()  # which rows of the global batch a training pass holds (data-parallel runs)
+        self.drop = SplitInvariantDropout(cfg.dropout, self.batch_rows)
         if cfg.block not in BLOCKS:
             raise ValueError(f"unknown block {cfg.block!r}: expected one of {sorted(BLOCKS)}")
         if cfg.init not in ("normal", "xavier"):
             raise ValueError(f"unknown init {cfg.init!r}: expected normal or xavier")
-        self.blocks = nn.ModuleList([BLOCKS[cfg.block](cfg) for _ in range(cfg.n_layers)])
+        self.blocks = nn.ModuleList([BLOCKS[cfg.block](cfg, self.batch_rows) for _ in range(cfg.n_layers)])
         self.ln_f = nn.LayerNorm(cfg.dim)
         if cfg.use_long_term:
             self.long_query = nn.Linear(cfg.dim, 1)
@@ -169,8 +170,7 @@ class InterestModel(nn.Module):
             self.gate = nn.Linear(2 * cfg.dim, 1)
         if not (cfg.use_text or cfg.use_id_embedding):
             raise ValueError("the interest model needs text or id embeddings (or both)")
-        # small init for every learned embedding: a unit-variance position embedding would drown
-        # the 0.02-scale item vectors, and training then sits on a popularity plateau for epochs
+        # small init for every learned embedding: unit variance would drown the 0.02-scale item vectors (a popularity plateau)
         for emb in (self.id_emb, self.pos_emb):
             if emb is not None:
                 nn.init.normal_(emb.weight, std=0.02)

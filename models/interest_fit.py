@@ -21,6 +21,7 @@ from core.params import TrainParams
 from models import distributed as ddp
 from models.data import EvalSet, Windows, trim_padding
 from models.evaluate import evaluate_model
+from models.dropout import BatchRows
 from models.interest import InterestConfig, InterestModel
 
 log = logging.getLogger(__name__)
@@ -107,8 +108,6 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
     opt = torch.optim.AdamW(model.parameters(), lr=tp.lr, betas=(0.9, tp.adam_beta2), weight_decay=tp.weight_decay)
     run = _Run(model, opt, torch.Generator().manual_seed(tp.seed), tuple(torch.as_tensor(a) for a in windows), FitResult(model))
     distributed, main = ddp.active(), ddp.is_main()
-    if distributed and not main:  # dropout: other masks than rank 0's (the batch generator `gen` stays shared)
-        torch.manual_seed(tp.seed + 1000 * ddp.rank())
     start = _resume(run, cfg, tp, device, checkpoint)
     step_model = ddp.wrap(model, device) if distributed else None  # gradients averaged across the processes
     t_start, done = time.monotonic(), 0  # for the time left in each epoch's log line
@@ -116,7 +115,6 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
         if run.bad >= tp.patience:
             break
         loss = _train_epoch(run, step_model, tp, device, epoch)
-        rngs = ddp.all_gather_object(_rng_state(device)) if distributed and checkpoint is not None else None
         if not main:  # rank 0 evaluates, checkpoints and decides when to stop
             if ddp.broadcast_flag(False, device):
                 break
@@ -125,7 +123,7 @@ def fit_interest(cfg: InterestConfig, text_emb: torch.Tensor, windows: Windows,
         done += 1
         _log_epoch(name, epoch, tp, loss, m, k, run.bad, (time.monotonic() - t_start) / done)
         if checkpoint is not None:
-            _save_checkpoint(checkpoint, _checkpoint_state(run, cfg, tp, device, epoch, rngs))
+            _save_checkpoint(checkpoint, _checkpoint_state(run, cfg, tp, device, epoch))
         stop = run.bad >= tp.patience
         if distributed:
             ddp.broadcast_flag(stop, device)
@@ -156,11 +154,11 @@ def _resume(run: _Run, cfg: InterestConfig, tp: TrainParams, device: str, checkp
     run.model.load_state_dict(ck["model"])
     run.opt.load_state_dict(ck["opt"])
     run.gen.set_state(ck["gen"].cpu())  # map_location may have moved it; generator states live on the CPU
-    rng = ck.get("rng_ranks", {}).get(ddp.world_size(), [None] * (ddp.rank() + 1))[ddp.rank()] if distributed else ck
-    if rng and "rng" in rng:  # dropout draws from the global RNG: without it a resumed run diverges
-        torch.set_rng_state(rng["rng"].cpu())
-    if rng and rng.get("cuda_rng") is not None and device.startswith("cuda"):
-        torch.cuda.set_rng_state(rng["cuda_rng"].cpu(), device)
+    # dropout draws from the global RNG, the same on every rank (models.dropout.SplitInvariantDropout):
+    # without it a resumed run diverges
+    torch.set_rng_state(ck["rng"].cpu())
+    if ck.get("cuda_rng") is not None and device.startswith("cuda"):
+        torch.cuda.set_rng_state(ck["cuda_rng"].cpu(), device)
     run.best_state, run.bad = ck["best_state"], ck["bad"]
     run.res.history, run.res.best_epoch, run.res.best_valid = ck["history"], ck["best_epoch"], ck["best_valid"]
     log.info("resuming from %s after epoch %d", checkpoint, ck["epoch"])
@@ -179,7 +177,7 @@ def _train_epoch(run: _Run, step_model: torch.nn.Module | None, tp: TrainParams,
     bar = tqdm(batches, desc=f"epoch {epoch}", mininterval=2, leave=False, disable=None)
     for b in bar:
         if step_model is not None:  # this rank's share of the global batch, its loss weighted to the global mean
-            loss = _shard_loss(step_model, b, seq, ts, lab, lab_ts, device, use_amp)
+            loss = _shard_loss(step_model, run.model.batch_rows, b, seq, ts, lab, lab_ts, device, use_amp)
         else:
             bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
             with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
@@ -220,35 +218,31 @@ def _log_epoch(name: str, epoch: int, tp: TrainParams, loss: float, m: dict[str,
                     "valid_ndcg": m[f"ndcg@{k}"], "time_left": _duration(left)})
 
 
-def _checkpoint_state(run: _Run, cfg: InterestConfig, tp: TrainParams, device: str, epoch: int,
-                      rngs: list[dict] | None) -> dict:
+def _checkpoint_state(run: _Run, cfg: InterestConfig, tp: TrainParams, device: str, epoch: int) -> dict:
     """Everything a resumed run needs to continue as if never stopped (``_resume`` reads it back)."""
     state = {"cfg": cfg.to_dict(), "seed": tp.seed, "epoch": epoch, "model": run.model.state_dict(),
              "opt": run.opt.state_dict(), "gen": run.gen.get_state(), "rng": torch.get_rng_state(),
              "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None,
              "best_state": run.best_state, "bad": run.bad,
              "history": run.res.history, "best_epoch": run.res.best_epoch, "best_valid": run.res.best_valid}
-    if ddp.active():  # every rank's dropout RNG, by world size (a resume with another size reseeds)
-        state["rng_ranks"] = {ddp.world_size(): rngs}
     return state
 
 
-def _rng_state(device: str) -> dict:
-    return {"rng": torch.get_rng_state(), "cuda_rng": torch.cuda.get_rng_state(device) if device.startswith("cuda") else None}
-
-
-def _shard_loss(step_model: torch.nn.Module, b: torch.Tensor, seq: torch.Tensor, ts: torch.Tensor, lab: torch.Tensor,
+def _shard_loss(step_model: torch.nn.Module, batch_rows: BatchRows, b: torch.Tensor, seq: torch.Tensor, ts: torch.Tensor, lab: torch.Tensor,
                 lab_ts: torch.Tensor, device: str, use_amp: bool) -> torch.Tensor:
     """This rank's loss on its shard of the global batch ``b``, weighted (``ddp.loss_weight``) so that
     DDP's gradient average equals the gradient of the global batch's mean loss, as one process has it.
     A rank whose shard has no labelled position (a last batch smaller than the world) runs a window
     with weight 0: every rank must take part in every gradient all-reduce."""
     n_global = int((lab[b] > 0).sum())
-    mine = ddp.shard(b)
-    n_local = int((lab[mine] > 0).sum()) if len(mine) else 0
+    rows = ddp.shard(torch.arange(len(b)))  # positions in the global batch
+    n_local = int((lab[b[rows]] > 0).sum()) if len(rows) else 0
     weight = ddp.loss_weight(n_local, n_global)
     if n_local == 0:
-        mine, weight = b[(lab[b] > 0).any(1)][:1], 0.0
-    bs, bt, bl, blt = (a.to(device) for a in trim_padding(seq[mine], ts[mine], lab[mine], lab_ts[mine]))
-    with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
+        rows, weight = torch.nonzero((lab[b] > 0).any(1))[:1, 0], 0.0
+    # trimmed as the global batch (one process trims it so), then this rank's rows: each row has the
+    # width, and so the dropout masks, it has in one process (models.dropout.SplitInvariantDropout)
+    bs, bt, bl, blt = (a[rows].to(device) for a in trim_padding(seq[b], ts[b], lab[b], lab_ts[b]))
+    with batch_rows.spread(len(b), rows.to(device)), \
+            torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=use_amp):
         return step_model(bs, bt, bl, blt) * weight

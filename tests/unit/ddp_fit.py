@@ -3,7 +3,7 @@
 
 One launch runs every scenario (starting torch twice per process costs more than the fits):
 ``plain``  4 epochs without dropout: the gradient of N processes is the one of one process;
-``full``   4 epochs with dropout 0.2 and a checkpoint;
+``full``   4 epochs with dropout 0.2 (the masks one process draws) and a checkpoint;
 ``part``   the same run stopped after epoch 2, its checkpoint kept (as if killed there);
 ``resumed`` the 4-epoch run again, which resumes from that checkpoint.
 """

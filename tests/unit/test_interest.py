@@ -591,3 +591,25 @@ def test_newest_position_only_equals_the_full_encoding(kw):
         torch.testing.assert_close(last_u[:, 0], full_u[:, -1], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(last_w[:, 0], full_w[:, -1], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(model.score_all(seq, ts), full_u[:, -1] @ model.item_vectors().T, rtol=1e-5, atol=1e-5)
+
+
+def test_split_invariant_dropout_is_torchs_unsplit_and_the_same_rows_split():
+    """One process: torch's CPU dropout bit for bit (the same draw); a batch split across processes
+    (``BatchRows.spread``): each part gets exactly the rows of the whole batch's masks."""
+    import torch.nn.functional as F
+
+    from models.dropout import BatchRows, SplitInvariantDropout
+
+    rows = BatchRows()
+    drop = SplitInvariantDropout(0.2, rows).train()
+    x = torch.randn(6, 5, 7)
+    torch.manual_seed(3)
+    want = F.dropout(x, 0.2, True)
+    torch.manual_seed(3)
+    assert torch.equal(drop(x), want)
+    for r in range(2):  # two "ranks", strided rows as models.distributed.shard gives them
+        torch.manual_seed(3)
+        with rows.spread(6, torch.arange(r, 6, 2)):
+            assert torch.equal(drop(x[r::2]), want[r::2])
+    assert rows.global_n is None  # the spread ends with its block
+    assert torch.equal(drop.eval()(x), x)
