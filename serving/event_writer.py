@@ -20,13 +20,16 @@ service: as a job of its scoring thread). Why: merging thousands of events is in
 and a ``/recommend`` scored on another thread meanwhile waited for the interpreter lock at each of
 its torch operations, hundreds of times (a 10,000-event batch took one from 6 to 370 ms,
 docs/deploying.md). On the one thread the two take turns instead: a request queued during a chunk
-is scored before the next. Each chunk keeps the log-first order, so a crash between chunks loses
+is scored before the next, and between chunks the writer waits (``bulk_share``, ``PULSE_BULK_SHARE``:
+by default a group takes a quarter of a core, about 5,000 events a second on the 2-core machine),
+so a bulk upload leaves most of the cores to ``/recommend`` (docs/deploying.md, "Stop 24"). Each chunk keeps the log-first order, so a crash between chunks loses
 nothing: what was logged is replayed, and the client, without an answer, retries (the logged part
 counts as duplicates).
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +41,7 @@ from features.store import OnlineBehaviour
 
 log = logging.getLogger(__name__)
 
+BULK_SHARE_ENV = "PULSE_BULK_SHARE"
 CHUNK_EVENTS = 100  # events per log append and online write of a large group, with a pause between chunks
 
 
@@ -60,6 +64,18 @@ class Written:
     users: list[str]
 
 
+def bulk_share_from_env(default: float = 0.25) -> float:
+    """``PULSE_BULK_SHARE``: the share of a core a large ``/events`` batch may take (0 < share <= 1)."""
+    raw = os.environ.get(BULK_SHARE_ENV, "").strip()
+    try:
+        share = float(raw) if raw else default
+    except ValueError:
+        share = float("nan")
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"{BULK_SHARE_ENV} must be a number in (0, 1], got {raw!r}")
+    return share
+
+
 class EventWriter:
     """Writes validated events and tombstones to the event log and the online store, under both locks.
 
@@ -67,11 +83,16 @@ class EventWriter:
     served, which a reload replaces."""
 
     def __init__(self, event_log: RecordLog, online: OnlineBehaviour, spec: Callable[[], BehaviourSpec],
-                 run_chunk: Callable[[Callable[[], set[int]]], set[int]] | None = None, chunk_events: int = CHUNK_EVENTS) -> None:
+                 run_chunk: Callable[[Callable[[], tuple[set[int], float]]], tuple[set[int], float]] | None = None,
+                 chunk_events: int = CHUNK_EVENTS, bulk_share: float = 1.0) -> None:
         """``run_chunk``: how each chunk of a group larger than ``chunk_events`` is run (the
-        service: on its scoring thread, between ``/recommend`` passes); None: here."""
+        service: on its scoring thread, between ``/recommend`` passes); None: here.
+        ``bulk_share``: the share of a core such a group may take: after a chunk that took ``t``
+        seconds of CPU the writer waits ``t * (1 - share) / share`` before the next (1: no wait)."""
+        if not 0.0 < bulk_share <= 1.0:
+            raise ValueError(f"bulk_share must be in (0, 1], got {bulk_share}")
         self.event_log, self.online, self.spec = event_log, online, spec
-        self.run_chunk, self.chunk_events = run_chunk, chunk_events
+        self.run_chunk, self.chunk_events, self.bulk_share = run_chunk, chunk_events, bulk_share
         self._queue: list[_Pending] = []
         self._queue_lock = threading.Lock()
         self._turn = threading.Lock()  # one group at a time in this process (the locks below: across processes)
@@ -100,8 +121,11 @@ class EventWriter:
             chunks = self._chunks(events)
             run = self.run_chunk if self.run_chunk is not None and len(chunks) > 1 else (lambda fn: fn())
             new_ids: set[int] = set()
-            for chunk in chunks:
-                new_ids |= run(lambda chunk=chunk: self._write_chunk(chunk))
+            for n, chunk in enumerate(chunks):
+                fresh_ids, cpu_s = run(lambda chunk=chunk: self._write_chunk(chunk))
+                new_ids |= fresh_ids
+                if n + 1 < len(chunks) and self.bulk_share < 1.0:  # leave the cores to the requests meanwhile
+                    time.sleep(cpu_s * (1.0 - self.bulk_share) / self.bulk_share)
             for p in group:
                 fresh_here = sum(id(e) in new_ids for e in p.events)
                 p.result = Written(accepted=len(p.events), duplicates=len(p.events) - fresh_here,
@@ -115,8 +139,10 @@ class EventWriter:
         if len(group) > 1:
             log.debug("committed %d requests' events (%d) as one group", len(group), len(events))
 
-    def _write_chunk(self, chunk: list[Event]) -> set[int]:
-        """Log and apply one chunk under both locks; the ids (``id``) of its events that were new."""
+    def _write_chunk(self, chunk: list[Event]) -> tuple[set[int], float]:
+        """Log and apply one chunk under both locks: the ids (``id``) of its events that were new, and
+        the CPU seconds the chunk took on the thread that ran it."""
+        started = time.thread_time()
         with self.event_log.locked(), self.online.write_lock():
             states, fresh = fresh_events(self.online, events_by_user(chunk))
             fresh_ids = {id(e) for evs in fresh.values() for e in evs}
@@ -124,7 +150,7 @@ class EventWriter:
             if new:
                 self.event_log.append(new)
             write_merged(self.online, states, fresh, self.spec())
-        return fresh_ids
+        return fresh_ids, time.thread_time() - started
 
     def _chunks(self, events: list[Event]) -> list[list[Event]]:
         """The events in chunks of whole users (each user's online row is read and written once per

@@ -31,7 +31,7 @@ from core.streamlog import logs_from_env
 from features.online import BehaviourSpec
 from features.store import OnlineBehaviour, get_store
 from serving.broadcast import Broadcast
-from serving.event_writer import EventWriter
+from serving.event_writer import EventWriter, bulk_share_from_env
 from serving.profiles import ItemProfiles, profile_ttl_from_env
 from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
 from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
@@ -174,7 +174,8 @@ class Recommender:
             self.items_log.repair()
         self.state: ServingState = load_state(model, self.categories, self.items_log, self.encoder_cache)
         self._reload_lock = threading.Lock()
-        self.writer = EventWriter(self.event_log, self.online, self._spec, run_chunk=lambda fn: self.scorer.submit(fn).result())
+        self.writer = EventWriter(self.event_log, self.online, self._spec, run_chunk=lambda fn: self.scorer.submit(fn).result(),
+                                  bulk_share=bulk_share_from_env())
         self.writer.replay()
         start_watcher(self.reload_model, RELOAD_INTERVAL_S)
         # a shared (Redis) online store: /reload and /items reach every process of every replica

@@ -105,3 +105,33 @@ def test_a_large_batch_is_written_in_chunks_of_whole_users_with_a_pause_between(
     assert sorted(logged) == sorted((e.user_id, e.item_id, e.ts) for e in read_events(whole_log.path))
     for u in range(7):  # each user's events in request order
         assert [x for x in logged if x[0] == f"u{u}"] == [(e.user_id, e.item_id, e.ts) for e in events[:60] if e.user_id == f"u{u}"]
+
+
+def test_a_large_batch_waits_between_chunks_in_proportion_to_its_cpu(tmp_path, monkeypatch):
+    """``bulk_share``: after each chunk but the last the writer sleeps chunk CPU x (1 - share) / share;
+    a share of 1 never sleeps, and a share outside (0, 1] is refused (also from the environment)."""
+    import serving.event_writer as ew
+
+    from types import SimpleNamespace
+
+    slept = []
+    monkeypatch.setattr(ew, "time", SimpleNamespace(sleep=slept.append, thread_time=time.thread_time))
+    events = [Event(f"u{i % 4}", "a", T0 + i) for i in range(40)]
+    writer = EventWriter(SlowLog(tmp_path / "a.jsonl", 0.0), DictOnlineStore(), lambda: SPEC,
+                         run_chunk=lambda fn: (fn()[0], 0.01), chunk_events=10, bulk_share=0.25)
+    writer.write(events)
+    assert slept == pytest.approx([0.03, 0.03, 0.03])  # 4 chunks of one user each: 3 waits of 0.01 x 3
+    EventWriter(SlowLog(tmp_path / "b.jsonl", 0.0), DictOnlineStore(), lambda: SPEC, run_chunk=lambda fn: (fn()[0], 0.01),
+                chunk_events=10, bulk_share=1.0).write(events)
+    assert len(slept) == 3
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match="bulk_share"):
+            EventWriter(SlowLog(tmp_path / "c.jsonl", 0.0), DictOnlineStore(), lambda: SPEC, bulk_share=bad)
+    monkeypatch.setenv(ew.BULK_SHARE_ENV, "0.5")
+    assert ew.bulk_share_from_env() == 0.5
+    for bad in ("0", "2", "half", "nan"):
+        monkeypatch.setenv(ew.BULK_SHARE_ENV, bad)
+        with pytest.raises(ValueError, match=ew.BULK_SHARE_ENV):
+            ew.bulk_share_from_env()
+    monkeypatch.delenv(ew.BULK_SHARE_ENV)
+    assert ew.bulk_share_from_env() == 0.25
