@@ -38,7 +38,7 @@ from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import (EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse,
                              answer)
-from serving.scoring import Ask, Batcher, Scorer, max_batch_from_env, recommend_all, torch_threads_from_env
+from serving.scoring import Ask, Batcher, Scorer, linger_from_env, max_batch_from_env, recommend_all, torch_threads_from_env
 from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exempt_from_gc, load_state, online_half_lives,
                            online_history_len, start_watcher)
 
@@ -153,7 +153,7 @@ class Recommender:
         quiet_client_errors()
         self.window = TimeWindow.from_env()
         self.scorer = Scorer(torch_threads_from_env())
-        self.batcher = Batcher(self.scorer, self._answer_many, max_batch_from_env())
+        self.batcher = Batcher(self.scorer, self._answer_many, max_batch_from_env(), linger_from_env())
         model = self.model_ref  # resolved: the stored model, with its concrete version
         meta = model.info.metadata
         self.model_name = model.tag.name

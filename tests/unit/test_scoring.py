@@ -3,6 +3,7 @@ requests queued for it meanwhile are scored as one batch."""
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 import torch
@@ -91,6 +92,45 @@ def test_calls_queued_while_the_scorer_is_busy_are_answered_in_one_batch():
         assert batcher.submit(9).result(10) == "answer 9" and calls[-1] == [9]  # alone: a batch of one, no waiting
     finally:
         scorer.close()
+
+
+def test_after_a_batch_with_company_a_drain_waits_briefly_for_as_many():
+    """``linger_s``: the clients of a batch of 3 come back one by one; the drain that finds the first
+    waits for the other two (up to the linger) and scores the three together. A batcher whose
+    last batch was alone never waits, and a wait ends at the linger with what has come."""
+    scorer, calls = Scorer(), []
+    batcher = Batcher(scorer, lambda items: (calls.append(list(items)), list(items))[1], max_batch=16, linger_s=5.0)
+    try:
+        t0 = time.perf_counter()
+        assert batcher.submit(-1).result(10) == -1 and time.perf_counter() - t0 < 2.0  # alone: no wait
+        release = _held(scorer)
+        first = [batcher.submit(i) for i in range(3)]
+        release.set()
+        assert [f.result(10) for f in first] == [0, 1, 2] and calls[-1] == [0, 1, 2]
+        lead = batcher.submit(3)
+        time.sleep(0.05)
+        rest = [batcher.submit(4), batcher.submit(5)]
+        assert lead.result(10) == 3 and [f.result(10) for f in rest] == [4, 5]
+        assert calls[-1] == [3, 4, 5]  # one batch again
+        batcher.linger_s = 0.1
+        t0 = time.perf_counter()
+        assert batcher.submit(6).result(10) == 6 and calls[-1] == [6]  # nobody else came: alone after the linger
+        assert 0.09 <= time.perf_counter() - t0 < 2.0
+    finally:
+        scorer.close()
+
+
+def test_the_linger_comes_from_the_environment_in_milliseconds(monkeypatch):
+    from serving.scoring import LINGER_ENV, linger_from_env
+
+    monkeypatch.delenv(LINGER_ENV, raising=False)
+    assert linger_from_env() == 0.002
+    monkeypatch.setenv(LINGER_ENV, "0")
+    assert linger_from_env() == 0.0
+    for bad in ("-1", "soon", "nan", "5000"):
+        monkeypatch.setenv(LINGER_ENV, bad)
+        with pytest.raises(ValueError, match=LINGER_ENV):
+            linger_from_env()
 
 
 def test_batches_are_cut_at_max_batch_and_keep_their_order():
