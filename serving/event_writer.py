@@ -21,7 +21,7 @@ and a ``/recommend`` scored on another thread meanwhile waited for the interpret
 its torch operations, hundreds of times (a 10,000-event batch took one from 6 to 370 ms,
 docs/deploying.md). On the one thread the two take turns instead: a request queued during a chunk
 is scored before the next, and between chunks the writer waits (``bulk_share``, ``PULSE_BULK_SHARE``:
-by default a group takes a quarter of a core, about 5,000 events a second on the 2-core machine),
+by default a group takes 15% of a core: a 10,000-event batch takes about 3 s on the 2-core machine),
 so a bulk upload leaves most of the cores to ``/recommend`` (docs/deploying.md, "Stop 24"). Each chunk keeps the log-first order, so a crash between chunks loses
 nothing: what was logged is replayed, and the client, without an answer, retries (the logged part
 counts as duplicates).
@@ -64,7 +64,7 @@ class Written:
     users: list[str]
 
 
-def bulk_share_from_env(default: float = 0.25) -> float:
+def bulk_share_from_env(default: float = 0.15) -> float:
     """``PULSE_BULK_SHARE``: the share of a core a large ``/events`` batch may take (0 < share <= 1)."""
     raw = os.environ.get(BULK_SHARE_ENV, "").strip()
     try:

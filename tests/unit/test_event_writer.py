@@ -134,4 +134,4 @@ def test_a_large_batch_waits_between_chunks_in_proportion_to_its_cpu(tmp_path, m
         with pytest.raises(ValueError, match=ew.BULK_SHARE_ENV):
             ew.bulk_share_from_env()
     monkeypatch.delenv(ew.BULK_SHARE_ENV)
-    assert ew.bulk_share_from_env() == 0.25
+    assert ew.bulk_share_from_env() == 0.15
