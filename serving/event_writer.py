@@ -29,7 +29,6 @@ counts as duplicates).
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from typing import Callable
 from core.eventlog import Event, RecordLog, events_by_user, read_events, tombstone
 from features.online import BehaviourSpec, forgotten_row, fresh_events, replay_events, write_merged
 from features.store import OnlineBehaviour
+from serving.env import number_from_env
 
 log = logging.getLogger(__name__)
 
@@ -66,14 +66,7 @@ class Written:
 
 def bulk_share_from_env(default: float = 0.15) -> float:
     """``PULSE_BULK_SHARE``: the share of a core a large ``/events`` batch may take (0 < share <= 1)."""
-    raw = os.environ.get(BULK_SHARE_ENV, "").strip()
-    try:
-        share = float(raw) if raw else default
-    except ValueError:
-        share = float("nan")
-    if not 0.0 < share <= 1.0:
-        raise ValueError(f"{BULK_SHARE_ENV} must be a number in (0, 1], got {raw!r}")
-    return share
+    return number_from_env(BULK_SHARE_ENV, default, "a share of a core in (0, 1]", high=1.0, low_open=True)
 
 
 class EventWriter:

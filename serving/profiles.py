@@ -18,11 +18,11 @@ before it existed) or a failing read gives ``profile: null``, logged, with the i
 from __future__ import annotations
 
 import logging
-import os
 import time
 
 from features.rows import ServiceRows
 from features.store import ITEM_SERVICE, item_service, online_item_profiles
+from serving.env import number_from_env
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +31,7 @@ TTL_ENV = "PULSE_PROFILE_TTL"
 
 def profile_ttl_from_env(default: float = 30.0) -> float:
     """``PULSE_PROFILE_TTL``: seconds a worker keeps an item profile it read (0: none kept)."""
-    raw = os.environ.get(TTL_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        ttl = float(raw)
-    except ValueError:
-        raise ValueError(f"{TTL_ENV} must be a number of seconds >= 0, got {raw!r}") from None
-    if not ttl >= 0 or ttl == float("inf"):
-        raise ValueError(f"{TTL_ENV} must be a finite number of seconds >= 0, got {raw!r}")
-    return ttl
+    return number_from_env(TTL_ENV, default, "a number of seconds >= 0")
 
 
 class ItemProfiles:

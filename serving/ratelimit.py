@@ -8,12 +8,12 @@ Buckets live in the worker process: with N BentoML workers a client may get up t
 """
 from __future__ import annotations
 
-import math
-import os
 import threading
 import time
 from collections import OrderedDict
 from typing import Callable
+
+from serving.env import number_from_env
 
 RATE_ENV = "PULSE_RATE_LIMIT"
 # Off unless set: behind a reverse proxy every client shares the proxy's address, so a default
@@ -25,16 +25,7 @@ MAX_CLIENTS = 10_000  # buckets kept (least recently seen dropped first): memory
 
 
 def rate_from_env(default: float = DEFAULT_RATE) -> float:
-    raw = os.environ.get(RATE_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        rate = float(raw)
-    except ValueError:
-        raise ValueError(f"{RATE_ENV}={raw!r} is not a number of requests per second (0 turns the limit off)") from None
-    if rate < 0 or not math.isfinite(rate):
-        raise ValueError(f"{RATE_ENV}={raw!r} must be a finite number >= 0 (0 turns the limit off)")
-    return rate
+    return number_from_env(RATE_ENV, default, "a number of requests per second >= 0 (0 turns the limit off)")
 
 
 class RateLimiter:

@@ -32,6 +32,7 @@ from typing import Callable, Generic, TypeVar
 import torch
 
 from models.inference import Engine, Recommendation
+from serving.env import number_from_env
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,7 @@ def torch_threads_from_env(default: int = 1) -> int:
 def linger_from_env(default_ms: float = 2.0) -> float:
     """``PULSE_BATCH_LINGER_MS``: how long, in ms, a batch may wait for the company the last one had
     (0: never wait); returned in seconds."""
-    raw = os.environ.get(LINGER_ENV, "").strip()
-    try:
-        ms = float(raw) if raw else default_ms
-    except ValueError:
-        ms = float("nan")
-    if not 0.0 <= ms <= 1000.0:
-        raise ValueError(f"{LINGER_ENV} must be a number of milliseconds in [0, 1000], got {raw!r}")
-    return ms / 1000.0
+    return number_from_env(LINGER_ENV, default_ms, "a number of milliseconds in [0, 1000]", high=1000.0) / 1000.0
 
 
 def max_batch_from_env(default: int = 16) -> int:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import html
 import logging
 import math
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -21,6 +20,7 @@ import pandas as pd
 
 from core.eventlog import Event
 from core.schema import parse_timestamps
+from serving.env import number_from_env
 
 log = logging.getLogger(__name__)
 
@@ -108,19 +108,8 @@ class TimeWindow:
 
     @classmethod
     def from_env(cls) -> "TimeWindow":
-        def days(name: str, default: float) -> float:
-            raw = os.environ.get(name)
-            if raw is None or raw.strip() == "":
-                return default
-            try:
-                v = float(raw)
-            except ValueError:
-                raise ValueError(f"{name}={raw!r} is not a number of days") from None
-            if not v >= 0 or v == float("inf"):
-                raise ValueError(f"{name}={raw!r} must be a finite number of days >= 0")
-            return v
-
-        return cls(days(AGE_ENV, DEFAULT_AGE_DAYS), days(AHEAD_ENV, DEFAULT_AHEAD_DAYS))
+        return cls(number_from_env(AGE_ENV, DEFAULT_AGE_DAYS, "a number of days >= 0"),
+                   number_from_env(AHEAD_ENV, DEFAULT_AHEAD_DAYS, "a number of days >= 0"))
 
     def bounds(self, now: int) -> tuple[int, int]:
         return int(now - self.max_age_days * SECONDS_PER_DAY), int(now + self.ahead_days * SECONDS_PER_DAY)
