@@ -249,7 +249,7 @@ class SwitchGate(nn.Module):
         need_short = [lookup.short_missing(e) for e in range(len(windows))]  # evidence rows (step-major) to score, per window
         pad = lambda x, w: F.pad(x[:, -min(w, L):], (W - min(w, L), 0))  # noqa: E731  (every window fits in W)
         long_rows, long_ts = torch.cat([seq, frozen[need_long]]), torch.cat([ts, frozen_ts[need_long]])
-        picks = [torch.cat([torch.arange(B), B + m]) for m in need_short]  # the request's rows, then the missing steps'
+        picks = [torch.cat([torch.arange(B, device=seq.device), B + m]) for m in need_short]  # the request's rows, then the missing steps'
         short_rows = torch.cat([pad(rows[p], w) for w, p in zip(windows, picks)])
         short_ts = torch.cat([pad(rows_ts[p], w) for w, p in zip(windows, picks)])
         if W == L:  # one call

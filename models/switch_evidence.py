@@ -30,10 +30,10 @@ class EvidenceLookup:
                  B: int, h: int, windows: tuple[int, ...]) -> None:
         self.B, self.h = B, h
         self.table = None if memo is None else memo.table()
-        self.targets = idx[:, 0]
+        self.targets, self.device = idx[:, 0], idx.device
         if self.table is None:
             return
-        r, t, y = rows.numpy(), rows_ts.numpy(), self.targets.numpy()
+        r, t, y = rows.cpu().numpy(), rows_ts.cpu().numpy(), self.targets.cpu().numpy()
         L, steps = r.shape[1], range(B, B + h * B)  # the evidence rows: the history before each of the h newest events
         self.short_keys = [[LikelihoodMemo.key(LikelihoodMemo.digest(e + 1, r[j, -min(w, L):], t[j, -min(w, L):]), y[j - B]) for j in steps]
                            for e, w in enumerate(windows)]
@@ -46,14 +46,14 @@ class EvidenceLookup:
     def frozen_missing(self) -> torch.Tensor:
         """Users (0..B-1) whose frozen long row must be scored."""
         if self.table is None:
-            return torch.arange(self.B)
-        return torch.tensor(sorted({j % self.B for j in self._missing(self.long_keys)}), dtype=torch.long)
+            return torch.arange(self.B, device=self.device)
+        return torch.tensor(sorted({j % self.B for j in self._missing(self.long_keys)}), dtype=torch.long, device=self.device)
 
     def short_missing(self, e: int) -> torch.Tensor:
         """Evidence rows (0..h*B-1) of window expert ``e`` that must be scored."""
         if self.table is None:
-            return torch.arange(self.h * self.B)
-        return torch.tensor(self._missing(self.short_keys[e]), dtype=torch.long)
+            return torch.arange(self.h * self.B, device=self.device)
+        return torch.tensor(self._missing(self.short_keys[e]), dtype=torch.long, device=self.device)
 
     def _fill(self, keys: list[bytes] | None, scored: torch.Tensor) -> torch.Tensor:
         """(h*B, 1) from ``scored`` (h*B,: NaN where not scored) and the memo, which learns the new ones."""
@@ -66,14 +66,14 @@ class EvidenceLookup:
                 self.table[k] = out[j]
             else:
                 out[j] = self.table[k]
-        return torch.tensor(out, dtype=scored.dtype).unsqueeze(1)
+        return torch.tensor(out, dtype=scored.dtype, device=scored.device).unsqueeze(1)
 
     def long_likelihoods(self, lp: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
         """From the frozen rows scored (``lp``, one per user in ``users``)."""
-        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
+        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype, device=lp.device)
         if len(users):
-            at = torch.full((self.B,), -1, dtype=torch.long)
-            at[users] = torch.arange(len(users))
+            at = torch.full((self.B,), -1, dtype=torch.long, device=lp.device)
+            at[users] = torch.arange(len(users), device=lp.device)
             rows = at.repeat(self.h)  # step-major: the user of each evidence row
             take = rows >= 0
             scored[take] = lp[rows[take]].gather(1, self.targets[take].unsqueeze(1))[:, 0]
@@ -81,7 +81,7 @@ class EvidenceLookup:
 
     def short_likelihoods(self, e: int, lp: torch.Tensor, steps: torch.Tensor) -> torch.Tensor:
         """From window expert ``e``'s evidence rows scored (``lp``, one per row in ``steps``)."""
-        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype)
+        scored = torch.full((self.h * self.B,), float("nan"), dtype=lp.dtype, device=lp.device)
         if len(steps):
             scored[steps] = lp.gather(1, self.targets[steps].unsqueeze(1))[:, 0]
         return self._fill(None if self.table is None else self.short_keys[e], scored)
