@@ -27,6 +27,7 @@ import math
 import os
 from typing import Any, Awaitable, Callable
 
+from serving.env import number_from_env
 from serving.ratelimit import RateLimiter, rate_from_env
 
 log = logging.getLogger(__name__)
@@ -112,14 +113,9 @@ def api_key_from_env() -> str | None:
     return os.environ.get(API_KEY_ENV) or None
 
 
-def _max_body_from_env() -> int:
-    raw = os.environ.get(MAX_BODY_ENV)
-    if not raw:
-        return DEFAULT_MAX_BODY
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{MAX_BODY_ENV}={raw!r} is not a number of bytes") from None
+def max_body_from_env() -> int:
+    """``PULSE_MAX_BODY_BYTES``: the largest request body accepted (413 above it)."""
+    return int(number_from_env(MAX_BODY_ENV, DEFAULT_MAX_BODY, "a number of bytes >= 1", low=1.0))
 
 
 class RequestGuard:
@@ -131,7 +127,7 @@ class RequestGuard:
         self.app = app
         self.limiter = limiter if limiter is not None else RateLimiter(rate_from_env() if from_env else 0.0)
         self.api_key = api_key if api_key is not None or not from_env else api_key_from_env()
-        self.max_body = max_body_bytes if max_body_bytes is not None else (_max_body_from_env() if from_env else DEFAULT_MAX_BODY)
+        self.max_body = max_body_bytes if max_body_bytes is not None else (max_body_from_env() if from_env else DEFAULT_MAX_BODY)
         self.api_paths, self.protected = api_paths, protected_paths
         quiet_client_errors()
 
@@ -191,7 +187,30 @@ class RequestGuard:
             log.info("rejected %s %s: %d %s", scope["method"], scope["path"], status, reason)
             await _send_json(send, status, error_body(reason), extra)
             return
+        if scope["method"] == "POST" and "content-length" not in headers:  # chunked: the limit is counted, not declared
+            messages, over = await self._read_bounded(receive)
+            if over:
+                reason = f"request body over the limit of {self.max_body:,} bytes ({MAX_BODY_ENV})"
+                log.info("rejected %s %s: 413 %s", scope["method"], scope["path"], reason)
+                await _send_json(send, 413, error_body(reason))
+                return
+            receive = _replaying(messages, receive)
         await self.app(scope, receive, self._normalising(scope, send))
+
+    async def _read_bounded(self, receive: Receive) -> tuple[list[Message], bool]:
+        """The messages of a body sent without ``Content-Length``, read up to the limit: (what was
+        read, whether it went over). Without this, a chunked body was read whole whatever its size."""
+        messages, size = [], 0
+        while True:
+            message = await receive()
+            messages.append(message)
+            if message["type"] != "http.request":  # the client went away
+                return messages, False
+            size += len(message.get("body", b""))
+            if size > self.max_body:
+                return messages, True
+            if not message.get("more_body", False):
+                return messages, False
 
     def _normalising(self, scope: Scope, send: Send) -> Send:
         """``send`` that passes 2xx/3xx/5xx through and rewrites a 4xx body into the one shape."""
@@ -217,6 +236,15 @@ class RequestGuard:
             await _send_json(send, start["status"], body, raw_headers=keep)
 
         return wrapped
+
+
+def _replaying(messages: list[Message], receive: Receive) -> Receive:
+    """``receive`` that gives ``messages`` (already read) first, then what ``receive`` gives."""
+    pending = list(messages)
+
+    async def replayed() -> Message:
+        return pending.pop(0) if pending else await receive()
+    return replayed
 
 
 async def _send_json(send: Send, status: int, body: dict, extra: dict[str, str] | None = None,

@@ -33,7 +33,9 @@ from features.store import OnlineBehaviour, get_store
 from serving.broadcast import Broadcast
 from serving.event_writer import EventWriter, bulk_share_from_env
 from serving.profiles import ItemProfiles, profile_ttl_from_env
-from serving.guard import API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, quiet_client_errors
+from serving.settings import REQUIRE_KEY_ENV, check_settings, reload_interval_from_env, required_key
+from serving.guard import (API_KEY_ENV, PROTECTED_PATHS, RequestGuard, api_key_from_env, bad_request, max_body_from_env,
+                           quiet_client_errors)
 from serving.requests import Events, Items, OneItemId, OneKind, OneTs, OneUserId, OneValue, as_dict, event_dicts
 from serving.validate import BadRequest, TimeWindow, id_problem, parse_events, parse_items
 from serving.schemas import (EventsResponse, ForgetResponse, ItemsResponse, PulseService, RecommendResponse, ReloadResponse,
@@ -45,7 +47,6 @@ from serving.state import (ENCODER_CACHE, ServingState, apply_logged_items, exem
 log = logging.getLogger(__name__)
 
 MODEL_TAG = os.environ.get("PULSE_MODEL_TAG", "pulse-recommender:latest")
-RELOAD_INTERVAL_S = float(os.environ.get("PULSE_RELOAD_INTERVAL") or 0)  # 0: no watcher, /reload only
 WORKERS_ENV = "PULSE_WORKERS"  # API worker processes (default 1)
 
 
@@ -73,7 +74,6 @@ def tracing_from_env() -> dict:
     return {"excluded_urls": list(API_ROUTES)}
 
 
-REQUIRE_KEY_ENV = "PULSE_REQUIRE_API_KEY"  # set in the Bento's image: no key, no start
 PROJECT_DIR_ENV = "PULSE_PROJECT_DIR"  # what relative paths of the model's metadata are relative to (default: the working directory)
 
 
@@ -102,8 +102,10 @@ def check_api_key_config() -> None:
         log.info("%s is set: %s need it", API_KEY_ENV, ", ".join(sorted(PROTECTED_PATHS)))
         return
     if os.environ.get(REQUIRE_KEY_ENV, "").strip().lower() in ("1", "true", "yes"):
-        raise RuntimeError(f"{REQUIRE_KEY_ENV} is set but {API_KEY_ENV} is not: set {API_KEY_ENV} to the key that "
-                           f"{', '.join(sorted(PROTECTED_PATHS))} must require (or unset {REQUIRE_KEY_ENV} for an open local service)")
+        try:
+            required_key()
+        except ValueError as e:
+            raise RuntimeError(str(e)) from None
     log.warning("%s is not set: the write endpoints %s are open to anyone who can reach this port "
                 "(fine for a local `make serve` on 127.0.0.1, never for a shared host)", API_KEY_ENV, ", ".join(sorted(PROTECTED_PATHS)))
 
@@ -137,6 +139,9 @@ class RecommendAsk(NamedTuple):
     k: int
     exclude_seen: bool
     serving: ServingState
+
+
+check_settings()  # before BentoML starts anything: a bad PULSE_* value stops `bentoml serve` with its reason
 
 
 @bentoml.service(workers=workers_from_env(), traffic={"timeout": 30}, tracing=tracing_from_env(),
@@ -177,7 +182,7 @@ class Recommender:
         self.writer = EventWriter(self.event_log, self.online, self._spec, run_chunk=lambda fn: self.scorer.submit(fn).result(),
                                   bulk_share=bulk_share_from_env())
         self.writer.replay()
-        start_watcher(self.reload_model, RELOAD_INTERVAL_S)
+        start_watcher(self.reload_model, reload_interval_from_env())
         # a shared (Redis) online store: /reload and /items reach every process of every replica
         self.broadcast = Broadcast(self.online.redis(), {"reload": lambda _msg: self.reload_model(),
                                                           "items": self._items_from_elsewhere}).start() \

@@ -217,3 +217,26 @@ def test_a_client_over_its_rate_gets_429_with_retry_after_others_do_not():
     # a client with its own API key counts apart from the address it shares
     assert c.post("/recommend", json={"user_id": "a"}, headers={"X-API-Key": "other"}).status_code == 200
     assert c.get("/healthz").status_code == 200  # only the API routes are limited
+
+
+def test_a_chunked_body_over_the_limit_gets_413_and_one_within_it_arrives_whole():
+    """A body without Content-Length (chunked) is counted as it arrives: over the limit a 413 before
+    the app reads it all, within it the app gets every byte."""
+    got = {}
+
+    async def app(scope, receive, send):
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        got["body"] = body
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    c = TestClient(RequestGuard(app, api_key=None, max_body_bytes=1_000, from_env=False), raise_server_exceptions=False)
+    big = (b"x" * 300 for _ in range(10))  # a generator: sent chunked, no Content-Length
+    r = c.post("/recommend", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "over the limit of 1,000 bytes" in r.json()["error"] and "body" not in got
+    small = (b'{"user_id": "%d"}' % i for i in range(2))
+    r = c.post("/recommend", content=small, headers={"content-type": "application/json"})
+    assert r.status_code == 200 and got["body"] == b'{"user_id": "0"}{"user_id": "1"}'
