@@ -24,3 +24,18 @@ def number_from_env(name: str, default: float, what: str, low: float = 0.0, high
     if not (math.isfinite(value) and (value > low if low_open else value >= low) and value <= high):
         raise ValueError(f"{name}={raw!r} is not {what}")
     return value
+
+
+def whole_from_env(name: str, default: int) -> int:
+    """``name``'s value as a whole number >= 1 (thread and batch counts), or ``default`` when unset or
+    blank; ``ValueError`` naming the variable and the value otherwise."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        n = int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}")
+    return n

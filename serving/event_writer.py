@@ -42,7 +42,7 @@ from serving.env import number_from_env
 log = logging.getLogger(__name__)
 
 BULK_SHARE_ENV = "PULSE_BULK_SHARE"
-CHUNK_EVENTS = 100  # events per log append and online write of a large group, with a pause between chunks
+CHUNK_EVENTS = 100  # events per log append and online write of a large group (chunks of whole users)
 
 
 @dataclass
@@ -108,7 +108,8 @@ class EventWriter:
         return mine.result
 
     def _commit(self, group: list[_Pending]) -> None:
-        """Write every queued batch as one: one append, one online write; each batch's own answer."""
+        """Write every queued batch as one (one append, one online write; a large group chunk by chunk,
+        ``_chunks``); each batch's own answer."""
         events = [e for p in group for e in p.events]
         try:
             chunks = self._chunks(events)

@@ -22,7 +22,6 @@ docs/deploying.md). A lone client's batches have no company, so it never waits.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -32,7 +31,7 @@ from typing import Callable, Generic, TypeVar
 import torch
 
 from models.inference import Engine, Recommendation
-from serving.env import number_from_env
+from serving.env import number_from_env, whole_from_env
 
 log = logging.getLogger(__name__)
 
@@ -44,21 +43,8 @@ T = TypeVar("T")
 A = TypeVar("A")
 
 
-def _whole_from_env(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        n = int(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}") from None
-    if n < 1:
-        raise ValueError(f"{name} must be a whole number >= 1, got {raw!r}")
-    return n
-
-
 def torch_threads_from_env(default: int = 1) -> int:
-    return _whole_from_env(THREADS_ENV, default)
+    return whole_from_env(THREADS_ENV, default)
 
 
 def linger_from_env(default_ms: float = 2.0) -> float:
@@ -69,7 +55,7 @@ def linger_from_env(default_ms: float = 2.0) -> float:
 
 def max_batch_from_env(default: int = 16) -> int:
     """``PULSE_MAX_BATCH``: the most ``/recommend`` calls scored in one pass (1: one at a time)."""
-    return _whole_from_env(MAX_BATCH_ENV, default)
+    return whole_from_env(MAX_BATCH_ENV, default)
 
 
 class Scorer:
